@@ -1,0 +1,119 @@
+# ota: over-the-air updates for MicroPython on ESP32 and ESP8266.
+#
+# The API mirrors ESP-IDF's esp_https_ota / esp_ota_ops (see DESIGN.md).
+# This file holds only the constants, the error type and thin entry points;
+# everything else is imported on first use, so a board pays in RAM only for
+# the path it runs.
+try:
+    from micropython import const
+except ImportError:  # CPython, the second runtime of the host tests
+    def const(x):
+        return x
+
+OK = const(0)
+ESP_FAIL = const(-1)
+ESP_ERR_NO_MEM = const(0x101)
+ESP_ERR_INVALID_ARG = const(0x102)
+ESP_ERR_INVALID_STATE = const(0x103)
+ESP_ERR_INVALID_SIZE = const(0x104)
+ESP_ERR_NOT_FOUND = const(0x105)
+ESP_ERR_NOT_SUPPORTED = const(0x106)
+ESP_ERR_TIMEOUT = const(0x107)
+ESP_ERR_INVALID_RESPONSE = const(0x108)
+ESP_ERR_INVALID_VERSION = const(0x10A)
+ESP_ERR_OTA_VALIDATE_FAILED = const(0x1503)
+ESP_ERR_OTA_SMALL_SEC_VER = const(0x1504)
+ESP_ERR_OTA_ROLLBACK_FAILED = const(0x1505)
+ESP_ERR_OTA_ROLLBACK_INVALID_STATE = const(0x1506)
+ESP_ERR_FLASH_OP_FAIL = const(0x6001)
+ESP_ERR_FLASH_OP_TIMEOUT = const(0x6002)
+ESP_ERR_HTTP_MAX_REDIRECT = const(0x7001)
+ESP_ERR_HTTP_CONNECT = const(0x7002)
+ESP_ERR_HTTP_NOT_MODIFIED = const(0x7009)
+ESP_ERR_HTTP_INCOMPLETE_DATA = const(0x700C)
+IN_PROGRESS = const(0x9001)  # ESP_ERR_HTTPS_OTA_IN_PROGRESS
+
+_NAMES = {
+    0: "ESP_OK",
+    -1: "ESP_FAIL",
+    0x101: "ESP_ERR_NO_MEM",
+    0x102: "ESP_ERR_INVALID_ARG",
+    0x103: "ESP_ERR_INVALID_STATE",
+    0x104: "ESP_ERR_INVALID_SIZE",
+    0x105: "ESP_ERR_NOT_FOUND",
+    0x106: "ESP_ERR_NOT_SUPPORTED",
+    0x107: "ESP_ERR_TIMEOUT",
+    0x108: "ESP_ERR_INVALID_RESPONSE",
+    0x10A: "ESP_ERR_INVALID_VERSION",
+    0x1503: "ESP_ERR_OTA_VALIDATE_FAILED",
+    0x1504: "ESP_ERR_OTA_SMALL_SEC_VER",
+    0x1505: "ESP_ERR_OTA_ROLLBACK_FAILED",
+    0x1506: "ESP_ERR_OTA_ROLLBACK_INVALID_STATE",
+    0x6001: "ESP_ERR_FLASH_OP_FAIL",
+    0x6002: "ESP_ERR_FLASH_OP_TIMEOUT",
+    0x7001: "ESP_ERR_HTTP_MAX_REDIRECT",
+    0x7002: "ESP_ERR_HTTP_CONNECT",
+    0x7009: "ESP_ERR_HTTP_NOT_MODIFIED",
+    0x700C: "ESP_ERR_HTTP_INCOMPLETE_DATA",
+    0x9001: "ESP_ERR_HTTPS_OTA_IN_PROGRESS",
+}
+
+
+class OTAError(Exception):
+    # code: the esp_err_t value; name: its symbolic name; http_status: the
+    # server's status for ESP_FAIL after an HTTP error, else None.
+    def __init__(self, code, msg="", http_status=None):
+        super().__init__(code, msg)
+        self.code = code
+        self.name = _NAMES.get(code, "ESP_ERR_0x%X" % code)
+        self.msg = msg
+        self.http_status = http_status
+
+    def __str__(self):
+        return "%s: %s" % (self.name, self.msg) if self.msg else self.name
+
+
+def begin(url, **kw):
+    from ota.client import Handle
+    return Handle(url, **kw)
+
+
+def update(url, reboot=False, **kw):
+    # esp_https_ota(): the whole update in one call; returns the new app's desc.
+    from ota.client import update
+    return update(url, reboot, **kw)
+
+
+def AppBundle(path="/app", **kw):
+    from ota.bundle import AppBundle
+    return AppBundle(path, **kw)
+
+
+def mark_app_valid():
+    from ota.app import mark_app_valid
+    mark_app_valid()
+
+
+def rollback(reboot=True):
+    from ota.app import rollback
+    rollback(reboot)
+
+
+def running_app():
+    from ota.app import running_app
+    return running_app()
+
+
+def status():
+    from ota.app import status
+    return status()
+
+
+def boot():
+    from ota.app import boot
+    boot()
+
+
+def check(server, token, **kw):
+    from ota.check import check
+    return check(server, token, **kw)

@@ -1,0 +1,73 @@
+# The running app: confirm it, roll it back, describe it (esp_ota_ops).
+import ota
+from ota import OTAError
+
+
+def _partition():
+    try:
+        from esp32 import Partition
+        return Partition
+    except ImportError:
+        return None   # ESP8266: app bundles only
+
+
+def mark_app_valid():
+    # esp_ota_mark_app_valid_cancel_rollback(): the new app works, keep it.
+    Partition = _partition()
+    if Partition:
+        try:
+            Partition.mark_app_valid_cancel_rollback()
+        except OSError as e:
+            raise OTAError(ota.ESP_ERR_OTA_ROLLBACK_FAILED, "cannot confirm the app: %s" % e)
+
+
+def rollback(reboot=True):
+    # esp_ota_mark_app_invalid_rollback_and_reboot(): back to the other app.
+    # Unconfirmed, the bootloader falls back by itself on the next reset;
+    # confirmed, the other slot is made the boot partition again (set_boot
+    # checks that it still holds a valid image).
+    from ota.otadata import running_state, PENDING_VERIFY
+    Partition = _partition()
+    if Partition is None:
+        raise OTAError(ota.ESP_ERR_NOT_SUPPORTED, "no firmware rollback on this board")
+    if running_state() != PENDING_VERIFY:
+        try:
+            Partition(Partition.RUNNING).get_next_update().set_boot()
+        except OSError as e:
+            raise OTAError(ota.ESP_ERR_OTA_ROLLBACK_FAILED, "no valid app to roll back to: %s" % e)
+    if reboot:
+        import machine
+        machine.reset()
+
+
+def running_app():
+    # The esp_app_desc_t of the running image, as a dict.
+    from ota.firmware import running_partition, read_app
+    return read_app(running_partition(), bytearray(512))[1]
+
+
+def status():
+    # Everything a person wants to print about the two app slots.
+    from ota import otadata
+    Partition = _partition()
+    if Partition is None:
+        return {"firmware": None}
+    running = Partition(Partition.RUNNING)
+    slots = [p.info()[4] for p in Partition.find(Partition.TYPE_APP)]
+    act = otadata.active()
+    return {
+        "running": running.info()[4],
+        "boot": Partition(Partition.BOOT).info()[4],
+        "next": running.get_next_update().info()[4],
+        "slots": slots,
+        "otadata": [None if e is None else {"seq": e[0], "state": otadata.STATE_NAMES.get(e[1], e[1])}
+                    for e in otadata.entries()],
+        "running_state": otadata.STATE_NAMES.get(otadata.running_state()),
+        "active_slot": None if act is None else slots[act[0]],
+    }
+
+
+def boot():
+    # First line of boot.py. Firmware rollback is the bootloader's job; app
+    # bundles finish or undo an interrupted swap here.
+    pass

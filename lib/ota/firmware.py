@@ -1,0 +1,155 @@
+# Firmware target: streams an app image into the next OTA partition.
+#
+# One 4096-byte buffer, filled straight from the socket. A full buffer is
+# validated (ota.image) and then written with the two-argument writeblocks,
+# which erases exactly that sector and programs it: a rejected image costs at
+# most the sector it was rejected in. otadata is touched only by set_boot()
+# in finish(), after the whole image was validated.
+import json
+import os
+
+import ota
+from ota import OTAError
+from ota.image import ImageValidator
+
+SECTOR = 4096
+JOURNAL = "ota_resume.json"   # relative: the board's filesystem root is the cwd
+JOURNAL_EVERY = 16            # sectors (64 KiB) between journal updates
+
+
+def running_partition():
+    try:
+        from esp32 import Partition
+    except ImportError:
+        raise OTAError(ota.ESP_ERR_NOT_SUPPORTED,
+                       "firmware OTA needs the esp32 module; use target=ota.AppBundle(...)")
+    return Partition(Partition.RUNNING)
+
+
+def read_app(part, buf):
+    # The first bytes of the image in `part`: (chip id, app descriptor).
+    # The running image's header tells this board's chip id, its descriptor
+    # the secure_version an update must not go below.
+    part.readblocks(0, buf)
+    chip_id = buf[12] | buf[13] << 8
+    v = ImageValidator(chip_id, part.info()[3])
+    v.feed(memoryview(buf)[:512])
+    return chip_id, v.desc
+
+
+class FirmwareTarget:
+    def __init__(self):
+        from ota.otadata import running_state, PENDING_VERIFY
+        running = running_partition()
+        if running_state() == PENDING_VERIFY:
+            raise OTAError(ota.ESP_ERR_OTA_ROLLBACK_INVALID_STATE,
+                           "the running app is not confirmed yet: call ota.mark_app_valid() first")
+        self._buf = bytearray(SECTOR)
+        self._mv = memoryview(self._buf)
+        chip_id, desc = read_app(running, self._buf)
+        self._part = running.get_next_update()
+        self._validator = ImageValidator(chip_id, self._part.info()[3], desc["secure_version"])
+        self._fill = 0
+        self._sector = 0
+        self._journal = None
+
+    # -- target interface (docs/ARCHITECTURE.md) -----------------------------
+
+    def begin(self, client):
+        size = client.get_image_size()
+        if size > self._part.info()[3]:
+            raise OTAError(ota.ESP_ERR_INVALID_SIZE, "image of %d bytes does not fit partition %s (%d bytes)"
+                           % (size, self._part.info()[4], self._part.info()[3]))
+        if client.etag:
+            self._journal = {"url": client.url, "etag": client.etag, "part": self._part.info()[4], "bytes": 0}
+        return self._resume(client)
+
+    def window(self):
+        return self._mv[self._fill:]
+
+    def commit(self, n):
+        self._validator.feed(self._mv[self._fill:self._fill + n])
+        self._fill += n
+        if self._fill == SECTOR:
+            self._flush()
+
+    def desc(self):
+        return self._validator.desc
+
+    def complete(self):
+        return self._validator.complete()
+
+    def finish(self):
+        self._validator.done()
+        if self._fill:
+            for i in range(self._fill, SECTOR):
+                self._buf[i] = 0xFF
+            self._flush()
+        try:
+            self._part.set_boot()
+        except OSError as e:
+            raise OTAError(ota.ESP_ERR_OTA_VALIDATE_FAILED, "set_boot refused the image: %s" % e)
+        _forget()
+
+    def abort(self, keep=False):
+        # The partition holds an unbootable prefix; otadata was never touched.
+        if not keep:
+            _forget()
+
+    # -- inside --------------------------------------------------------------
+
+    def _flush(self):
+        try:
+            self._part.writeblocks(self._sector, self._buf)
+        except OSError as e:
+            raise OTAError(ota.ESP_ERR_FLASH_OP_FAIL, "flash write of sector %d failed: %s" % (self._sector, e))
+        self._sector += 1
+        self._fill = 0
+        if self._journal and self._sector % JOURNAL_EVERY == 0:
+            self._journal["bytes"] = self._sector * SECTOR
+            _remember(self._journal)
+
+    def _resume(self, client):
+        # Re-validate what an interrupted download of the same entity left in
+        # the partition (flash reads are cheap), then fetch only the rest.
+        old = _recall()
+        if not (old and self._journal and old["url"] == client.url and old["etag"] == client.etag
+                and old["part"] == self._journal["part"]):
+            _forget()
+            return 0
+        done = old["bytes"]
+        try:
+            while self._sector * SECTOR < done:
+                self._part.readblocks(self._sector, self._buf)
+                self._validator.feed(self._mv)
+                client.resumed(self._mv)
+                self._sector += 1
+        except OTAError:
+            # The kept prefix no longer validates: the next begin() starts over.
+            _forget()
+            raise
+        self._journal["bytes"] = done
+        return done
+
+
+def _remember(journal):
+    # Written to a new file and renamed over the old one, so a power cut
+    # leaves either journal, never a torn one.
+    with open(JOURNAL + ".tmp", "w") as f:
+        json.dump(journal, f)
+    os.rename(JOURNAL + ".tmp", JOURNAL)
+
+
+def _recall():
+    try:
+        with open(JOURNAL) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _forget():
+    try:
+        os.remove(JOURNAL)
+    except OSError:
+        pass
