@@ -65,10 +65,13 @@ class FirmwareTarget:
         return self._resume(client)
 
     def window(self):
-        return self._mv[self._fill:]
+        self._win = self._mv[self._fill:] if self._fill else self._mv
+        return self._win
 
     def commit(self, n):
-        self._validator.feed(self._mv[self._fill:self._fill + n])
+        # Sockets fill the whole window (readinto(buf, n) waits for n bytes),
+        # so the common case feeds the window itself without a new slice.
+        self._validator.feed(self._win if n == len(self._win) else self._win[:n])
         self._fill += n
         if self._fill == SECTOR:
             self._flush()

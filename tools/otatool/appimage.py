@@ -22,6 +22,8 @@ import tempfile
 import esptool
 from esptool.cmds import elf2image
 
+from otatool import SHIM_DIR
+
 # esp_image_header_t.chip_id (esp_chip_id_t)
 CHIP_IDS = {"esp32": 0, "esp32s3": 9, "esp32c3": 5}
 
@@ -205,9 +207,29 @@ def make_app_image(version="1.0.0", chip="esp32", size=None, secure_version=0,
     return image
 
 
+
+# Where the 2nd-stage bootloader lives (DRAM with its descriptor, IRAM):
+# its image also starts with 0xE9 but carries no esp_app_desc_t.
+BOOTLOADER_RAM = {"esp32": (0x3FFF0000, 0x40078000), "esp32s3": (0x3FCE2000, 0x403C8000),
+                  "esp32c3": (0x3FCD6000, 0x403CE000)}
+
+
+def make_bootloader_image(chip="esp32"):
+    """A bootloader image (as in a merged firmware.bin served by mistake):
+    RAM segments only, esp_bootloader_desc_t (magic byte 0x50) first."""
+    dram, iram = BOOTLOADER_RAM[chip]
+    rnd = random.Random("bootloader|" + chip)
+    bootdesc = struct.pack("<B3sI32s24s16s", 0x50, b"", 1, b"v5.2.2", b"Jan  1 2025 00:00:00", b"")
+    sections = [
+        (".dram0.bootdesc", dram, "w", bootdesc),
+        (".dram0.data", dram + len(bootdesc), "w", rnd.randbytes(2048)),
+        (".iram_loader.text", iram, "x", rnd.randbytes(8192)),
+        (".iram.text", iram + 0x8400, "x", rnd.randbytes(8192)),
+    ]
+    return _convert(_build_elf(CHIPS[chip].machine, iram, sections), chip, 0, CHIPS[chip].max_rev)
+
 # The app the emulated board finds in ota_0 on a fresh flash.
-DEFAULT_APP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "shim", "default_app.bin")
+DEFAULT_APP = os.path.join(SHIM_DIR, "default_app.bin")
 
 
 def default_app_image():

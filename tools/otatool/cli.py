@@ -9,6 +9,10 @@ import importlib
 import sys
 
 COMMANDS = [
+    "image",
+    "server",
+    "serve",
+    "sign",
 ]
 
 

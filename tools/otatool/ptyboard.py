@@ -14,18 +14,21 @@ no relay thread and no socat:
   board that failed to start is reported here and not as an mpremote timeout.
 
 The board's filesystem: `fs_dir` is mounted as `/` (`vfs.VfsPosix`), so `/lib`,
-`/app`, `boot.py` ... land in `fs_dir` as on a board, and `sys.path` is
-`['', '.frozen', '/lib']` as on ESP32 firmware (`mpremote mip install` picks
-`/lib`). Host paths are unreachable from the board in that state (and VfsPosix
-cannot `os.rename` two absolute paths, see HOST-BOARD-NOTES.md). Pass
-`root=False` to only run in `fs_dir` as the current directory instead: host
-paths (e.g. a shim on MICROPYPATH) keep working, but absolute board paths then
-mean host paths, so use relative ones.
+`/boot.py`, `/ota_config.json` ... land in `fs_dir` as on a board, and
+`sys.path` is `['', '.frozen', '/lib']` as on ESP32 firmware (`mpremote mip
+install` picks `/lib`). Running in `fs_dir` as the current directory instead
+would be unsafe: every absolute path that mpremote or `otatool deploy` writes
+would then be a path on the host. With the mount, host paths are unreachable
+from the board, and VfsPosix cannot `os.rename` two absolute paths (see
+HOST-BOARD-NOTES.md), so device code that needs the shim (`OTA_BOARD`, which
+renames files) runs with `run_mpy` on the deployed directory, not here.
 
 Limits of the emulation: a soft reset (Ctrl-D in the raw REPL) ends the unix
 port instead of rebooting it, so mpremote must be told `resume` (and
 `otatool deploy --no-reset`); Ctrl-C cannot interrupt running code (the unix
-port only reacts to SIGINT, and a raw pty sends none).
+port only reacts to SIGINT, and a raw pty sends none); output written while
+no client reads waits in the pty's buffer (a few KiB), after which the board
+blocks until mpremote connects, as with flow control.
 """
 import contextlib
 import os
@@ -84,21 +87,19 @@ def _stop(proc, timeout):
 
 
 @contextlib.contextmanager
-def serve_pty(fs_dir, env=None, heap=None, root=True, start_timeout=10, stop_timeout=5):
+def serve_pty(fs_dir, env=None, heap=None, start_timeout=10, stop_timeout=5):
     """Run the unix port on a pty with `fs_dir` as its filesystem; yield the
     tty path to give mpremote. `env` adds to (and overrides) the environment;
     `heap` is the GC heap size (`-X heapsize=`, e.g. "64k")."""
     fs_dir = os.path.abspath(str(fs_dir))
     os.makedirs(fs_dir, exist_ok=True)
     full_env = dict(os.environ)
-    full_env["MICROPYPATH"] = ".frozen:/lib" if root else ".frozen:./lib"
+    full_env["MICROPYPATH"] = ".frozen:/lib"
     full_env.update(env or {})
     cmd = [micropython_binary()]
     if heap:
         cmd += ["-X", "heapsize=%s" % heap]
-    cmd += ["-i"]
-    if root:
-        cmd += ["-c", _MOUNT_ROOT % fs_dir]
+    cmd += ["-i", "-c", _MOUNT_ROOT % fs_dir]
 
     master, slave = os.openpty()
     proc = None

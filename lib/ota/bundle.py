@@ -1,0 +1,298 @@
+# ota.bundle: the app-bundle target, ota.AppBundle("/app").
+#
+# Receives a bundle (format: tools/otatool/bundle.py) through the Target
+# interface of ARCHITECTURE.md with one buffer of `bufsize` bytes and
+# nothing that grows with the bundle:
+#   _FIX   the 80-byte fixed part: magic, format, sizes, version. The version
+#          rule and a free-space check run here, before any file is stored
+#   _HEAD  the entries, checked as they stream (names; sort order, so that
+#          duplicates and file/directory clashes show between neighbours)
+#          and copied to staging new/hdr; then the header's own SHA-256 and
+#          the exact free-space check
+#   _DATA  each file straight into new/<index>, its SHA-256 checked when its
+#          last byte lands
+#   _DONE  all in: finish() runs the journaled swap of ota.bundle_boot
+# Any failure raises OTAError and deletes staging; the app is untouched.
+# Kept to few functions and short messages: every function and string costs
+# heap on an ESP8266 that also holds the HTTP client.
+import hashlib
+import os
+import struct
+
+import ota
+from ota import const, OTAError
+from ota import bundle_boot as bb
+
+_FIXED = const(80)
+_HEADER_MAX = const(32768)
+_ENTRIES_MAX = const(1024)
+_NAME_MAX = const(120)
+_SLACK = const(6)           # blocks for directories, metadata and the journal
+_BAD = b'\\:*?"<>|'         # besides control characters: unsafe on FAT
+
+_IDLE = const(0)
+_FIX = const(1)
+_HEAD = const(2)
+_DATA = const(3)
+_DONE = const(4)
+_FINISHED = const(5)
+
+
+def _bad(msg):
+    return OTAError(ota.ESP_ERR_OTA_VALIDATE_FAILED, msg)
+
+
+def _vkey(v):
+    # "1.10.0-rc1" -> ([1, 10], False, "rc1"): 1.10 > 1.9, 1.2 == 1.2.0, and a
+    # pre-release ranks below its release.
+    if v[:1] in ("v", "V"):
+        v = v[1:]
+    i = v.find("-")
+    pre = "" if i < 0 else v[i + 1:]
+    nums = [int(x) for x in (v if i < 0 else v[:i]).split(".")]
+    while len(nums) > 1 and nums[-1] == 0:
+        nums.pop()
+    return nums, not pre, pre
+
+
+def newer(a, b):
+    # Is version a newer than b? Not semantic versions: any other one is.
+    try:
+        return _vkey(a) > _vkey(b)
+    except ValueError:
+        return a != b
+
+
+class AppBundle:
+    def __init__(self, path="/app", allow_downgrade=False, bufsize=1024):
+        path = path.rstrip("/")
+        if path[:1] != "/" or "/." in path or bufsize < 512:
+            raise OTAError(ota.ESP_ERR_INVALID_ARG, "app path must be absolute, like /app")
+        self.app = path
+        self.meta = path + ".ota"
+        self.allow_downgrade = allow_downgrade
+        self._buf = bytearray(bufsize)
+        self._mv = memoryview(self._buf)
+        self._ph = _IDLE
+        self._desc = self._f = self._hdr = self._it = None
+
+    # -- Target interface (ARCHITECTURE.md) ----------------------------------
+
+    def begin(self, client):
+        try:
+            st = bb.get_state(self.meta)
+            if st != "none" and st != "valid":
+                raise OTAError(ota.ESP_ERR_OTA_ROLLBACK_INVALID_STATE,
+                               "boot and confirm the installed bundle first")
+            size = getattr(client, "size", None)
+            self._size = client.get_image_size() if size is None else size
+            self._bs = os.statvfs(self.app[:self.app.rfind("/")] or "/")[1]
+            self._room(self._size)
+            self._ph = _FIX
+            self._fill = 0
+            self._left = _FIXED
+            m = self.meta
+            bb.mkdir(m)
+            bb.discard(m, m + "/new")
+            os.mkdir(m + "/new")
+            self._hdr = open(m + "/new/hdr", "wb")
+            self._hash = hashlib.sha256()
+            return 0
+        except Exception as e:
+            raise self._fail(e)
+
+    def window(self):
+        ph, f = self._ph, self._fill
+        if ph == _FIX or ph == _HEAD:
+            return self._mv[f:min(len(self._buf), f + self._left)]
+        if ph == _DATA and self._left < len(self._buf):
+            return self._mv[:self._left]
+        if ph == _DATA or ph == _DONE:
+            return self._mv         # after _DONE only to catch trailing bytes
+        raise OTAError(ota.ESP_ERR_INVALID_STATE, "no download")
+
+    def commit(self, n):
+        try:
+            ph = self._ph
+            if ph == _DATA:
+                mv = self._mv if n == len(self._buf) else self._mv[:n]
+                self._fh.update(mv)
+                self._f.write(mv)
+                self._left -= n
+                if not self._left:
+                    self._next()
+            elif ph == _FIX or ph == _HEAD:
+                self._fill += n
+                self._left -= n
+                self._head()
+            elif n:
+                raise _bad("data after the bundle")
+        except Exception as e:
+            raise self._fail(e)
+
+    def desc(self):
+        return self._desc
+
+    def complete(self):
+        return self._ph >= _DONE
+
+    def finish(self):
+        try:
+            if self._ph != _DONE:
+                raise _bad("truncated bundle")
+            m = self.meta
+            # A directory the swap must create cannot be a file of the app
+            # now: refused here, before the commit point.
+            for _, kind, name, _, _ in bb.entries(m + "/new/hdr"):
+                i = name.find("/")
+                while kind == 0 and i > 0:
+                    try:
+                        if not os.stat(self.app + "/" + name[:i])[0] & 0x4000:
+                            raise _bad(name[:i] + " is a file")
+                    except OSError:
+                        break
+                    i = name.find("/", i + 1)
+            if bb.get_state(m) == "valid":
+                bb.put_state(m, "none")     # old/ is about to go
+            bb.discard(m, m + "/old")
+            os.mkdir(m + "/old")
+            bb.put_state(m, "swap")         # the commit point
+            self._ph = _FINISHED
+            bb.install(self.app, m)
+        except Exception as e:
+            raise self._fail(e)
+
+    def abort(self, keep=False):
+        # Never resumed: a cut download starts over, so `keep` is ignored.
+        if self._ph == _FINISHED:
+            return
+        for f in (self._f, self._hdr, self._it):
+            if f:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self._f = self._hdr = self._it = None
+        if self._ph != _IDLE:
+            self._ph = _IDLE
+            try:
+                bb.discard(self.meta, self.meta + "/new")
+            except OSError:
+                pass
+
+    # -- inside --------------------------------------------------------------
+
+    def _fail(self, e):
+        self.abort()
+        if isinstance(e, OSError):
+            return OTAError(ota.ESP_ERR_FLASH_OP_FAIL, "app fs: %s" % e)
+        return e
+
+    def _room(self, n):
+        # n bytes (+ slack) must fit in the free blocks of the app's filesystem.
+        need = (n + self._bs - 1) // self._bs + _SLACK
+        free = os.statvfs(self.meta[:self.meta.rfind("/")] or "/")[4]
+        if need > free:
+            raise OTAError(ota.ESP_ERR_INVALID_SIZE, "needs %d blocks, %d free" % (need, free))
+
+    def _save(self, n):
+        # The first n buffered bytes are header: hash them and stage them.
+        mv = self._mv[:n]
+        self._hash.update(mv)
+        self._hdr.write(mv)
+
+    def _head(self):
+        b, fill = self._buf, self._fill
+        if self._ph == _FIX:
+            if self._left:
+                return
+            if b[:4] != b"OTAB":
+                raise _bad("not an app bundle")
+            if b[4] != 1 or b[5]:
+                raise OTAError(ota.ESP_ERR_NOT_SUPPORTED, "bundle format %d.%d" % (b[4], b[5]))
+            hlen, count, _, dlen = struct.unpack_from("<HHHI", b, 6)
+            if not _FIXED + 32 <= hlen <= _HEADER_MAX or count > _ENTRIES_MAX:
+                raise _bad("bad header size")
+            if self._size >= 0 and self._size != hlen + dlen:
+                raise _bad("size is not %d" % (hlen + dlen))
+            self._desc = d = bb.desc_of(b)
+            cur = bb.running_desc(self.app)
+            if not (self.allow_downgrade or cur is None or newer(d["version"], cur["version"])):
+                raise OTAError(ota.ESP_ERR_INVALID_VERSION, "%s is not newer than the installed %s"
+                               % (d["version"], cur["version"]))
+            self._room(hlen + dlen)
+            self._save(_FIXED)
+            self._ph = _HEAD
+            self._fill = 0
+            self._left = hlen - _FIXED
+            self._n = count
+            self._dlen = dlen
+            self._need = hlen       # bytes, each file rounded up to a block
+            self._prev = None
+            return
+        p = 0
+        while self._n and fill - p >= 2:
+            kind, ln = b[p], b[p + 1]
+            if kind > 1:
+                raise _bad("bad entry kind")
+            end = p + 2 + ln + (36 if kind == 0 else 0)
+            if end > fill:
+                break
+            raw = bytes(b[p + 2:p + 2 + ln])
+            for c in raw:
+                if c < 32 or c > 126 or c in _BAD:
+                    raise _bad("bad character in a name")
+            name = raw.decode()
+            key = name.lower().replace("/", "\x01")
+            prev = self._prev
+            if (not 0 < ln <= _NAME_MAX or "//" in "/" + name + "/"
+                    or "/./" in "/" + name + "/" or "/../" in "/" + name + "/"):
+                raise _bad("bad name " + name)
+            if prev is not None and (key <= prev or key.startswith(prev + "\x01")):
+                raise _bad(name + ": duplicate, unsorted or inside another entry")
+            self._prev = key
+            if kind == 0:
+                size = struct.unpack_from("<I", b, end - 36)[0]
+                self._dlen -= size
+                self._need += (size + self._bs - 1) // self._bs * self._bs
+            p = end
+            self._n -= 1
+        self._save(p)
+        rest = fill - p
+        self._mv[:rest] = self._mv[p:fill]
+        self._fill = rest
+        if not self._n and rest > 32 or self._left == 0 and (self._n or rest != 32):
+            raise _bad("header size does not match its entries")
+        if self._left == 0:
+            if self._hash.digest() != b[:32]:
+                raise _bad("header SHA-256 mismatch")
+            if self._dlen:
+                raise _bad("file sizes do not add up")
+            self._hdr.write(self._mv[:32])
+            self._hdr.close()
+            self._hdr = None
+            self._room(self._need)
+            self._ph = _DATA
+            self._it = bb.entries(self.meta + "/new/hdr")
+            self._next()
+
+    def _next(self):
+        # Close the file that is complete (checking its hash), open the next.
+        while True:
+            if self._f:
+                self._f.close()
+                self._f = None
+                if self._fh.digest() != self._want:
+                    raise _bad(self._name + ": SHA-256 mismatch")
+            for i, kind, name, size, sha in self._it:
+                if kind == 0:
+                    break
+            else:
+                self._it = None
+                self._ph = _DONE
+                return
+            self._f = open("%s/new/%d" % (self.meta, i), "wb")
+            self._fh = hashlib.sha256()
+            self._want, self._name, self._left = sha, name, size
+            if size:
+                return

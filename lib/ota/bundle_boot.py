@@ -1,0 +1,272 @@
+# ota.bundle_boot: the installed state of an app bundle. The journaled swap
+# that makes an update atomic, its replay at boot, confirm and rollback.
+# boot.py loads this module at every start, so it stays small and never
+# imports the downloader (ota.bundle, ota.client, ota.http).
+#
+# Everything lives beside the app directory A (default /app), on its
+# filesystem, so that every step below is one rename:
+#   A.ota/state      the journal: one word (see _STATES); A.ota/state.tmp is
+#                    its next value, written whole and then renamed over it
+#   A.ota/cur        header of the installed bundle (absent: never bundled)
+#   A.ota/new/       staging: "hdr" and one file per entry index "0", "1"...
+#   A.ota/old/       the previous version: "hdr" (its header) and what the
+#                    update replaced or deleted, by the same entry index
+#   A.ota/trash      whatever is being deleted: renamed here first, so new/
+#                    and old/ are always whole or gone
+# Files of A that a bundle does not name (config, data) are never touched.
+#
+# Journal states (ESP-IDF's otadata states in brackets):
+#   none   (VALID)           confirmed, no previous version kept
+#   valid  (VALID)           confirmed, old/ holds the previous version
+#   swap   (NEW)             forward swap under way: replayed forward
+#   new    (NEW)             swapped in, not booted yet
+#   pend   (PENDING_VERIFY)  booted once unconfirmed: the next boot rolls back
+#   undo   (ABORTED)         reverse swap under way: replayed backward
+#
+# Entry i, path A/n. Forward:  (1) A/n -> old/i if A/n exists,
+#                              (2) new/i -> A/n for a file entry.
+#                    Backward: (2') A/n -> new/i for a file entry,
+#                              (1') old/i -> A/n if old/i exists.
+# The presence of new/i and old/i tells how far an entry got, so replaying
+# either direction from any point is idempotent, and backward also undoes
+# a forward swap that stopped half way. Headers move the same way (cur ->
+# old/hdr, new/hdr -> cur). A power cut between any two filesystem calls
+# therefore ends, after boot(), in exactly the old or exactly the new app.
+# This relies on rename being atomic, as on littlefs (the default on ESP32
+# and 1 MiB ESP8266 boards); FAT renames are not power-safe.
+import os
+
+_STATES = ("none", "valid", "swap", "new", "pend", "undo")
+FIXED = 80   # fixed part of a bundle header (see tools/otatool/bundle.py)
+
+
+def meta_dir(app):
+    return app + ".ota"
+
+
+def _exists(p):
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+
+
+def _mv(a, b):
+    # Paths relative to "/": a VfsPosix mounted at "/" (the emulated board)
+    # fails rename() of two absolute paths; littlefs and FAT take both.
+    cwd = os.getcwd()
+    os.chdir("/")
+    try:
+        os.rename(a[1:], b[1:])
+    finally:
+        os.chdir(cwd)
+
+
+def mkdir(p):
+    try:
+        os.mkdir(p)
+    except OSError:
+        if not _exists(p):
+            raise
+
+
+def _rmtree(p):
+    try:
+        if not os.stat(p)[0] & 0x4000:
+            os.remove(p)
+            return
+    except OSError:
+        return
+    while True:
+        # A few names at a time: a directory of any size costs a few strings.
+        some = []
+        for e in _ilistdir(p):
+            some.append(e)
+            if len(some) == 8:
+                break
+        if not some:
+            break
+        for n in some:
+            _rmtree(p + "/" + n)
+    os.rmdir(p)
+
+
+def _ilistdir(p):
+    if hasattr(os, "ilistdir"):
+        return (e[0] for e in os.ilistdir(p))
+    return iter(os.listdir(p))  # CPython
+
+
+def discard(m, p):
+    # Delete the tree p: first rename it (one atomic step), then empty it.
+    t = m + "/trash"
+    _rmtree(t)
+    if _exists(p):
+        _mv(p, t)
+        _rmtree(t)
+
+
+def get_state(m):
+    # A missing state file with a state.tmp beside it means a cut inside the
+    # replacing rename (FAT removes the target first): tmp is then whole.
+    for name in ("/state", "/state.tmp"):
+        try:
+            with open(m + name) as f:
+                w = f.read()
+            return w if w in _STATES else "none"
+        except OSError:
+            pass
+    return "none"
+
+
+def put_state(m, word):
+    with open(m + "/state.tmp", "w") as f:
+        f.write(word)
+    _mv(m + "/state.tmp", m + "/state")
+
+
+def desc_of(hdr):
+    # The fixed part of a header -> the esp_app_desc_t-like dict of ota.
+    def text(b):
+        return bytes(b).split(b"\x00")[0].decode()
+    return {"version": text(hdr[16:48]), "project_name": text(hdr[48:80]),
+            "idf_ver": "", "date": "", "time": "", "secure_version": 0}
+
+
+def entries(path):
+    # Yield (index, kind, name, size, sha256) of a stored header, in order.
+    with open(path, "rb") as f:
+        h = f.read(FIXED)
+        for i in range(h[8] | h[9] << 8):
+            kind, n = f.read(2)
+            name = f.read(n).decode()
+            size = sha = None
+            if kind == 0:
+                meta = f.read(36)
+                size = int.from_bytes(meta[:4], "little")
+                sha = meta[4:]
+            yield i, kind, name, size, sha
+
+
+def _mkparents(a, name):
+    i = name.find("/")
+    while i > 0:
+        mkdir(a + "/" + name[:i])
+        i = name.find("/", i + 1)
+
+
+def _list(m):
+    new = m + "/new/hdr"
+    return new if _exists(new) else m + "/cur"
+
+
+def _forward(a, m):
+    new, old = m + "/new/", m + "/old/"
+    mkdir(a)
+    for i, kind, name, _, _ in entries(_list(m)):
+        src, dst, bak = new + str(i), a + "/" + name, old + str(i)
+        if kind == 0 and not _exists(src):
+            continue                        # entry done
+        if _exists(dst) and not _exists(bak):
+            _mv(dst, bak)                   # (1)
+        if kind == 0:
+            _mkparents(a, name)
+            _mv(src, dst)                   # (2)
+    if _exists(new + "hdr"):
+        if _exists(m + "/cur") and not _exists(old + "hdr"):
+            _mv(m + "/cur", old + "hdr")
+        _mv(new + "hdr", m + "/cur")
+
+
+def _backward(a, m):
+    new, old = m + "/new/", m + "/old/"
+    mkdir(m + "/new")
+    for i, kind, name, _, _ in entries(_list(m)):
+        src, dst, bak = new + str(i), a + "/" + name, old + str(i)
+        if kind == 0 and not _exists(src) and _exists(dst):
+            _mv(dst, src)                   # (2')
+        if _exists(bak):
+            discard(m, dst)                 # only what the new app created there
+            _mkparents(a, name)
+            _mv(bak, dst)                   # (1')
+    if not _exists(new + "hdr"):
+        _mv(m + "/cur", new + "hdr")
+    if _exists(old + "hdr"):
+        _mv(old + "hdr", m + "/cur")
+
+
+def install(a, m):
+    # From state "swap" (the staged bundle is whole and committed): finish
+    # the forward swap; if the filesystem fails, undo it and re-raise.
+    try:
+        _forward(a, m)
+    except OSError:
+        undo(a, m)
+        raise
+    put_state(m, "new")
+    discard(m, m + "/new")
+
+
+def undo(a, m):
+    put_state(m, "undo")
+    _backward(a, m)
+    put_state(m, "none")
+    discard(m, m + "/new")
+    discard(m, m + "/old")
+
+
+def boot(app="/app"):
+    # Replay an interrupted swap, count the boot of an unconfirmed bundle and
+    # roll back one that was not confirmed during its first boot. Returns
+    # "valid", "pending" (the new bundle must call mark_app_valid()) or
+    # "rolled_back".
+    m = meta_dir(app)
+    st = get_state(m)
+    if st == "swap":
+        try:
+            install(app, m)
+        except OSError:
+            return "rolled_back"            # install() undid it
+        st = "new"
+    if st == "undo" or st == "pend":
+        undo(app, m)
+        return "rolled_back"
+    discard(m, m + "/new")                  # a download cut by the reset
+    if st == "new":
+        put_state(m, "pend")
+        return "pending"
+    if st == "none":
+        discard(m, m + "/old")
+    return "valid"
+
+
+def mark_app_valid(app="/app"):
+    m = meta_dir(app)
+    if get_state(m) in ("new", "pend"):
+        put_state(m, "valid")
+
+
+def rollback(app="/app"):
+    # Back to the previous bundle (confirmed or not). The caller resets.
+    m = meta_dir(app)
+    if get_state(m) not in ("valid", "new", "pend"):
+        from ota import OTAError, ESP_ERR_OTA_ROLLBACK_FAILED
+        raise OTAError(ESP_ERR_OTA_ROLLBACK_FAILED, "no previous app bundle kept")
+    undo(app, m)
+
+
+def running_desc(app="/app"):
+    # The desc of the installed bundle, or None if the app was never bundled.
+    try:
+        with open(meta_dir(app) + "/cur", "rb") as f:
+            return desc_of(f.read(FIXED))
+    except OSError:
+        return None
+
+
+def status(app="/app"):
+    m = meta_dir(app)
+    st = get_state(m)
+    return {"state": st, "rollback": st in ("valid", "new", "pend"),
+            "desc": running_desc(app)}

@@ -1,0 +1,140 @@
+# ota.checkin: talk to a campaign server (`otatool server`); ota.check() is
+# check() here. (Not "check.py": importing a submodule ota.check would replace
+# the function ota.check by the module after the first call.)
+#
+#   offer = ota.check("https://ota.example.com", TOKEN, cert_pem=CA)
+#   if offer:   # {url, version, size, sha256, kind, campaign}
+#       ...ota.update(offer["url"], sha256=offer["sha256"], size=offer["size"], ...)
+#       ota.checkin.report(server, TOKEN, offer["campaign"], "installed")
+#
+# The check-in says which version runs; the server alone decides whether an
+# update is due, so a board never compares versions itself. The device token
+# travels in a header (X-OTA-Token), not in the URL that proxies log.
+# Same transport as the image (ota.http): verified TLS, timeouts, no requests.
+import json
+
+from ota import OTAError, ESP_ERR_INVALID_RESPONSE, ESP_FAIL
+from ota.http import Download, parse_url, pem_to_der, _host_header
+
+_MAX_ANSWER = 1024  # a check answer is a few hundred bytes
+_FIELDS = (("url", str), ("version", str), ("size", int), ("sha256", str),
+           ("kind", str), ("campaign", int))
+
+
+def check(server, token, cert_pem=None, version=None, timeout_ms=10000, allow_http=False):
+    # -> the offer as a dict, or None when nothing is due (HTTP 204).
+    build = None
+    if version is None:
+        from ota import running_app
+        desc = running_app()
+        version = desc["version"]
+        build = "%s %s" % (desc.get("date", ""), desc.get("time", ""))
+    query = "version=" + _quote(version)
+    if build:
+        query += "&build=" + _quote(build)
+    chip = _chip()
+    if chip:
+        query += "&chip=" + chip
+    dl = Download(_base(server) + "/ota/check?" + query,
+                  cert_der=pem_to_der(cert_pem) if cert_pem else None,
+                  headers={"X-OTA-Token": token}, timeout_ms=timeout_ms,
+                  allow_http=allow_http, retries=0)
+    try:
+        try:
+            dl.start()
+        except OTAError as e:
+            if e.http_status == 204:
+                return None
+            raise
+        return _offer(_read_answer(dl))
+    finally:
+        dl.close()
+
+
+def report(server, token, campaign, state, error=None, progress=None,
+           cert_pem=None, timeout_ms=10000, allow_http=False):
+    # Tell the server how the update of `campaign` goes. state: downloading,
+    # installed (before the reboot into it), confirmed (after
+    # ota.mark_app_valid()), rolled_back or failed (with `error`).
+    body = json.dumps({"token": token, "campaign": campaign, "state": state,
+                       "error": error, "progress": progress}).encode()
+    post = _Post(_base(server) + "/ota/report",
+                 cert_der=pem_to_der(cert_pem) if cert_pem else None,
+                 timeout_ms=timeout_ms, allow_http=allow_http)
+    status = post.send(body)
+    if status != 204:
+        raise OTAError(ESP_FAIL, "report: HTTP %d" % status, status)
+
+
+def _base(server):
+    return server[:-1] if server.endswith("/") else server
+
+
+def _quote(s):
+    # Percent-encoding of everything but RFC 3986 unreserved characters.
+    out = []
+    for b in s.encode():
+        c = chr(b)
+        if b < 128 and (c.isalpha() or c.isdigit() or c in "-._~"):
+            out.append(c)
+        else:
+            out.append("%%%02X" % b)
+    return "".join(out)
+
+
+def _chip():
+    # "Generic ESP32S3 module with ESP32S3" -> "esp32s3"; None on the unix port.
+    import sys
+    m = getattr(sys.implementation, "_machine", "")
+    i = m.rfind(" with ")
+    return m[i + 6:].strip().lower() if i >= 0 else None
+
+
+def _read_answer(dl):
+    if dl.size > _MAX_ANSWER:
+        raise OTAError(ESP_ERR_INVALID_RESPONSE, "check answer of %d bytes" % dl.size)
+    buf = bytearray(_MAX_ANSWER + 1)
+    mv = memoryview(buf)
+    n = 0
+    while n <= _MAX_ANSWER:
+        k = dl.readinto(mv[n:])
+        if not k:
+            break
+        n += k
+    if n > _MAX_ANSWER:
+        raise OTAError(ESP_ERR_INVALID_RESPONSE, "check answer over %d bytes" % _MAX_ANSWER)
+    return bytes(mv[:n])
+
+
+def _offer(raw):
+    try:
+        offer = json.loads(raw)
+    except ValueError:
+        offer = None
+    if not isinstance(offer, dict):
+        raise OTAError(ESP_ERR_INVALID_RESPONSE, "check answer is not a JSON object")
+    for name, typ in _FIELDS:
+        if not isinstance(offer.get(name), typ):
+            raise OTAError(ESP_ERR_INVALID_RESPONSE, "check answer without %s" % name)
+    return offer
+
+
+class _Post(Download):
+    # One POST with a small body on Download's connection and head parsing
+    # (TLS, timeouts and errors as for the image). No redirects: the server
+    # that answered the check takes the report.
+    def send(self, body):
+        scheme, host, port, path = parse_url(self.url)
+        self._connect(self.url)
+        try:
+            head = ("POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: micropython-ota\r\n"
+                    "Content-Type: application/json\r\nContent-Length: %d\r\n"
+                    "Connection: close\r\n\r\n" % (path, _host_header(host, port, scheme), len(body)))
+            self._sock.sendall(head.encode() + body)
+            return self._head()
+        except OTAError:
+            raise
+        except Exception as e:  # OSError, or the connection closed mid-head
+            raise OTAError(self._fault_code(e), "report to %s failed: %r" % (host, e))
+        finally:
+            self._drop()

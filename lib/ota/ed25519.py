@@ -1,0 +1,210 @@
+# Ed25519 signature verification (RFC 8032, PureEdDSA) in plain MicroPython.
+#
+# A board only ever verifies: it holds the publisher's 32-byte public key and
+# checks manifests signed on the publisher's machine. Field elements are
+# MicroPython big ints; points use extended twisted-Edwards coordinates
+# (RFC 8032 section 5.1.4) so no inversion is needed until the very end, and
+# [s]B - [k]A is one Straus double-scalar multiplication with width-5 signed
+# windows: ~253 doublings and ~100 additions in all. Both window tables (odd
+# multiples 1..7 of B and of -A) are built per call and dropped after it:
+# width 4 rather than 5 halves them and lowers the heap a verify needs by about
+# 4 KB for a few percent of time, and a precomputed fixed-base table for B
+# (tens of KB for the big comb tables that make signing fast) cannot fit an
+# ESP8266-class 32 KB heap at all.
+#
+# Strict on what it accepts: wrong lengths, s >= L, a public key whose y is not
+# canonical (y >= p) or that is not on the curve, or the non-canonical "x = 0
+# with the sign bit set" are all refused. R is never decoded: the computed
+# point is encoded canonically and compared byte for byte with R, so a
+# non-canonical R can never match. Verification is cofactorless
+# ([s]B = R + [k]A), as RFC 8032 section 5.1.7 allows.
+try:
+    from hashlib import sha512
+except ImportError:  # stock ESP32/ESP8266/unix firmware: see ota/sha512.py
+    from ota.sha512 import sha512
+
+_P = (1 << 255) - 19
+_L = (1 << 252) + 27742317777372353535851937790883648493
+_D = 37095705934669439343138083508754565189542113879843219016388785533085940283555
+_D2 = 2 * _D % _P
+_SQRT_M1 = 19681161376707505956807079304988542015446066515923890162744021073123829784752
+# The base point B: y = 4/5, x even (RFC 8032 section 5.1).
+_BX = 15112221349535400772501151409588531511454012693041857206046113283949847762202
+_BY = 46316835694926478169428394003475163141307993866256225615783033603165251855960
+
+def _pow_loop(x, e, m):
+    # Square-and-multiply for firmware built without 3-argument pow()
+    # (MICROPY_PY_BUILTINS_POW3 depends on the port's feature level).
+    r = 1
+    while e:
+        if e & 1:
+            r = r * x % m
+        x = x * x % m
+        e >>= 1
+    return r
+
+
+try:
+    pow(2, 3, 5)
+    _pow = pow
+except (TypeError, NotImplementedError):
+    _pow = _pow_loop
+
+
+def _dbl(X, Y, Z, need_t):
+    # dbl-2008-hwcd for a = -1. T of the input is not needed, and T of the
+    # output only when an addition follows: most doublings skip it.
+    p = _P
+    a = X * X % p
+    b = Y * Y % p
+    c = Z * Z % p
+    h = a + b
+    e = h - (X + Y) * (X + Y) % p
+    g = a - b
+    f = c + c + g
+    return e * f % p, g * h % p, f * g % p, (e * h % p if need_t else 0)
+
+
+def _add(X, Y, Z, T, q, neg):
+    # add-2008-hwcd-3 with q cached as (y+x, y-x, 2z, 2d*t); neg adds -q.
+    p = _P
+    if neg:
+        a = (Y - X) * q[0] % p
+        b = (Y + X) * q[1] % p
+        c = -T * q[3] % p
+    else:
+        a = (Y - X) * q[1] % p
+        b = (Y + X) * q[0] % p
+        c = T * q[3] % p
+    d = Z * q[2] % p
+    e = b - a
+    f = d - c
+    g = d + c
+    h = b + a
+    return e * f % p, g * h % p, f * g % p, e * h % p
+
+
+def _cached(X, Y, Z, T):
+    p = _P
+    return ((Y + X) % p, (Y - X) % p, 2 * Z % p, T * _D2 % p)
+
+
+def _odd_multiples(X, Y, Z, T):
+    # P, 3P, 5P, 7P in cached form: the digits of a width-4 window.
+    two = _cached(*_dbl(X, Y, Z, True))
+    table = [_cached(X, Y, Z, T)]
+    for _ in range(3):
+        X, Y, Z, T = _add(X, Y, Z, T, two, False)
+        table.append(_cached(X, Y, Z, T))
+    return table
+
+
+def _digits(k):
+    # Width-4 signed digits of k < 2**253 (wNAF): odd values in -7..7 with
+    # at least 3 zeros between two of them, as bytes (two's complement).
+    kb = k.to_bytes(32, "little") + b"\0\0"
+    out = bytearray(256)
+    pos = 0
+    carry = 0
+    while pos < 256:
+        j = pos >> 3
+        w = carry + ((kb[j] | kb[j + 1] << 8) >> (pos & 7) & 15)
+        if w & 1:
+            if w < 8:
+                carry = 0
+                out[pos] = w
+            else:
+                carry = 1
+                out[pos] = w - 16 + 256
+            pos += 4
+        else:
+            pos += 1
+    return out
+
+
+def _double_mul(s, k, table_b, table_a):
+    # [s]B + [k]A' from the odd-multiple tables of B and A' (Straus' trick:
+    # one shared run of doublings for both scalars).
+    ds = _digits(s)
+    dk = _digits(k)
+    X, Y, Z, T = 0, 1, 1, 0
+    i = 255
+    while i >= 0 and not (ds[i] or dk[i]):
+        i -= 1
+    while i >= 0:
+        X, Y, Z, T = _dbl(X, Y, Z, ds[i] or dk[i])
+        d = ds[i]
+        if d:
+            if d < 128:
+                X, Y, Z, T = _add(X, Y, Z, T, table_b[d >> 1], False)
+            else:
+                X, Y, Z, T = _add(X, Y, Z, T, table_b[(256 - d) >> 1], True)
+        d = dk[i]
+        if d:
+            if d < 128:
+                X, Y, Z, T = _add(X, Y, Z, T, table_a[d >> 1], False)
+            else:
+                X, Y, Z, T = _add(X, Y, Z, T, table_a[(256 - d) >> 1], True)
+        i -= 1
+    return X, Y, Z
+
+
+def _decode(b):
+    # RFC 8032 section 5.1.3; None for anything that is not a canonical
+    # encoding of a curve point.
+    p = _P
+    y = int.from_bytes(b, "little")
+    sign = y >> 255
+    y &= (1 << 255) - 1
+    if y >= p:
+        return None
+    yy = y * y % p
+    u = (yy - 1) % p
+    v = (_D * yy + 1) % p
+    v3 = v * v % p * v % p
+    # x = u v^3 (u v^7)^((p-5)/8), a square root of u/v if one exists
+    x = u * v3 % p * _pow(u * v3 % p * v3 % p * v % p, (p - 5) >> 3, p) % p
+    vxx = v * x % p * x % p
+    if vxx != u:
+        if vxx != p - u:
+            return None
+        x = x * _SQRT_M1 % p
+    if x == 0 and sign:
+        return None
+    if x & 1 != sign:
+        x = p - x
+    return x, y
+
+
+def _encode(X, Y, Z):
+    p = _P
+    zi = _pow(Z, p - 2, p)
+    x = X * zi % p
+    y = Y * zi % p
+    return (y | (x & 1) << 255).to_bytes(32, "little")
+
+
+def verify(public_key, message, signature):
+    """True if `signature` (64 bytes) is a valid Ed25519 signature of
+    `message` (bytes) under `public_key` (32 bytes), else False."""
+    public_key = bytes(public_key)
+    signature = bytes(signature)
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    r = signature[:32]
+    s = int.from_bytes(signature[32:], "little")
+    if s >= _L:
+        return False
+    a = _decode(public_key)
+    if a is None:
+        return False
+    h = sha512(r)
+    h.update(public_key)
+    h.update(message)
+    k = int.from_bytes(h.digest(), "little") % _L
+    # R' = [s]B + [k](-A); valid iff R' encodes to exactly R.
+    x = _P - a[0]
+    y = a[1]
+    table_b = _odd_multiples(_BX, _BY, 1, _BX * _BY % _P)
+    table_a = _odd_multiples(x, y, 1, x * y % _P)
+    return _encode(*_double_mul(s, k, table_b, table_a)) == r

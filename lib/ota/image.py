@@ -1,0 +1,319 @@
+# Streaming validator of ESP-IDF app images: the checks of ESP-IDF's
+# esp_image_format.c / esp_https_ota.c, applied chunk by chunk as bytes
+# arrive, in fixed memory (one 256-byte scratch buffer and a SHA-256).
+#
+# Image layout (esp_app_format.h, as written by `esptool elf2image`):
+#   esp_image_header_t, 24 bytes: magic 0xE9, segment_count, spi_mode,
+#     spi_speed|spi_size, entry_addr u32, wp_pin, spi_pin_drv[3], chip_id u16,
+#     min_chip_rev u8 (legacy), min_chip_rev_full u16, max_chip_rev_full u16,
+#     reserved[4], hash_appended u8
+#   segment_count x { load_addr u32, data_len u32, data }
+#   zero padding, then the checksum byte at an offset = 15 (mod 16):
+#     0xEF XOR every segment data byte
+#   SHA-256 of all bytes before it (32 bytes) when hash_appended
+# The first segment starts with esp_app_desc_t (magic 0xABCD5432), so a
+# bootloader image (also 0xE9) is refused within its first 288 bytes.
+#
+# Trailing bytes after the image are refused (VALIDATE_FAILED): the stream
+# must be exactly one image. ESP-IDF ignores what follows an image, but here
+# that would let a corrupted hash_appended byte turn the digest into ignored
+# "trailing" bytes and skip the hash check.
+import hashlib
+import struct
+import sys
+
+from ota import (OTAError, ESP_ERR_INVALID_SIZE, ESP_ERR_INVALID_VERSION,
+                 ESP_ERR_OTA_SMALL_SEC_VER, ESP_ERR_OTA_VALIDATE_FAILED)
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_HEADER = const(0)  # collecting esp_image_header_t
+_SEGHDR = const(1)  # collecting a segment header
+_DATA = const(2)    # inside segment data (XOR; the first 256 bytes also kept as app desc)
+_PAD = const(3)     # padding before the checksum byte
+_CSUM = const(4)    # the checksum byte
+_DIGEST = const(5)  # the appended SHA-256
+_END = const(6)     # image complete and valid
+_FAILED = const(7)  # an error was raised; it is raised again on every call
+
+_MAX_SEGMENTS = const(16)  # ESP_IMAGE_MAX_SEGMENTS
+_DESC_MAGIC = const(0xABCD5432)
+_DESC_LEN = const(256)
+
+# Flash-mapped (cache) address ranges per chip id, SOC_IROM_* and SOC_DROM_*:
+# a segment loaded there must sit at the same offset in its 64 KB flash page
+# as in the image (esp_image_format.c verify_segment_header).
+_MAPPED = {
+    0: (0x400D0000, 0x40400000, 0x3F400000, 0x3F800000),  # esp32
+    9: (0x42000000, 0x44000000, 0x3C000000, 0x3E000000),  # esp32s3
+    5: (0x42000000, 0x42800000, 0x3C000000, 0x3C800000),  # esp32c3
+}
+
+if sys.implementation.name == "micropython":
+    # XOR of buf[start:end] into acc, 16 bytes per step on aligned words. The
+    # function is compiled on the board by exec() because mpy-cross refuses
+    # native code without -march; this keeps the module's .mpy portable.
+    _g = {}
+    exec("""
+@micropython.viper
+def xor(buf, start: int, end: int, acc: int) -> int:
+    p = ptr8(buf)
+    i = start
+    while i < end and (int(p) + i) & 3:
+        acc ^= p[i]
+        i += 1
+    w = ptr32(int(p) + i)
+    n = (end - i) >> 4
+    x = 0
+    j = 0
+    while j < n << 2:
+        x ^= w[j] ^ w[j + 1] ^ w[j + 2] ^ w[j + 3]
+        j += 4
+    i += n << 4
+    while i < end:
+        acc ^= p[i]
+        i += 1
+    return (acc ^ x ^ (x >> 8) ^ (x >> 16) ^ (x >> 24)) & 0xFF
+""", _g)
+    _xor = _g["xor"]
+    del _g
+else:
+    def _xor(buf, start, end, acc):
+        # CPython: fold the bytes as one big integer, halving it each step.
+        x = int.from_bytes(buf[start:end], "little")
+        n = end - start
+        while n > 1:
+            n = (n + 1) >> 1
+            x = (x >> (8 * n)) ^ (x & ((1 << (8 * n)) - 1))
+        return acc ^ x
+
+
+def _str(b, start, n):
+    s = bytes(b[start:start + n])
+    z = s.find(b"\0")
+    if z >= 0:
+        s = s[:z]
+    try:
+        return s.decode()
+    except UnicodeError:  # a corrupt descriptor; the checksum/hash will tell
+        return "".join(chr(c) if c < 128 else "?" for c in s)
+
+
+def parse_desc(b):
+    """esp_app_desc_t (the first 256 bytes of the first segment) as a dict,
+    or None when b does not start with its magic."""
+    magic, secure_version = struct.unpack_from("<II", b, 0)
+    if magic != _DESC_MAGIC:
+        return None
+    return {
+        "secure_version": secure_version,
+        "version": _str(b, 16, 32),
+        "project_name": _str(b, 48, 32),
+        "time": _str(b, 80, 16),
+        "date": _str(b, 96, 16),
+        "idf_ver": _str(b, 112, 32),
+    }
+
+
+def _fail(code, msg):
+    raise OTAError(code, msg)
+
+
+class ImageValidator:
+    """Feed the image in chunks of any size; errors raise OTAError as soon as
+    the bytes that show them have arrived (header, chip and app descriptor
+    within the first 288 bytes).
+
+    chip_rev: this chip's revision as major*100+minor when known; then the
+    header's min/max chip revision range is checked too."""
+
+    def __init__(self, chip_id, max_size, min_secure_version=0, chip_rev=None):
+        self.chip_id = chip_id
+        self.max_size = max_size
+        self.min_secure_version = min_secure_version
+        self.chip_rev = chip_rev
+        self.desc = None     # app descriptor dict once parsed
+        self.length = -1     # whole image length once the last segment header is in
+        self.pos = 0         # bytes fed so far
+        self._buf = bytearray(_DESC_LEN)  # the header/segment header/desc/digest being collected
+        self._have = 0       # bytes of it collected
+        self._need = 24
+        self._state = _HEADER
+        self._segs = 0       # segment headers still to come
+        self._left = 0       # bytes left in the current segment data or padding
+        self._x = 0xEF       # running XOR checksum (ESP_ROM_CHECKSUM_INITIAL)
+        self._hashed = False  # hash_appended
+        self._hash_end = -1  # end of the hashed part (checksum byte + 1), -1 until known
+        self._sha = hashlib.sha256()
+        self._err = None
+
+    def complete(self):
+        return self._state == _END
+
+    def done(self):
+        """Raise unless a whole valid image has been fed."""
+        if self._err:
+            raise self._err
+        if self._state != _END:
+            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "truncated image: %d of %s bytes"
+                  % (self.pos, self.length if self.length >= 0 else "?"))
+
+    def feed(self, mv):
+        n = len(mv)
+        if self._state == _DATA and n < self._left and self.desc is not None:
+            # The hot path: a chunk inside one segment's data (so all hashed).
+            self._x = _xor(mv, 0, n, self._x)
+            self._left -= n
+            self.pos += n
+            if self._sha is not None:
+                self._sha.update(mv)
+            return
+        if self._err:
+            raise self._err
+        try:
+            start = self.pos
+            self._parse(mv)
+            sha = self._sha
+            if sha is None:  # no digest appended, or already checked
+                return
+            # Hash after parsing, when this chunk's share of the hashed part is known.
+            end = self._hash_end
+            if end < 0 or self.pos <= end:
+                sha.update(mv)
+            elif start < end:
+                sha.update(mv[:end - start])
+            if self._state == _END:
+                self._sha = None
+                if sha.digest() != bytes(self._buf[:32]):
+                    _fail(ESP_ERR_OTA_VALIDATE_FAILED, "SHA-256 digest mismatch")
+        except OTAError as e:
+            self._err = e
+            self._state = _FAILED
+            raise
+
+    def _parse(self, mv):
+        i = 0
+        n = len(mv)
+        while i < n:
+            st = self._state
+            if st == _DATA:
+                k = min(self._left, n - i)
+                if self.desc is None:
+                    k = min(k, _DESC_LEN - self._have)
+                    self._collect(mv, i, k)
+                self._x = _xor(mv, i, i + k, self._x)
+            elif st == _PAD:
+                k = min(self._left, n - i)
+            elif st == _END:
+                _fail(ESP_ERR_OTA_VALIDATE_FAILED, "data after the end of the image")
+            else:
+                k = min(self._need - self._have, n - i)
+                self._collect(mv, i, k)
+            i += k
+            self.pos += k
+            if st == _DATA:
+                self._left -= k
+                if self.desc is None and self._have == _DESC_LEN:
+                    self._on_desc()
+                if self._left == 0:
+                    self._end_segment()
+            elif st == _PAD:
+                self._left -= k
+                if self._left == 0:
+                    self._want(_CSUM, 1)
+            elif self._have == self._need:
+                self._have = 0
+                if st == _HEADER:
+                    self._on_header()
+                elif st == _SEGHDR:
+                    self._on_segment()
+                elif st == _CSUM:
+                    self._on_checksum()
+                else:
+                    self._state = _END  # the digest is compared in feed(), after hashing
+
+    def _collect(self, mv, i, k):
+        self._buf[self._have:self._have + k] = mv[i:i + k]
+        self._have += k
+
+    def _want(self, state, n):
+        self._state = state
+        self._need = n
+        self._have = 0
+
+    def _on_header(self):
+        b = self._buf
+        if b[0] != 0xE9:
+            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "not an app image (magic 0x%02X)" % b[0])
+        if not 0 < b[1] <= _MAX_SEGMENTS:
+            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "bad segment count %d" % b[1])
+        chip, min_rev, max_rev = struct.unpack_from("<HxHH", b, 12)
+        if chip != self.chip_id:
+            _fail(ESP_ERR_INVALID_VERSION, "image is for chip id %d, this chip is %d"
+                  % (chip, self.chip_id))
+        rev = self.chip_rev
+        # As bootloader_common_check_chip_validity: max 0 or 0xFFFF means "no limit".
+        if rev is not None and (rev < min_rev or (max_rev not in (0, 0xFFFF) and rev > max_rev)):
+            _fail(ESP_ERR_INVALID_VERSION, "image needs chip revision v%d.%d..v%d.%d, this is v%d.%d"
+                  % (min_rev // 100, min_rev % 100, max_rev // 100, max_rev % 100,
+                     rev // 100, rev % 100))
+        self._hashed = b[23] != 0
+        if not self._hashed:
+            self._sha = None
+        self._segs = b[1]
+        self._want(_SEGHDR, 8)
+
+    def _on_segment(self):
+        addr, size = struct.unpack_from("<II", self._buf, 0)
+        pos = self.pos  # file offset of the segment data
+        if size & 3:
+            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "segment length 0x%X not a multiple of 4" % size)
+        if pos + size + 1 > self.max_size:
+            _fail(ESP_ERR_INVALID_SIZE, "image larger than the partition (%d bytes)" % self.max_size)
+        m = _MAPPED.get(self.chip_id)
+        if m and (m[0] <= addr < m[1] or m[2] <= addr < m[3]) and (addr - pos) & 0xFFFF:
+            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "segment at 0x%08X misaligned for flash mapping" % addr)
+        if self.desc is None and size < _DESC_LEN:
+            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "no app descriptor: not an app image")
+        self._segs -= 1
+        self._state = _DATA
+        self._left = size
+        if size == 0:
+            self._end_segment()
+
+    def _on_desc(self):
+        d = parse_desc(self._buf)
+        if d is None:
+            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "no app descriptor: not an app image")
+        if d["secure_version"] < self.min_secure_version:
+            _fail(ESP_ERR_OTA_SMALL_SEC_VER, "secure_version %d < %d"
+                  % (d["secure_version"], self.min_secure_version))
+        self.desc = d
+
+    def _end_segment(self):
+        if self._segs:
+            self._want(_SEGHDR, 8)
+            return
+        csum = self.pos | 15  # offset of the checksum byte
+        self._hash_end = csum + 1
+        self.length = csum + 1 + (32 if self._hashed else 0)
+        if self.length > self.max_size:
+            _fail(ESP_ERR_INVALID_SIZE, "image larger than the partition (%d bytes)" % self.max_size)
+        self._left = csum - self.pos
+        if self._left:
+            self._state = _PAD
+        else:
+            self._want(_CSUM, 1)
+
+    def _on_checksum(self):
+        if self._buf[0] != self._x:
+            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "checksum 0x%02X, computed 0x%02X"
+                  % (self._buf[0], self._x))
+        if self._hashed:
+            self._want(_DIGEST, 32)
+        else:
+            self._state = _END

