@@ -180,6 +180,7 @@ def test_passwords_and_authorization_headers_never_reach_the_logs(api, fleet, ca
     api.check("a1", "1.0.0")
     logs = caplog.text + capsys.readouterr().err
     assert "/admin/ota/status" in logs  # the access log did record the requests
+    assert "/ota/check" in logs and "token=" not in logs  # device tokens stay out too
     for secret in (PASSWORD, api.auth, api.auth.split()[1], "nope",
                    base64.b64encode(b"admin:nope").decode()):
         assert secret not in logs

@@ -121,10 +121,16 @@ def test_mpremote_drives_the_pty_board_exec_cp_ls_cat(board, tmp_path):
 
 def test_pty_board_keeps_absolute_paths_inside_its_directory(board):
     tty, fs = board
-    r = mpremote(tty, "exec", "open('/etc-board.txt', 'w').write('hi'); import os; print(os.listdir('/'))")
-    assert r.stdout == "['etc-board.txt']\n", r.stdout + r.stderr
-    assert (fs / "etc-board.txt").read_text() == "hi"
-    assert not os.path.exists("/etc-board.txt")
+    name = "ota-test-%d.txt" % os.getpid()
+    try:
+        r = mpremote(tty, "exec", "open('/%s', 'w').write('hi'); import os; print(os.listdir('/'))"
+                     % name)
+        assert not os.path.exists("/" + name)  # not the host's root
+    finally:
+        if os.path.exists("/" + name):
+            os.remove("/" + name)
+    assert r.stdout == "[%r]\n" % name, r.stdout + r.stderr
+    assert (fs / name).read_text() == "hi"
 
 
 def test_pty_board_process_is_gone_after_the_block(tmp_path):
@@ -359,7 +365,8 @@ def test_flash_writes_esp32_firmware_at_0x1000_and_blanks_otadata(monkeypatch, c
     status, calls, _ = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB7", str(fw))
     assert status == 0
     [(cmd, blank)] = calls
-    assert cmd[:12] == [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", "/dev/ttyUSB7",
+    assert cmd[:12] == [sys.executable, "-m", "esptool", "--chip", "esp32",
+                        "--port", "/dev/ttyUSB7",
                         "--baud", "460800", "write-flash", "0x1000", str(fw)]
     assert cmd[12] == "0xd000" and blank == b"\xff" * 0x2000
 
@@ -489,7 +496,8 @@ def test_mpremote_mip_installs_ota_from_package_json_onto_the_board(board, repo_
 
 
 def test_mip_on_the_board_itself_installs_ota_from_package_json(tmp_path, repo_server):
-    r = subprocess.run([MICROPYTHON, "-c", "import mip; mip.install(%r, target='lib')" % repo_server],
+    install = "import mip; mip.install(%r, target='lib')" % repo_server
+    r = subprocess.run([MICROPYTHON, "-c", install],
                        cwd=tmp_path, capture_output=True, text=True, timeout=60,
                        env=env_without_proxy())
     assert r.returncode == 0 and "Done" in r.stdout, r.stdout + r.stderr

@@ -42,25 +42,26 @@ def _bad(msg):
     return OTAError(ota.ESP_ERR_OTA_VALIDATE_FAILED, msg)
 
 
-def _vkey(v):
-    # "1.10.0-rc1" -> ([1, 10], False, "rc1"): 1.10 > 1.9, 1.2 == 1.2.0, and a
-    # pre-release ranks below its release.
-    if v[:1] in ("v", "V"):
-        v = v[1:]
-    i = v.find("-")
-    pre = "" if i < 0 else v[i + 1:]
-    nums = [int(x) for x in (v if i < 0 else v[:i]).split(".")]
-    while len(nums) > 1 and nums[-1] == 0:
-        nums.pop()
-    return nums, not pre, pre
-
-
 def newer(a, b):
-    # Is version a newer than b? Not semantic versions: any other one is.
+    # Is version a newer than b? Semantic: 1.10 > 1.9, 1.2 == 1.2.0, and a
+    # pre-release ("-rc1") ranks below its release. Any other string: newer
+    # when different.
+    k = []
     try:
-        return _vkey(a) > _vkey(b)
+        for v in (a, b):
+            if v[:1] in ("v", "V"):
+                v = v[1:]
+            i = v.find("-")
+            pre = "" if i < 0 else v[i + 1:]
+            nums = []
+            for x in (v if i < 0 else v[:i]).split("."):
+                nums.append(int(x))
+            while len(nums) > 1 and nums[-1] == 0:
+                nums.pop()
+            k.append((nums, not pre, pre))
     except ValueError:
         return a != b
+    return k[0] > k[1]
 
 
 class AppBundle:
@@ -70,6 +71,7 @@ class AppBundle:
             raise OTAError(ota.ESP_ERR_INVALID_ARG, "app path must be absolute, like /app")
         self.app = path
         self.meta = path + ".ota"
+        self._fs = path[:path.rfind("/")] or "/"    # where app and meta live
         self.allow_downgrade = allow_downgrade
         self._buf = bytearray(bufsize)
         self._mv = memoryview(self._buf)
@@ -86,7 +88,7 @@ class AppBundle:
                                "boot and confirm the installed bundle first")
             size = getattr(client, "size", None)
             self._size = client.get_image_size() if size is None else size
-            self._bs = os.statvfs(self.app[:self.app.rfind("/")] or "/")[1]
+            self._bs = os.statvfs(self._fs)[1]
             self._room(self._size)
             self._ph = _FIX
             self._fill = 0
@@ -191,15 +193,9 @@ class AppBundle:
     def _room(self, n):
         # n bytes (+ slack) must fit in the free blocks of the app's filesystem.
         need = (n + self._bs - 1) // self._bs + _SLACK
-        free = os.statvfs(self.meta[:self.meta.rfind("/")] or "/")[4]
+        free = os.statvfs(self._fs)[4]
         if need > free:
             raise OTAError(ota.ESP_ERR_INVALID_SIZE, "needs %d blocks, %d free" % (need, free))
-
-    def _save(self, n):
-        # The first n buffered bytes are header: hash them and stage them.
-        mv = self._mv[:n]
-        self._hash.update(mv)
-        self._hdr.write(mv)
 
     def _head(self):
         b, fill = self._buf, self._fill
@@ -221,7 +217,7 @@ class AppBundle:
                 raise OTAError(ota.ESP_ERR_INVALID_VERSION, "%s is not newer than the installed %s"
                                % (d["version"], cur["version"]))
             self._room(hlen + dlen)
-            self._save(_FIXED)
+            p = _FIXED
             self._ph = _HEAD
             self._fill = 0
             self._left = hlen - _FIXED
@@ -229,7 +225,32 @@ class AppBundle:
             self._dlen = dlen
             self._need = hlen       # bytes, each file rounded up to a block
             self._prev = None
-            return
+        else:
+            p = self._parse(b, fill)
+        # The first p buffered bytes are header: hash them and stage them.
+        mv = self._mv[:p]
+        self._hash.update(mv)
+        self._hdr.write(mv)
+        rest = fill - p
+        self._mv[:rest] = self._mv[p:fill]
+        self._fill = rest
+        if not self._n and rest > 32 or self._left == 0 and (self._n or rest != 32):
+            raise _bad("header size mismatch")
+        if self._left == 0:
+            if self._hash.digest() != b[:32]:
+                raise _bad("header SHA-256 mismatch")
+            if self._dlen:
+                raise _bad("data size mismatch")
+            self._hdr.write(self._mv[:32])
+            self._hdr.close()
+            self._hdr = None
+            self._room(self._need)
+            self._ph = _DATA
+            self._it = bb.entries(self.meta + "/new/hdr")
+            self._next()
+
+    def _parse(self, b, fill):
+        # Check the whole entries in b[:fill]; returns how many bytes they use.
         p = 0
         while self._n and fill - p >= 2:
             kind, ln = b[p], b[p + 1]
@@ -241,15 +262,15 @@ class AppBundle:
             raw = bytes(b[p + 2:p + 2 + ln])
             for c in raw:
                 if c < 32 or c > 126 or c in _BAD:
-                    raise _bad("bad character in a name")
+                    raise _bad("bad name")
             name = raw.decode()
+            s = "/" + name + "/"
+            if not 0 < ln <= _NAME_MAX or "//" in s or "/./" in s or "/../" in s:
+                raise _bad("bad name " + name)
             key = name.lower().replace("/", "\x01")
             prev = self._prev
-            if (not 0 < ln <= _NAME_MAX or "//" in "/" + name + "/"
-                    or "/./" in "/" + name + "/" or "/../" in "/" + name + "/"):
-                raise _bad("bad name " + name)
             if prev is not None and (key <= prev or key.startswith(prev + "\x01")):
-                raise _bad(name + ": duplicate, unsorted or inside another entry")
+                raise _bad(name + ": duplicate or out of order")
             self._prev = key
             if kind == 0:
                 size = struct.unpack_from("<I", b, end - 36)[0]
@@ -257,24 +278,7 @@ class AppBundle:
                 self._need += (size + self._bs - 1) // self._bs * self._bs
             p = end
             self._n -= 1
-        self._save(p)
-        rest = fill - p
-        self._mv[:rest] = self._mv[p:fill]
-        self._fill = rest
-        if not self._n and rest > 32 or self._left == 0 and (self._n or rest != 32):
-            raise _bad("header size does not match its entries")
-        if self._left == 0:
-            if self._hash.digest() != b[:32]:
-                raise _bad("header SHA-256 mismatch")
-            if self._dlen:
-                raise _bad("file sizes do not add up")
-            self._hdr.write(self._mv[:32])
-            self._hdr.close()
-            self._hdr = None
-            self._room(self._need)
-            self._ph = _DATA
-            self._it = bb.entries(self.meta + "/new/hdr")
-            self._next()
+        return p
 
     def _next(self):
         # Close the file that is complete (checking its hash), open the next.

@@ -35,13 +35,12 @@
 # This relies on rename being atomic, as on littlefs (the default on ESP32
 # and 1 MiB ESP8266 boards); FAT renames are not power-safe.
 import os
+import sys
+
+_MPY = sys.implementation.name == "micropython"   # CPython: no ilistdir
 
 _STATES = ("none", "valid", "swap", "new", "pend", "undo")
 FIXED = 80   # fixed part of a bundle header (see tools/otatool/bundle.py)
-
-
-def meta_dir(app):
-    return app + ".ota"
 
 
 def _exists(p):
@@ -81,8 +80,8 @@ def _rmtree(p):
     while True:
         # A few names at a time: a directory of any size costs a few strings.
         some = []
-        for e in _ilistdir(p):
-            some.append(e)
+        for e in os.ilistdir(p) if _MPY else os.listdir(p):
+            some.append(e[0] if _MPY else e)
             if len(some) == 8:
                 break
         if not some:
@@ -90,12 +89,6 @@ def _rmtree(p):
         for n in some:
             _rmtree(p + "/" + n)
     os.rmdir(p)
-
-
-def _ilistdir(p):
-    if hasattr(os, "ilistdir"):
-        return (e[0] for e in os.ilistdir(p))
-    return iter(os.listdir(p))  # CPython
 
 
 def discard(m, p):
@@ -128,9 +121,8 @@ def put_state(m, word):
 
 def desc_of(hdr):
     # The fixed part of a header -> the esp_app_desc_t-like dict of ota.
-    def text(b):
-        return bytes(b).split(b"\x00")[0].decode()
-    return {"version": text(hdr[16:48]), "project_name": text(hdr[48:80]),
+    return {"version": bytes(hdr[16:48]).split(b"\x00")[0].decode(),
+            "project_name": bytes(hdr[48:80]).split(b"\x00")[0].decode(),
             "idf_ver": "", "date": "", "time": "", "secure_version": 0}
 
 
@@ -156,51 +148,45 @@ def _mkparents(a, name):
         i = name.find("/", i + 1)
 
 
-def _list(m):
-    new = m + "/new/hdr"
-    return new if _exists(new) else m + "/cur"
-
-
-def _forward(a, m):
+def _swap(a, m, back):
+    # One direction of the swap (see the top of this file), from wherever a
+    # power cut stopped it. The entry list is staging's header until that
+    # has become cur.
     new, old = m + "/new/", m + "/old/"
+    hdr, cur, prev = new + "hdr", m + "/cur", old + "hdr"
     mkdir(a)
-    for i, kind, name, _, _ in entries(_list(m)):
-        src, dst, bak = new + str(i), a + "/" + name, old + str(i)
-        if kind == 0 and not _exists(src):
-            continue                        # entry done
-        if _exists(dst) and not _exists(bak):
-            _mv(dst, bak)                   # (1)
-        if kind == 0:
-            _mkparents(a, name)
-            _mv(src, dst)                   # (2)
-    if _exists(new + "hdr"):
-        if _exists(m + "/cur") and not _exists(old + "hdr"):
-            _mv(m + "/cur", old + "hdr")
-        _mv(new + "hdr", m + "/cur")
-
-
-def _backward(a, m):
-    new, old = m + "/new/", m + "/old/"
     mkdir(m + "/new")
-    for i, kind, name, _, _ in entries(_list(m)):
+    for i, kind, name, _, _ in entries(hdr if _exists(hdr) else cur):
         src, dst, bak = new + str(i), a + "/" + name, old + str(i)
-        if kind == 0 and not _exists(src) and _exists(dst):
-            _mv(dst, src)                   # (2')
-        if _exists(bak):
-            discard(m, dst)                 # only what the new app created there
-            _mkparents(a, name)
-            _mv(bak, dst)                   # (1')
-    if not _exists(new + "hdr"):
-        _mv(m + "/cur", new + "hdr")
-    if _exists(old + "hdr"):
-        _mv(old + "hdr", m + "/cur")
+        if back:
+            if kind == 0 and not _exists(src) and _exists(dst):
+                _mv(dst, src)                       # (2')
+            if _exists(bak):
+                discard(m, dst)     # only what the new app made there
+                _mkparents(a, name)
+                _mv(bak, dst)                       # (1')
+        elif kind or _exists(src):
+            if _exists(dst) and not _exists(bak):
+                _mv(dst, bak)                       # (1)
+            if kind == 0:
+                _mkparents(a, name)
+                _mv(src, dst)                       # (2)
+    if back:
+        if not _exists(hdr):
+            _mv(cur, hdr)
+        if _exists(prev):
+            _mv(prev, cur)
+    elif _exists(hdr):
+        if _exists(cur) and not _exists(prev):
+            _mv(cur, prev)
+        _mv(hdr, cur)
 
 
 def install(a, m):
     # From state "swap" (the staged bundle is whole and committed): finish
     # the forward swap; if the filesystem fails, undo it and re-raise.
     try:
-        _forward(a, m)
+        _swap(a, m, False)
     except OSError:
         undo(a, m)
         raise
@@ -210,7 +196,7 @@ def install(a, m):
 
 def undo(a, m):
     put_state(m, "undo")
-    _backward(a, m)
+    _swap(a, m, True)
     put_state(m, "none")
     discard(m, m + "/new")
     discard(m, m + "/old")
@@ -221,7 +207,7 @@ def boot(app="/app"):
     # roll back one that was not confirmed during its first boot. Returns
     # "valid", "pending" (the new bundle must call mark_app_valid()) or
     # "rolled_back".
-    m = meta_dir(app)
+    m = app + ".ota"
     st = get_state(m)
     if st == "swap":
         try:
@@ -242,14 +228,14 @@ def boot(app="/app"):
 
 
 def mark_app_valid(app="/app"):
-    m = meta_dir(app)
+    m = app + ".ota"
     if get_state(m) in ("new", "pend"):
         put_state(m, "valid")
 
 
 def rollback(app="/app"):
     # Back to the previous bundle (confirmed or not). The caller resets.
-    m = meta_dir(app)
+    m = app + ".ota"
     if get_state(m) not in ("valid", "new", "pend"):
         from ota import OTAError, ESP_ERR_OTA_ROLLBACK_FAILED
         raise OTAError(ESP_ERR_OTA_ROLLBACK_FAILED, "no previous app bundle kept")
@@ -259,14 +245,7 @@ def rollback(app="/app"):
 def running_desc(app="/app"):
     # The desc of the installed bundle, or None if the app was never bundled.
     try:
-        with open(meta_dir(app) + "/cur", "rb") as f:
+        with open(app + ".ota/cur", "rb") as f:
             return desc_of(f.read(FIXED))
     except OSError:
         return None
-
-
-def status(app="/app"):
-    m = meta_dir(app)
-    st = get_state(m)
-    return {"state": st, "rollback": st in ("valid", "new", "pend"),
-            "desc": running_desc(app)}

@@ -1,6 +1,6 @@
-# ota.checkin: talk to a campaign server (`otatool server`); ota.check() is
-# check() here. (Not "check.py": importing a submodule ota.check would replace
-# the function ota.check by the module after the first call.)
+# ota.checkin: talk to a campaign server (`otatool server`). ota.check() is
+# check() here; the module is not called "check" because importing a
+# submodule ota.check would replace the function ota.check by the module.
 #
 #   offer = ota.check("https://ota.example.com", TOKEN, cert_pem=CA)
 #   if offer:   # {url, version, size, sha256, kind, campaign}
@@ -13,8 +13,8 @@
 # Same transport as the image (ota.http): verified TLS, timeouts, no requests.
 import json
 
-from ota import OTAError, ESP_ERR_INVALID_RESPONSE, ESP_FAIL
-from ota.http import Download, parse_url, pem_to_der, _host_header
+from ota import OTAError, ESP_ERR_HTTP_CONNECT, ESP_ERR_INVALID_RESPONSE, ESP_FAIL
+from ota.http import Download, parse_url, pem_to_der
 
 _MAX_ANSWER = 1024  # a check answer is a few hundred bytes
 _FIELDS = (("url", str), ("version", str), ("size", int), ("sha256", str),
@@ -120,21 +120,30 @@ def _offer(raw):
 
 
 class _Post(Download):
-    # One POST with a small body on Download's connection and head parsing
-    # (TLS, timeouts and errors as for the image). No redirects: the server
-    # that answered the check takes the report.
+    # One POST with a small body over Download's connection (TLS with the CA,
+    # timeouts, ESP_ERR_HTTP_CONNECT on failure); only the status line is
+    # read. No redirects: the server that answered the check takes the report.
     def send(self, body):
         scheme, host, port, path = parse_url(self.url)
+        if port != (443 if scheme == "https" else 80):
+            host = "%s:%d" % ("[%s]" % host if ":" in host else host, port)
         self._connect(self.url)
         try:
-            head = ("POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: micropython-ota\r\n"
-                    "Content-Type: application/json\r\nContent-Length: %d\r\n"
-                    "Connection: close\r\n\r\n" % (path, _host_header(host, port, scheme), len(body)))
-            self._sock.sendall(head.encode() + body)
-            return self._head()
-        except OTAError:
-            raise
-        except Exception as e:  # OSError, or the connection closed mid-head
-            raise OTAError(self._fault_code(e), "report to %s failed: %r" % (host, e))
+            self._sock.sendall(("POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: micropython-ota\r\n"
+                                "Content-Type: application/json\r\nContent-Length: %d\r\n"
+                                "Connection: close\r\n\r\n" % (path, host, len(body))).encode() + body)
+            line = bytearray(12)  # "HTTP/1.1 204"
+            mv = memoryview(line)
+            n = 0
+            while n < 12:
+                k = self._rd(mv[n:], 12 - n)
+                if not k:
+                    break
+                n += k
+        except OSError as e:
+            raise OTAError(ESP_ERR_HTTP_CONNECT, "report to %s failed: %r" % (host, e))
         finally:
             self._drop()
+        if n < 12 or line[:7] != b"HTTP/1." or not line[9:12].isdigit():
+            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad answer to a report")
+        return int(line[9:12])

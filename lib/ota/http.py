@@ -4,18 +4,17 @@
 # (0.10.x, v1.25-v1.28) speaks HTTP/1.0, reads the body to EOF ignoring
 # Content-Length, rejects chunked bodies, crashes on relative redirects and
 # hard-codes CERT_NONE, so it can neither verify the server nor resume a cut
-# download. This client is small and does what an OTA stream needs:
+# download. This client does what an OTA stream needs and no more:
 #
 # * TLS that verifies: SSLContext(PROTOCOL_TLS_CLIENT), CERT_REQUIRED,
-#   server_hostname, the CA loaded as DER (mbedtls on the board takes DER;
-#   PEM is converted by pem_to_der());
-# * bodies bounded by Content-Length or chunked framing, read with
-#   readinto(buf, n) straight into the caller's buffer: nothing is allocated
-#   per read;
-# * redirects (absolute and relative, at most 10, as esp_http_client);
-# * transparent resume of a cut or stalled body with Range + If-Range, and
-#   Range windows of a fixed size (esp_https_ota's partial_http_download),
-#   on one kept-alive connection where the server allows it.
+#   server_hostname, CAs loaded as DER (the boards' mbedtls rejects PEM;
+#   pem_to_der() converts);
+# * bodies framed by Content-Length or chunked encoding, read with
+#   readinto(buf, n) straight into the caller's buffer: no allocation per read;
+# * redirects, absolute and relative, at most 10 (as esp_http_client);
+# * transparent resume of a cut or stalled body (Range + If-Range), and Range
+#   windows of a fixed size (esp_https_ota's partial_http_download) on one
+#   kept-alive connection where the server allows it.
 #
 # Errors are ota.OTAError with the esp_err_t codes of DESIGN.md.
 import binascii
@@ -29,184 +28,127 @@ from ota import (OTAError, ESP_FAIL, ESP_ERR_INVALID_ARG, ESP_ERR_INVALID_STATE,
                  ESP_ERR_HTTP_INCOMPLETE_DATA)
 
 try:
-    import tls as _tls  # MicroPython: load_verify_locations(cadata) is positional
+    import tls as _tls  # MicroPython: load_verify_locations(cadata), positional
     _MPY_TLS = True
 except ImportError:
-    import ssl as _tls  # CPython
+    import ssl as _tls  # CPython: load_verify_locations(cadata=...)
     _MPY_TLS = False
 
-# CPython raises socket.timeout (TimeoutError, no errno); MicroPython raises
-# OSError(ETIMEDOUT), or EAGAIN from a socket whose timeout ran out.
+# CPython raises socket.timeout (no errno); MicroPython OSError(ETIMEDOUT), or
+# EAGAIN on ports where a socket's timeout runs out that way.
 _TIMEOUT_TYPE = getattr(socket, "timeout", ())
 _TIMEOUT_ERRNOS = (errno.ETIMEDOUT, errno.EAGAIN)
+_TRANSIENT = (ESP_ERR_HTTP_CONNECT, ESP_ERR_TIMEOUT)  # worth another attempt
+_HEADERS = ("content-length", "content-range", "etag", "location", "transfer-encoding",
+            "connection")  # the ones this client reads
 
 MAX_REDIRECTS = 10
-_BACKOFF_MS = 100  # first resume waits this long, then twice as long each time
-_MAX_LINE = 4096  # longest status/header/chunk-size line accepted
+_BACKOFF_MS = 100  # before the first resume attempt; doubles each time
+_MAX_LINE = 4096  # longest head or chunk-size line accepted
+
+# States (explicit, as in esp_https_ota.c).
+_IDLE = 0  # not started, or closed, or failed
+_BODY = 1  # a response head is read; its body, or the next request, follows
+_DONE = 2  # the whole entity was delivered; the connection is closed
+
+# Body framing (_chunk); _left counts the bytes to go in the body or chunk.
+_PLAIN = 0  # Content-Length (or a Content-Range); _left -1: until EOF
+_SIZE = 1  # chunked: the first chunk-size line is due
+_CRLF = 2  # chunked: when _left is 0, CRLF and the next size line are due
+_LAST = 3  # chunked: the last chunk and the trailers are read
 
 
 def pem_to_der(pem):
-    # CA certificate(s) as PEM (str or bytes) or DER bytes -> DER bytes. Several
-    # PEM certificates give their DER forms one after another; Download loads
-    # each one (mbedtls would take only the first of a concatenation).
+    # CA certificate(s), PEM (str/bytes) or DER -> DER. Several PEM blocks
+    # give their DER forms one after another; Download loads each.
     if isinstance(pem, str):
         pem = pem.encode()
     pem = bytes(pem)
     if b"-----BEGIN" not in pem:
         return pem
-    out = []
-    pos = 0
-    while True:
-        a = pem.find(b"-----BEGIN CERTIFICATE-----", pos)
-        if a < 0:
-            break
-        a += 27
-        b = pem.find(b"-----END", a)
-        if b < 0:
-            break
-        out.append(binascii.a2b_base64(pem[a:b]))
-        pos = b + 8
-    if not out:
-        raise OTAError(ESP_ERR_INVALID_ARG, "no CERTIFICATE block in cert_pem")
-    return b"".join(out)
+    der = b""
+    for block in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]:
+        der += binascii.a2b_base64(block[:block.find(b"-----END")])
+    if not der:
+        raise OTAError(ESP_ERR_INVALID_ARG, "no CERTIFICATE in cert_pem")
+    return der
 
 
 def der_certs(der):
-    # Split concatenated DER certificates (each one ASN.1 SEQUENCE).
+    # Split concatenated DER certificates (ASN.1 SEQUENCEs): mbedtls would
+    # read only the first of them from one load_verify_locations().
     certs = []
-    i = 0
-    while i < len(der):
-        if der[i] != 0x30 or i + 2 > len(der):
-            raise OTAError(ESP_ERR_INVALID_ARG, "cert_pem is neither PEM nor DER")
-        n = der[i + 1]
+    while der:
+        n = der[1] if len(der) > 1 and der[0] == 0x30 else -1
         head = 2
-        if n & 0x80:
+        if n >= 0x80:  # long form: the low bits count the length bytes
             head += n & 0x7F
-            if i + head > len(der):
-                raise OTAError(ESP_ERR_INVALID_ARG, "truncated DER certificate")
-            n = 0
-            for k in range(i + 2, i + head):
-                n = (n << 8) | der[k]
-        end = i + head + n
-        if end > len(der):
-            raise OTAError(ESP_ERR_INVALID_ARG, "truncated DER certificate")
-        certs.append(der[i:end])
-        i = end
-    if not certs:
-        raise OTAError(ESP_ERR_INVALID_ARG, "empty certificate")
+            n = int.from_bytes(der[2:head], "big")
+        if n < 0 or head + n > len(der):
+            raise OTAError(ESP_ERR_INVALID_ARG, "cert_pem is neither PEM nor DER")
+        certs.append(der[:head + n])
+        der = der[head + n:]
     return certs
 
 
+def _split(url):
+    # "scheme://host:port/path?q#f" -> ("scheme://host:port", "/path?q")
+    i = url.find("://") + 3
+    j = len(url)
+    for c in "/?#":
+        k = url.find(c, i)
+        if 0 <= k < j:
+            j = k
+    path = url[j:].split("#")[0]
+    return url[:j], path if path.startswith("/") else "/" + path
+
+
 def parse_url(url):
-    # -> (scheme, host, port, path). Host is bare (no [] for IPv6).
-    i = url.find("://")
-    if i < 0:
-        raise OTAError(ESP_ERR_INVALID_ARG, "not an absolute URL: %s" % url)
-    scheme = url[:i].lower()
-    if scheme not in ("http", "https"):
-        raise OTAError(ESP_ERR_INVALID_ARG, "unsupported scheme: %s" % scheme)
-    rest = url[i + 3:]
-    j = rest.find("#")
-    if j >= 0:
-        rest = rest[:j]
-    j = rest.find("/")
-    q = rest.find("?")
-    if j < 0 or 0 <= q < j:
-        j = q
-    hostport, path = (rest, "/") if j < 0 else (rest[:j], rest[j:])
-    if path[0] == "?":
-        path = "/" + path
-    if "@" in hostport:
-        raise OTAError(ESP_ERR_INVALID_ARG, "credentials in URL: pass an Authorization header")
-    port = 443 if scheme == "https" else 80
-    if hostport.startswith("["):
-        k = hostport.find("]")
-        host = hostport[1:k]
-        tail = hostport[k + 1:]
-    else:
+    # -> (scheme, host, port, path); host without the [] of an IPv6 literal.
+    origin, path = _split(url)
+    i = origin.find("://")
+    scheme = origin[:i].lower()
+    hostport = origin[i + 3:]
+    try:
+        if i < 0 or scheme not in ("http", "https") or "@" in hostport:
+            raise ValueError
+        port = 443 if scheme == "https" else 80
         k = hostport.rfind(":")
-        host, tail = (hostport, "") if k < 0 else (hostport[:k], hostport[k:])
-    if tail:
-        if tail[0] != ":" or not tail[1:].isdigit():
-            raise OTAError(ESP_ERR_INVALID_ARG, "bad port in %s" % url)
-        port = int(tail[1:])
-    if not host:
-        raise OTAError(ESP_ERR_INVALID_ARG, "no host in %s" % url)
+        if k > hostport.rfind("]"):
+            port = int(hostport[k + 1:])
+            hostport = hostport[:k]
+        host = hostport.strip("[]")
+        if not host:
+            raise ValueError
+    except ValueError:
+        raise OTAError(ESP_ERR_INVALID_ARG, "bad URL (http/https, no user@): " + url)
     return scheme, host, port, path
 
 
 def join_url(base, loc):
-    # Resolve a Location header against the URL that answered (RFC 3986 5.2,
-    # enough of it for redirects: scheme-relative, absolute-path, relative
-    # path with ./ and ../, query-only).
-    if "://" in loc[:12]:
+    # A Location header resolved against the URL that sent it (RFC 3986 5.2:
+    # absolute, scheme-relative, absolute-path, relative path, query). Dot
+    # segments are left to the server, which normalizes them anyway.
+    i = loc.find("://")
+    if i > 0 and loc[:i].isalpha():
         return loc
-    scheme, host, port, path = parse_url(base)
+    origin, path = _split(base)
     if loc.startswith("//"):
-        return scheme + ":" + loc
-    i = base.find("/", base.find("://") + 3)
-    origin = base if i < 0 else base[:i]
-    if i < 0 and "?" in origin:
-        origin = origin[:origin.find("?")]
-    if loc.startswith("/"):
-        return origin + _dots(loc)
+        return origin[:origin.find(":") + 1] + loc
     path = path.split("?")[0]
     if loc.startswith("?"):
         return origin + path + loc
-    return origin + _dots(path[:path.rfind("/") + 1] + loc)
+    if loc.startswith("/"):
+        return origin + loc
+    return origin + path[:path.rfind("/") + 1] + loc
 
 
-def _dots(path):
-    query = ""
-    i = path.find("?")
-    if i >= 0:
-        path, query = path[:i], path[i:]
-    out = []
-    parts = path.split("/")
-    for p in parts[1:]:
-        if p == "..":
-            if out:
-                out.pop()
-        elif p != ".":
-            out.append(p)
-    if parts[-1] in (".", ".."):
-        out.append("")
-    return "/" + "/".join(out) + query
-
-
-def _host_header(host, port, scheme):
-    h = "[%s]" % host if ":" in host else host
-    if port != (443 if scheme == "https" else 80):
-        h += ":%d" % port
-    return h
-
-
-def _strong(etag):
-    return etag if etag and not etag.startswith("W/") else None
-
-
-def _sleep_ms(ms):
-    if hasattr(time, "sleep_ms"):
-        time.sleep_ms(ms)
-    else:
-        time.sleep(ms / 1000)
-
-
-class _Cut(Exception):
-    # The connection ended before the framing said the body was complete.
-    pass
-
-
-# Download states (explicit, as in esp_https_ota.c).
-_IDLE = 0  # not started, or closed
-_BODY = 1  # a response head is read; its body (or the next request) streams
-_DONE = 2  # the whole entity was delivered; the connection is closed
-
-# Chunked framing of the current body (_chunk).
-_PLAIN = 0  # not chunked: _left is bytes to go, -1 = until EOF
-_SIZE = 1  # chunked: the first chunk-size line is due
-_CRLF = 2  # chunked: when _left hits 0, CRLF then the next size line are due
-_LAST = 3  # chunked: the last chunk and the trailers are read
+def _fault(e):
+    # The error code a failed read or connection means.
+    if isinstance(e, _TIMEOUT_TYPE) or (isinstance(e, OSError) and e.args
+                                        and e.args[0] in _TIMEOUT_ERRNOS):
+        return ESP_ERR_TIMEOUT
+    return ESP_ERR_HTTP_INCOMPLETE_DATA
 
 
 class Download:
@@ -214,11 +156,11 @@ class Download:
                  allow_http=False, range_size=None, retries=3):
         scheme = parse_url(url)[0]
         if scheme == "http" and not allow_http:
-            raise OTAError(ESP_ERR_INVALID_ARG, "http:// refused: pass allow_http=True")
+            raise OTAError(ESP_ERR_INVALID_ARG, "http:// refused without allow_http=True")
         if scheme == "https" and not cert_der:
             raise OTAError(ESP_ERR_INVALID_ARG, "https:// needs cert_pem to verify the server")
         if range_size is not None and range_size < 1:
-            raise OTAError(ESP_ERR_INVALID_ARG, "range_size must be positive")
+            raise OTAError(ESP_ERR_INVALID_ARG, "range_size must be > 0")
         self._origin = self.url = url
         self._certs = der_certs(bytes(cert_der)) if cert_der else None
         self._ctx = None
@@ -232,8 +174,7 @@ class Download:
         self.etag = None
         self.http_status = None
         self._state = _IDLE
-        self._sock = None
-        self._rd = None
+        self._sock = self._rd = None
         self._left = 0
         self._chunk = _PLAIN
         self._keep = False  # the connection may carry the next request
@@ -241,10 +182,8 @@ class Download:
         self._line = bytearray(128)
         self._b1 = bytearray(1)
 
-    # -- public -----------------------------------------------------------
-
     def start(self, offset=0, etag=None):
-        # The first request (or a restart from a journal). With offset > 0 a
+        # The first request (or a restart from a journal). With offset > 0, a
         # 200 answer means "start over": self.offset becomes 0.
         self.close()
         self.url = self._origin
@@ -252,7 +191,11 @@ class Download:
         self.etag = etag
         self.size = -1
         self._tries = 0
-        self._open(True)
+        try:
+            self._open(True)
+        except OTAError:
+            self.close()
+            raise
 
     def readinto(self, mv):
         # At most one body read from the socket per call; returns n > 0, or 0
@@ -271,21 +214,21 @@ class Download:
                             self._tries = 0
                             return n
                         if self._left >= 0 or self._chunk:
-                            raise _Cut()
-                        self.size = self.offset  # a body read to EOF ended here
-                        self._finish()
-                    elif self.size < 0 or self.offset >= self.size:
-                        self._finish()
+                            raise OSError(errno.ECONNRESET)  # closed early
+                        self.size = self.offset  # a body framed by EOF ended
+                    if self.size < 0 or self.offset >= self.size:
+                        self._drop()
+                        self._state = _DONE
                     else:
-                        self._next()
-                except (OSError, _Cut) as e:
-                    self._recover(self._fault_code(e))
+                        self._resume(None)
+                except OSError as e:
+                    self._resume(_fault(e))
         except OTAError:
             self.close()
             raise
         if self._state == _DONE:
             return 0
-        raise OTAError(ESP_ERR_INVALID_STATE, "download not started or closed")
+        raise OTAError(ESP_ERR_INVALID_STATE, "download not started, failed or closed")
 
     def close(self):
         self._drop()
@@ -294,31 +237,28 @@ class Download:
     # -- body framing -----------------------------------------------------
 
     def _want(self, n):
-        # How many bytes the next body read may ask for; 0 = this response's
-        # body is done. Reads chunk-size lines when they are due.
+        # How many bytes the next body read may ask for; 0: this response's
+        # body is done. Reads a chunk-size line when one is due.
         if self._chunk and self._chunk != _LAST and not self._left:
             self._chunk_head()
-        if self._left < 0:
-            return n
-        return n if n < self._left else self._left
+        return n if self._left < 0 or n < self._left else self._left
 
     def _chunk_head(self):
-        # [CRLF after the previous chunk's data] "hex-size[;ext]" CRLF; size 0
-        # is the last chunk: trailer lines up to an empty one follow.
+        # [CRLF ending the previous chunk] "hex-size[;ext]" CRLF; size 0 is the
+        # last chunk, and trailer lines up to an empty one follow.
         if self._chunk == _CRLF and self._readline():
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "chunk data not followed by CRLF")
+            raise OTAError(ESP_ERR_INVALID_RESPONSE, "chunk without CRLF")
         n = self._readline()
         line = self._line
-        size = 0
-        i = 0
+        size = i = 0
         while i < n and line[i] not in b"; \t":
             d = line[i] - 0x30 if line[i] <= 0x39 else (line[i] | 0x20) - 0x57
             if d < 0 or d > 15 or (line[i] > 0x39 and d < 10):
-                raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad chunk-size line")
+                break
             size = size * 16 + d
             i += 1
-        if not i:
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad chunk-size line")
+        if not i or (i < n and line[i] not in b"; \t"):
+            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad chunk size")
         self._left = size
         self._chunk = _CRLF
         if not size:
@@ -327,227 +267,171 @@ class Download:
             self._chunk = _LAST
 
     def _readline(self):
-        # One line into self._line (CRLF stripped) by single-byte reads: for
-        # heads and chunk-size lines only, never body data. Returns its length.
+        # One line into self._line (CRLF stripped) by one-byte reads: heads
+        # and chunk-size lines only, never body data. Returns its length.
         line = self._line
         b1 = self._b1
         n = 0
         while True:
             if not self._rd(b1, 1):
-                raise _Cut()
-            c = b1[0]
-            if c == 0x0A:
+                raise OSError(errno.ECONNRESET)  # closed early
+            if b1[0] == 0x0A:
                 return n - 1 if n and line[n - 1] == 0x0D else n
             if n == len(line):
                 if n >= _MAX_LINE:
-                    raise OTAError(ESP_ERR_INVALID_RESPONSE, "header line too long")
+                    raise OTAError(ESP_ERR_INVALID_RESPONSE, "line too long")
                 line.extend(bytes(n))
-            line[n] = c
+            line[n] = b1[0]
             n += 1
 
-    # -- continuing a download ----------------------------------------------
+    # -- requests -------------------------------------------------------------
 
-    def _finish(self):
-        self._drop()
-        self._state = _DONE
-
-    def _next(self):
-        # This response ended before the entity: the next Range window (on
-        # the same connection when kept alive), or the rest after a server
-        # sent a shorter range than asked.
-        if not self._keep:
-            self._drop()
-        try:
-            self._open(False)
-        except OTAError as e:
-            if e.code not in (ESP_ERR_HTTP_CONNECT, ESP_ERR_TIMEOUT):
-                raise
-            self._recover(e.code)
-
-    def _recover(self, code):
-        # Resume after a cut or a stall: Range from self.offset with If-Range,
-        # bounded attempts with back-off. The budget refills when bytes
-        # arrive, so a long download survives many separate cuts, while one
-        # that makes no progress gives up after `retries` attempts with the
-        # code of the original fault.
+    def _resume(self, code):
+        # Ask for the rest from self.offset. code None: the response ended
+        # before the entity (the next Range window, or a server that sent
+        # less than asked): at once, on the kept-alive connection if any.
+        # Otherwise a cut or stall (code says which): Range with If-Range,
+        # bounded attempts with back-off; the budget refills when bytes
+        # arrive, so a long download survives many separate cuts, and one
+        # that makes no progress fails with the code of its fault.
+        if code is None:
+            if not self._keep:
+                self._drop()
+            try:
+                return self._open(False)
+            except OTAError as e:
+                if e.code not in _TRANSIENT:
+                    raise
+                code = e.code
         self._drop()
         while self._tries < self._retries:
-            _sleep_ms(_BACKOFF_MS << self._tries)
+            time.sleep(_BACKOFF_MS / 1000 * (1 << self._tries))
             self._tries += 1
             try:
-                self._open(False)
-                return
+                return self._open(False)
             except OTAError as e:
-                if e.code not in (ESP_ERR_HTTP_CONNECT, ESP_ERR_TIMEOUT):
+                if e.code not in _TRANSIENT:
                     raise
         raise OTAError(code, "gave up after %d resume attempts at byte %d of %d"
                        % (self._retries, self.offset, self.size))
 
-    def _fault_code(self, e):
-        if isinstance(e, _TIMEOUT_TYPE) or (isinstance(e, OSError) and e.args
-                                            and e.args[0] in _TIMEOUT_ERRNOS):
-            return ESP_ERR_TIMEOUT
-        return ESP_ERR_HTTP_INCOMPLETE_DATA
-
-    # -- requests -----------------------------------------------------------
-
     def _open(self, first):
-        # Request the entity from self.offset, following redirects, and read
-        # the head of the answer. first: the start() request, where a 200 to
-        # a Range request means "start over"; later a 200 means the image
-        # changed under us.
+        # Request the entity from self.offset, follow redirects, read the head
+        # and check it continues what was delivered. first: the start()
+        # request, where a 200 to a Range request means "start over"; later,
+        # a 200 (If-Range failed) means the image changed under us.
         url = self.url
         for _ in range(MAX_REDIRECTS + 1):
-            status = self._request(url)
-            if status not in (301, 302, 303, 307, 308):
+            status, h = self._request(url)
+            if status not in (301, 302, 303, 307, 308) or "location" not in h:
                 break
-            if not self._loc:
-                self._drop()
-                raise OTAError(ESP_ERR_INVALID_RESPONSE, "redirect without Location")
-            url = join_url(url, self._loc)
+            url = join_url(url, h["location"])
             self._drop()
         else:
-            self._drop()
             raise OTAError(ESP_ERR_HTTP_MAX_REDIRECT, "more than %d redirects" % MAX_REDIRECTS)
         self.url = url
-        if status == 200:
-            self._accept_full(first)
+        etag = h.get("etag")
+        changed = self.etag and etag and etag != self.etag
+        clen = h.get("content-length", "-1")
+        left = int(clen) if clen.isdigit() or clen == "-1" else -2
+        if status == 200 and (first or not self.offset):
+            self.offset = 0
+            self.size = left
+            self.etag = etag
         elif status == 206:
-            self._accept_part()
-        else:
-            self._drop()
-            if status == 304:
-                raise OTAError(ESP_ERR_HTTP_NOT_MODIFIED, "304 Not Modified")
-            raise OTAError(ESP_FAIL, "HTTP %d from %s" % (status, url), status)
-        self._state = _BODY
-
-    def _accept_full(self, first):
-        if self.offset and not first:
-            self._drop()
-            if self.etag and self._etag and self._etag != self.etag:
+            cr = h.get("content-range", "")
+            try:
+                a = int(cr[cr.index(" ") + 1:cr.index("-")])
+                left = int(cr[cr.index("-") + 1:cr.index("/")]) + 1 - a
+                total = cr[cr.index("/") + 1:]
+                total = -1 if total == "*" else int(total)
+            except ValueError:
+                a = -1
+            if a != self.offset or left < 1 or clen not in ("-1", str(left)):
+                raise OTAError(ESP_ERR_INVALID_RESPONSE, "206 not at byte %d: %s" % (self.offset, cr))
+            if changed or (total >= 0 and self.size >= 0 and total != self.size):
                 raise OTAError(ESP_ERR_INVALID_RESPONSE, "the image changed on the server")
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "a resume was answered with the whole image")
-        self.offset = 0
-        self.size = self._len
-        self.etag = self._etag
-        self._body(self._len)
-
-    def _accept_part(self):
-        cr = self._crange or ""
-        try:
-            start = int(cr[cr.index(" ") + 1:cr.index("-")])
-            end = int(cr[cr.index("-") + 1:cr.index("/")]) + 1
-            total = cr[cr.index("/") + 1:]
-            total = -1 if total == "*" else int(total)
-        except ValueError:
-            self._drop()
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad Content-Range: %r" % cr)
-        bad = None
-        if start != self.offset or end <= start or self._len not in (-1, end - start):
-            bad = "206 for bytes %d-%d when %d- was asked" % (start, end - 1, self.offset)
-        elif (self.size >= 0 and total >= 0 and total != self.size) or \
-                (self.etag and self._etag and self._etag != self.etag):
-            bad = "the image changed on the server"
-        if bad:
-            self._drop()
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, bad)
-        if total >= 0:
-            self.size = total
-        if self._etag:
-            self.etag = self._etag
-        self._body(end - start)
-
-    def _body(self, length):
-        self._chunk = _SIZE if self._te_chunked else _PLAIN
-        self._left = 0 if self._te_chunked else length
+            if total >= 0:
+                self.size = total
+            self.etag = etag or self.etag
+        elif status == 200:
+            raise OTAError(ESP_ERR_INVALID_RESPONSE, "the image changed on the server" if changed
+                           else "the server ignored Range")
+        elif status == 304:
+            raise OTAError(ESP_ERR_HTTP_NOT_MODIFIED, "304 Not Modified")
+        else:
+            raise OTAError(ESP_FAIL, "HTTP %d from %s" % (status, url), status)
+        if left < -1:
+            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad Content-Length")
+        chunked = h.get("transfer-encoding", "").lower().endswith("chunked")
+        self._chunk = _SIZE if chunked else _PLAIN
+        self._left = 0 if chunked else left
+        self._state = _BODY
 
     def _request(self, url):
         # One GET and the head of its answer, on the kept-alive connection
-        # when there is one (the server may have closed it meanwhile: then
-        # once more on a new one). Returns the status.
+        # if the server has not closed it meanwhile, else on a new one.
         if self._sock and self._keep:
             try:
                 return self._exchange(url)
-            except (OSError, _Cut, OTAError):
-                self._drop()
+            except (OSError, OTAError):
+                pass
         self._connect(url)
         try:
             return self._exchange(url)
-        except (OSError, _Cut, OTAError) as e:
-            self._drop()
-            if isinstance(e, OTAError):
-                raise
-            if self._fault_code(e) == ESP_ERR_TIMEOUT:
-                raise OTAError(ESP_ERR_TIMEOUT, "no answer from %s within timeout_ms" % url)
-            raise OTAError(ESP_ERR_HTTP_CONNECT, "connection to %s lost: %r" % (url, e))
+        except OSError as e:
+            raise OTAError(ESP_ERR_TIMEOUT if _fault(e) == ESP_ERR_TIMEOUT else ESP_ERR_HTTP_CONNECT,
+                           "no response from %s: %r" % (url, e))
 
     def _exchange(self, url):
+        # Send the GET; return (status, {header: value}) for the headers
+        # this client uses (names in lower case).
         scheme, host, port, path = parse_url(url)
-        req = ["GET ", path, " HTTP/1.1\r\nHost: ", _host_header(host, port, scheme),
-               "\r\nUser-Agent: micropython-ota\r\n"]
+        if ":" in host:
+            host = "[%s]" % host
+        if port != (443 if scheme == "https" else 80):
+            host += ":%d" % port
+        req = "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: micropython-ota\r\n" % (path, host)
         if self.offset or self._range:
-            last = str(self.offset + self._range - 1) if self._range else ""
-            req.append("Range: bytes=%d-%s\r\n" % (self.offset, last))
-            if _strong(self.etag):
-                req.append("If-Range: %s\r\n" % self.etag)
+            req += "Range: bytes=%d-%s\r\n" % (
+                self.offset, self.offset + self._range - 1 if self._range else "")
+            if self.etag and not self.etag.startswith("W/"):  # weak ones cannot
+                req += "If-Range: %s\r\n" % self.etag
         if not self._range:
-            req.append("Connection: close\r\n")
+            req += "Connection: close\r\n"
         for k in self._headers:
-            req.append("%s: %s\r\n" % (k, self._headers[k]))
-        req.append("\r\n")
-        self._sock.sendall("".join(req).encode())
-        return self._head()
-
-    def _head(self):
-        # Status line and the headers this client uses; the rest are skipped.
-        line = self._text(self._readline())
-        if not line.startswith("HTTP/1.") or len(line) < 12 or not line[9:12].isdigit():
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad status line: %r" % line[:40])
+            req += "%s: %s\r\n" % (k, self._headers[k])
+        self._sock.sendall((req + "\r\n").encode())
+        line = self._text()
+        if not line.startswith("HTTP/1.") or not line[9:12].isdigit():
+            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad status line %r" % line[:40])
         status = self.http_status = int(line[9:12])
-        keep = line[7] == "1"
-        self._len = -1
-        self._crange = self._etag = self._loc = None
-        self._te_chunked = False
-        while True:
-            n = self._readline()
-            if not n:
-                break
-            line = self._text(n)
+        h = {"connection": "keep-alive" if line[7] == "1" else "close"}
+        line = self._text()
+        while line:
             i = line.find(":")
             name = line[:i].strip().lower()
-            value = line[i + 1:].strip()
-            if name == "content-length":
-                if not value.isdigit():
-                    raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad Content-Length: %r" % value)
-                self._len = int(value)
-            elif name == "content-range":
-                self._crange = value
-            elif name == "etag":
-                self._etag = value
-            elif name == "location":
-                self._loc = value
-            elif name == "transfer-encoding":
-                self._te_chunked = value.lower().endswith("chunked")
-            elif name == "connection":
-                keep = "close" not in value.lower()
+            if name in _HEADERS:
+                h[name] = line[i + 1:].strip()
+            line = self._text()
         # Only Range windows reuse a connection, and only one whose body
-        # framing tells where the next answer starts.
-        self._keep = bool(self._range) and keep and (self._len >= 0 or self._te_chunked)
-        return status
+        # framing says where the next answer starts.
+        self._keep = self._range and "close" not in h["connection"].lower() and \
+            ("content-length" in h or "transfer-encoding" in h)
+        return status, h
 
-    def _text(self, n):
+    def _text(self):
+        n = self._readline()
         try:
             return self._line[:n].decode()
         except UnicodeError:
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "non-text bytes in the response head")
+            raise OTAError(ESP_ERR_INVALID_RESPONSE, "binary response head")
 
     def _connect(self, url):
         self._drop()
         scheme, host, port, _ = parse_url(url)
-        if scheme == "http" and not self._allow_http:
-            raise OTAError(ESP_ERR_INVALID_ARG, "redirected to http:// without allow_http")
-        if scheme == "https" and not self._certs:
-            raise OTAError(ESP_ERR_INVALID_ARG, "redirected to https:// without cert_pem")
+        if (scheme == "http" and not self._allow_http) or (scheme == "https" and not self._certs):
+            raise OTAError(ESP_ERR_INVALID_ARG, "redirected to %s:// (allow_http, cert_pem?)" % scheme)
         sock = None
         try:
             err = OSError(errno.ENOENT)  # no address at all
@@ -563,7 +447,16 @@ class Download:
             if sock is None:
                 raise err
             if scheme == "https":
-                sock = self._tls_ctx().wrap_socket(sock, server_hostname=host)
+                if self._ctx is None:
+                    ctx = _tls.SSLContext(_tls.PROTOCOL_TLS_CLIENT)
+                    ctx.verify_mode = _tls.CERT_REQUIRED
+                    for der in self._certs:  # each call adds a CA (mbedtls, OpenSSL)
+                        if _MPY_TLS:
+                            ctx.load_verify_locations(der)
+                        else:
+                            ctx.load_verify_locations(cadata=der)
+                    self._ctx = ctx
+                sock = self._ctx.wrap_socket(sock, server_hostname=host)
         except (OSError, ValueError) as e:
             # ValueError: how MicroPython reports a rejected certificate.
             if sock:
@@ -583,17 +476,3 @@ class Download:
                 s.close()
             except OSError:
                 pass
-
-    def _tls_ctx(self):
-        if self._ctx is None:
-            ctx = _tls.SSLContext(_tls.PROTOCOL_TLS_CLIENT)
-            ctx.verify_mode = _tls.CERT_REQUIRED
-            for der in self._certs:
-                # Each call adds one CA to the trust list, in mbedtls as in
-                # OpenSSL; mbedtls would read only the first of a concatenation.
-                if _MPY_TLS:
-                    ctx.load_verify_locations(der)
-                else:
-                    ctx.load_verify_locations(cadata=der)
-            self._ctx = ctx
-        return self._ctx

@@ -10,6 +10,7 @@ import sys
 
 COMMANDS = [
     "image",
+    "deploy",
     "server",
     "serve",
     "sign",

@@ -25,7 +25,8 @@ def register(subparsers):
         description="Write a MicroPython firmware.bin with esptool at the bootloader offset of "
                     "its chip, and erase otadata so the new app boots.")
     p.add_argument("--port", required=True, help="serial port of the board")
-    p.add_argument("firmware", metavar="FIRMWARE", help="firmware .bin (starts with the bootloader)")
+    p.add_argument("firmware", metavar="FIRMWARE",
+                   help="firmware .bin (starts with the bootloader)")
     p.add_argument("--chip", default="auto", help="esp32, esp32s3, ... or auto (from the image)")
     p.add_argument("--baud", type=int, default=460800, help="flashing baud rate (default 460800)")
     p.set_defaults(func=flash_command)
@@ -43,7 +44,8 @@ class EspImageHeader:
             raise ValueError("shorter than an image header")
         (self.magic, self.segment_count, self.spi_mode, self.spi_speed_size, self.entry_addr,
          self.wp_pin, _drv, self.chip_id, self.min_chip_rev, self.min_chip_rev_full,
-         self.max_chip_rev_full, _reserved, self.hash_appended) = struct.unpack_from(self.FORMAT, data)
+         self.max_chip_rev_full, _reserved,
+         self.hash_appended) = struct.unpack_from(self.FORMAT, data)
 
 
 class PartitionEntry:
@@ -94,7 +96,8 @@ def firmware_target(data, name):
                        "MicroPython firmware.bin" % (name, PARTITION_TABLE_OFFSET))
     kinds = {(e.type, e.subtype): e for e in table}
     otadata = kinds.get((PartitionEntry.DATA, PartitionEntry.DATA_OTA))
-    apps = [kinds.get((PartitionEntry.APP, sub)) for sub in (PartitionEntry.OTA_0, PartitionEntry.OTA_1)]
+    apps = [kinds.get((PartitionEntry.APP, sub))
+            for sub in (PartitionEntry.OTA_0, PartitionEntry.OTA_1)]
     if otadata is None or None in apps:
         raise CliError("%s has no OTA partitions (otadata, ota_0, ota_1): flash an OTA build "
                        "of MicroPython (e.g. the ESP32_GENERIC OTA variant)" % name)

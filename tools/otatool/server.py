@@ -4,7 +4,7 @@ equal", endless reboot loops, no status, passwords in logs).
 
 aiohttp, because one dependency gives async HTTP (a slow client never blocks
 the others), multipart uploads, TLS and streamed responses, and the project
-already pins it for its development server and tests.
+already pins it for `otatool serve`, the development server.
 
 Configuration: defaults < `--config FILE` (TOML, keys as in DEFAULTS) <
 environment (OTA_SERVER_DB, OTA_SERVER_PORT, ... see ENV) < command line.
@@ -176,12 +176,15 @@ async def _close_store(app):
 
 
 class _AccessLogger(AbstractAccessLogger):
-    """Method, path without the query (device tokens travel there) and status.
-    Headers are never logged, so neither is Authorization."""
+    """Method, path and status; no query (device tokens travel there), no
+    token in /admin/devices/<token>, no headers (so no Authorization)."""
 
-    def log(self, request, response, time):
-        self.logger.info('%s "%s %s" %s %s %.3fs', request.remote, request.method, request.path,
-                         response.status, response.body_length, time)
+    def log(self, request, response, elapsed):
+        path = request.path
+        if path.startswith("/admin/devices/"):
+            path = "/admin/devices/..."
+        self.logger.info('%s "%s %s" %s %s %.3fs', request.remote, request.method, path,
+                         response.status, response.body_length, elapsed)
 
 
 def _error(status, message):

@@ -20,6 +20,9 @@ FACTORY = -1
 SECTOR = 4096
 
 
+_log = None
+
+
 def _write_entry(ota_info, i, e):
     # write_otadata(): erase the sector, program the 32-byte entry; a failed
     # flash operation is only logged, as the bootloader does.
@@ -27,7 +30,7 @@ def _write_entry(ota_info, i, e):
         _board.flash.erase(ota_info[2] + i * SECTOR, SECTOR)
         _board.flash.program(ota_info[2] + i * SECTOR, od.pack(e[0], e[2], e[1]))
     except OSError as err:
-        _board.log("E boot: Error in write_otadata operation. err = 0x%x" % -err.args[0])
+        _log("E boot: Error in write_otadata operation. err = 0x%x" % -err.args[0])
 
 
 def _select(ota_info, slots, factory):
@@ -41,7 +44,7 @@ def _select(ota_info, slots, factory):
         e.append(od.unpack(raw))
     for i in (0, 1):
         if e[i][2] == od.PENDING_VERIFY:
-            _board.log("I boot: otadata[%d] is marking as ABORTED" % i)
+            _log("I boot: otadata[%d] is marking as ABORTED" % i)
             e[i][2] = od.ABORTED
             _write_entry(ota_info, i, e[i])
     if (od.invalid(e[0]) and od.invalid(e[1])) or not slots:
@@ -51,10 +54,10 @@ def _select(ota_info, slots, factory):
         return 0, blank[0] and blank[1]
     a = od.active(e)
     if a == -1:
-        _board.log("E boot: ota data partition invalid and no factory, will try all partitions")
+        _log("E boot: ota data partition invalid and no factory, will try all partitions")
         return FACTORY, False
     if e[a][2] == od.NEW:
-        _board.log("I boot: otadata[%d] is selected as new and marked PENDING_VERIFY state" % a)
+        _log("I boot: otadata[%d] is selected as new and marked PENDING_VERIFY state" % a)
         e[a][2] = od.PENDING_VERIFY
         _write_entry(ota_info, a, e[a])
     return (e[a][0] - 1) % len(slots), False
@@ -63,15 +66,17 @@ def _select(ota_info, slots, factory):
 def _loads(p):
     # try_load_partition(): a full verify, as bootloader_load_image() does
     # without CONFIG_BOOTLOADER_SKIP_VALIDATE_*.
-    why = _board.load("_image").verify(_board.flash, p[2], p[3], _board.CHIP,
-                                       _board.CHIPS[_board.CHIP][0], _board.CHIPS[_board.CHIP][1])
+    b = _board
+    why = b.load("_image").verify(b.flash, p[2], p[3], b.CHIP, b.CHIP_ID, b.CHIP_REV)
     if why:
-        _board.log("E esp_image: " + why)
+        _log("E esp_image: " + why)
     return why is None
 
 
-def boot():
+def boot(log):
     # -> the partition the app runs from, or None (no bootable app)
+    global _log
+    _log = log
     ota_info = _board.first(1, 0x00)
     slots = [p for p in _board.parts if p[0] == 0 and 0x10 <= p[1] < 0x20]
     slots.sort(key=lambda p: p[1])
@@ -85,10 +90,10 @@ def boot():
             continue
         if _loads(p):
             if i != FACTORY and initial:
-                _board.log("I boot: Set actual ota_seq=%d in otadata[0]" % (i + 1))
+                _log("I boot: Set actual ota_seq=%d in otadata[0]" % (i + 1))
                 _write_entry(ota_info, 0, [i + 1, b"\xff" * 20, od.VALID])
-            _board.log("I boot: Loaded app from partition at offset 0x%x" % p[2])
+            _log("I boot: Loaded app from partition at offset 0x%x" % p[2])
             return p
-        _board.log("E boot: %s is not bootable" % (
+        _log("E boot: %s is not bootable" % (
             "Factory app partition" if i == FACTORY else "OTA app partition slot %d" % i))
     return None

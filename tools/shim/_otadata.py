@@ -140,10 +140,12 @@ def next_update(start):
 def set_boot(part):
     # esp_ota_set_boot_partition() with CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
     b = _board()
-    why = b.load("_image").verify(b.flash, part[2], part[3], b.CHIP, b.CHIPS[b.CHIP][0],
-                                  b.CHIPS[b.CHIP][1])
+    why = b.load("_image").verify(b.flash, part[2], part[3], b.CHIP, b.CHIP_ID, b.CHIP_REV)
+    b.drop("_image")
     if why:
-        b.log("E esp_image: " + why)
+        import sys
+
+        sys.stderr.write("E esp_image: %s\n" % why)
         raise b.esp_error(b.ESP_ERR_OTA_VALIDATE_FAILED)
     if part[0] != 0:
         raise b.esp_error(b.ESP_ERR_INVALID_ARG)

@@ -3,7 +3,7 @@
 # "ESP_ERR_...") from check_esp_err), same NOR-flash behaviour underneath.
 import _board
 
-if _board.CHIPS[_board.CHIP][0] is None:
+if _board.flash is None:
     raise ImportError("no module named 'esp32'")  # an ESP8266 has none
 
 _NATIVE = 4096
