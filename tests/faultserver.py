@@ -35,6 +35,7 @@ Bounded: every socket has a timeout, stalls end at stall_s, and the server
 stops by itself after `lifetime` seconds.
 """
 import hashlib
+import posixpath
 import socket
 import ssl
 import threading
@@ -141,7 +142,7 @@ class FaultServer:
                    headers=headers, status=None, declared=None, sent=0, fault=None)
         with self._lock:
             self.log.append(rec)
-        r = self.routes.get(path.split("?")[0])
+        r = self.routes.get(posixpath.normpath(path.split("?")[0]))  # as servers resolve ../
         keep = headers.get("connection", "").lower() != "close"
         if r is None:
             return self._simple(conn, rec, 404, b"no such route\n", keep)

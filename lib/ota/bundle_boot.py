@@ -55,6 +55,9 @@ def _mv(a, b):
     # Paths relative to "/": a VfsPosix mounted at "/" (the emulated board)
     # fails rename() of two absolute paths; littlefs and FAT take both.
     cwd = os.getcwd()
+    if cwd == "/":
+        os.rename(a[1:], b[1:])
+        return
     os.chdir("/")
     try:
         os.rename(a[1:], b[1:])
@@ -141,13 +144,6 @@ def entries(path):
             yield i, kind, name, size, sha
 
 
-def _mkparents(a, name):
-    i = name.find("/")
-    while i > 0:
-        mkdir(a + "/" + name[:i])
-        i = name.find("/", i + 1)
-
-
 def _swap(a, m, back):
     # One direction of the swap (see the top of this file), from wherever a
     # power cut stopped it. The entry list is staging's header until that
@@ -156,21 +152,33 @@ def _swap(a, m, back):
     hdr, cur, prev = new + "hdr", m + "/cur", old + "hdr"
     mkdir(a)
     mkdir(m + "/new")
+    made = None
     for i, kind, name, _, _ in entries(hdr if _exists(hdr) else cur):
         src, dst, bak = new + str(i), a + "/" + name, old + str(i)
         if back:
             if kind == 0 and not _exists(src) and _exists(dst):
                 _mv(dst, src)                       # (2')
-            if _exists(bak):
-                discard(m, dst)     # only what the new app made there
-                _mkparents(a, name)
-                _mv(bak, dst)                       # (1')
-        elif kind or _exists(src):
+            if not _exists(bak):
+                continue
+            discard(m, dst)         # only what the new app made there
+            src = bak               # (1') below
+        elif kind == 0 and not _exists(src):
+            continue                # entry done
+        else:
             if _exists(dst) and not _exists(bak):
                 _mv(dst, bak)                       # (1)
-            if kind == 0:
-                _mkparents(a, name)
-                _mv(src, dst)                       # (2)
+            if kind:
+                continue            # (2) below
+        # Make the directories above dst. Entries are sorted, so the files
+        # of one directory come one after another: once per directory.
+        d = name[:name.rfind("/") + 1]
+        if d != made:
+            made = d
+            j = d.find("/")
+            while j > 0:
+                mkdir(a + "/" + d[:j])
+                j = d.find("/", j + 1)
+        _mv(src, dst)
     if back:
         if not _exists(hdr):
             _mv(cur, hdr)

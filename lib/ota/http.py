@@ -28,34 +28,30 @@ from ota import (OTAError, ESP_FAIL, ESP_ERR_INVALID_ARG, ESP_ERR_INVALID_STATE,
                  ESP_ERR_HTTP_INCOMPLETE_DATA)
 
 try:
-    import tls as _tls  # MicroPython: load_verify_locations(cadata), positional
-    _MPY_TLS = True
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+try:
+    import tls as _tls  # MicroPython
 except ImportError:
-    import ssl as _tls  # CPython: load_verify_locations(cadata=...)
-    _MPY_TLS = False
+    import ssl as _tls  # CPython
 
-# CPython raises socket.timeout (no errno); MicroPython OSError(ETIMEDOUT), or
-# EAGAIN on ports where a socket's timeout runs out that way.
-_TIMEOUT_TYPE = getattr(socket, "timeout", ())
-_TIMEOUT_ERRNOS = (errno.ETIMEDOUT, errno.EAGAIN)
-_TRANSIENT = (ESP_ERR_HTTP_CONNECT, ESP_ERR_TIMEOUT)  # worth another attempt
-_HEADERS = ("content-length", "content-range", "etag", "location", "transfer-encoding",
-            "connection")  # the ones this client reads
-
-MAX_REDIRECTS = 10
-_BACKOFF_MS = 100  # before the first resume attempt; doubles each time
-_MAX_LINE = 4096  # longest head or chunk-size line accepted
+_MAX_REDIRECTS = const(10)
+_BACKOFF_MS = const(100)  # before the first resume attempt; doubles each time
+_MAX_LINE = const(4096)  # longest head or chunk-size line accepted
 
 # States (explicit, as in esp_https_ota.c).
-_IDLE = 0  # not started, or closed, or failed
-_BODY = 1  # a response head is read; its body, or the next request, follows
-_DONE = 2  # the whole entity was delivered; the connection is closed
+_IDLE = const(0)  # not started, or closed, or failed
+_BODY = const(1)  # a response head is read; its body, or the next request, follows
+_DONE = const(2)  # the whole entity was delivered; the connection is closed
 
 # Body framing (_chunk); _left counts the bytes to go in the body or chunk.
-_PLAIN = 0  # Content-Length (or a Content-Range); _left -1: until EOF
-_SIZE = 1  # chunked: the first chunk-size line is due
-_CRLF = 2  # chunked: when _left is 0, CRLF and the next size line are due
-_LAST = 3  # chunked: the last chunk and the trailers are read
+_PLAIN = const(0)  # Content-Length (or a Content-Range); _left -1: until EOF
+_SIZE = const(1)  # chunked: the first chunk-size line is due
+_CRLF = const(2)  # chunked: when _left is 0, CRLF and the next size line are due
+_LAST = const(3)  # chunked: the last chunk and the trailers are read
 
 
 def pem_to_der(pem):
@@ -70,7 +66,7 @@ def pem_to_der(pem):
     for block in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]:
         der += binascii.a2b_base64(block[:block.find(b"-----END")])
     if not der:
-        raise OTAError(ESP_ERR_INVALID_ARG, "no CERTIFICATE in cert_pem")
+        raise OTAError(ESP_ERR_INVALID_ARG, "no certificate in cert_pem")
     return der
 
 
@@ -121,7 +117,7 @@ def parse_url(url):
         if not host:
             raise ValueError
     except ValueError:
-        raise OTAError(ESP_ERR_INVALID_ARG, "bad URL (http/https, no user@): " + url)
+        raise OTAError(ESP_ERR_INVALID_ARG, "bad URL " + url)
     return scheme, host, port, path
 
 
@@ -144,9 +140,11 @@ def join_url(base, loc):
 
 
 def _fault(e):
-    # The error code a failed read or connection means.
-    if isinstance(e, _TIMEOUT_TYPE) or (isinstance(e, OSError) and e.args
-                                        and e.args[0] in _TIMEOUT_ERRNOS):
+    # The error code a failed read or connection means. CPython raises
+    # socket.timeout (no errno); MicroPython OSError(ETIMEDOUT), or EAGAIN on
+    # ports where a socket's timeout runs out that way.
+    if isinstance(e, getattr(socket, "timeout", ())) or \
+            (e.args and e.args[0] in (errno.ETIMEDOUT, errno.EAGAIN)):
         return ESP_ERR_TIMEOUT
     return ESP_ERR_HTTP_INCOMPLETE_DATA
 
@@ -158,10 +156,10 @@ class Download:
         if scheme == "http" and not allow_http:
             raise OTAError(ESP_ERR_INVALID_ARG, "http:// refused without allow_http=True")
         if scheme == "https" and not cert_der:
-            raise OTAError(ESP_ERR_INVALID_ARG, "https:// needs cert_pem to verify the server")
+            raise OTAError(ESP_ERR_INVALID_ARG, "https:// needs cert_pem")
         if range_size is not None and range_size < 1:
             raise OTAError(ESP_ERR_INVALID_ARG, "range_size must be > 0")
-        self._origin = self.url = url
+        self.url = url
         self._certs = der_certs(bytes(cert_der)) if cert_der else None
         self._ctx = None
         self._headers = headers or {}
@@ -172,7 +170,6 @@ class Download:
         self.size = -1
         self.offset = 0
         self.etag = None
-        self.http_status = None
         self._state = _IDLE
         self._sock = self._rd = None
         self._left = 0
@@ -186,7 +183,6 @@ class Download:
         # The first request (or a restart from a journal). With offset > 0, a
         # 200 answer means "start over": self.offset becomes 0.
         self.close()
-        self.url = self._origin
         self.offset = offset
         self.etag = etag
         self.size = -1
@@ -228,7 +224,7 @@ class Download:
             raise
         if self._state == _DONE:
             return 0
-        raise OTAError(ESP_ERR_INVALID_STATE, "download not started, failed or closed")
+        raise OTAError(ESP_ERR_INVALID_STATE, "no download in progress")
 
     def close(self):
         self._drop()
@@ -241,14 +237,15 @@ class Download:
         # body is done. Reads a chunk-size line when one is due.
         if self._chunk and self._chunk != _LAST and not self._left:
             self._chunk_head()
-        return n if self._left < 0 or n < self._left else self._left
+        return n
 
     def _chunk_head(self):
         # [CRLF ending the previous chunk] "hex-size[;ext]" CRLF; size 0 is the
         # last chunk, and trailer lines up to an empty one follow.
         if self._chunk == _CRLF and self._readline():
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "chunk without CRLF")
-        n = self._readline()
+            n = 0  # data where the CRLF should be
+        else:
+            n = self._readline()
         line = self._line
         size = i = 0
         while i < n and line[i] not in b"; \t":
@@ -258,7 +255,7 @@ class Download:
             size = size * 16 + d
             i += 1
         if not i or (i < n and line[i] not in b"; \t"):
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad chunk size")
+            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad chunk")
         self._left = size
         self._chunk = _CRLF
         if not size:
@@ -293,27 +290,23 @@ class Download:
         # Otherwise a cut or stall (code says which): Range with If-Range,
         # bounded attempts with back-off; the budget refills when bytes
         # arrive, so a long download survives many separate cuts, and one
-        # that makes no progress fails with the code of its fault.
-        if code is None:
-            if not self._keep:
+        # that makes no progress fails with the code of its first fault.
+        while True:
+            if code:
+                self._drop()
+                if self._tries >= self._retries:
+                    raise OTAError(code, "gave up after %d resume attempts at byte %d of %d"
+                                   % (self._retries, self.offset, self.size))
+                time.sleep(_BACKOFF_MS / 1000 * (1 << self._tries))
+                self._tries += 1
+            elif not self._keep:
                 self._drop()
             try:
                 return self._open(False)
             except OTAError as e:
-                if e.code not in _TRANSIENT:
+                if e.code not in (ESP_ERR_HTTP_CONNECT, ESP_ERR_TIMEOUT):  # worth a retry
                     raise
-                code = e.code
-        self._drop()
-        while self._tries < self._retries:
-            time.sleep(_BACKOFF_MS / 1000 * (1 << self._tries))
-            self._tries += 1
-            try:
-                return self._open(False)
-            except OTAError as e:
-                if e.code not in _TRANSIENT:
-                    raise
-        raise OTAError(code, "gave up after %d resume attempts at byte %d of %d"
-                       % (self._retries, self.offset, self.size))
+                code = code or e.code
 
     def _open(self, first):
         # Request the entity from self.offset, follow redirects, read the head
@@ -321,19 +314,21 @@ class Download:
         # request, where a 200 to a Range request means "start over"; later,
         # a 200 (If-Range failed) means the image changed under us.
         url = self.url
-        for _ in range(MAX_REDIRECTS + 1):
+        for _ in range(_MAX_REDIRECTS + 1):
             status, h = self._request(url)
             if status not in (301, 302, 303, 307, 308) or "location" not in h:
                 break
             url = join_url(url, h["location"])
             self._drop()
         else:
-            raise OTAError(ESP_ERR_HTTP_MAX_REDIRECT, "more than %d redirects" % MAX_REDIRECTS)
+            raise OTAError(ESP_ERR_HTTP_MAX_REDIRECT, "more than %d redirects" % _MAX_REDIRECTS)
         self.url = url
         etag = h.get("etag")
         changed = self.etag and etag and etag != self.etag
-        clen = h.get("content-length", "-1")
-        left = int(clen) if clen.isdigit() or clen == "-1" else -2
+        clen = h.get("content-length")
+        if clen and not clen.isdigit():
+            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad Content-Length")
+        left = int(clen) if clen else -1
         if status == 200 and (first or not self.offset):
             self.offset = 0
             self.size = left
@@ -347,7 +342,7 @@ class Download:
                 total = -1 if total == "*" else int(total)
             except ValueError:
                 a = -1
-            if a != self.offset or left < 1 or clen not in ("-1", str(left)):
+            if a != self.offset or left < 1 or (clen and int(clen) != left):
                 raise OTAError(ESP_ERR_INVALID_RESPONSE, "206 not at byte %d: %s" % (self.offset, cr))
             if changed or (total >= 0 and self.size >= 0 and total != self.size):
                 raise OTAError(ESP_ERR_INVALID_RESPONSE, "the image changed on the server")
@@ -361,8 +356,6 @@ class Download:
             raise OTAError(ESP_ERR_HTTP_NOT_MODIFIED, "304 Not Modified")
         else:
             raise OTAError(ESP_FAIL, "HTTP %d from %s" % (status, url), status)
-        if left < -1:
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad Content-Length")
         chunked = h.get("transfer-encoding", "").lower().endswith("chunked")
         self._chunk = _SIZE if chunked else _PLAIN
         self._left = 0 if chunked else left
@@ -404,14 +397,15 @@ class Download:
         self._sock.sendall((req + "\r\n").encode())
         line = self._text()
         if not line.startswith("HTTP/1.") or not line[9:12].isdigit():
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad status line %r" % line[:40])
-        status = self.http_status = int(line[9:12])
+            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad status line")
+        status = int(line[9:12])
         h = {"connection": "keep-alive" if line[7] == "1" else "close"}
         line = self._text()
         while line:
             i = line.find(":")
             name = line[:i].strip().lower()
-            if name in _HEADERS:
+            if name in ("content-length", "content-range", "etag", "location",
+                        "transfer-encoding", "connection"):  # the ones used here
                 h[name] = line[i + 1:].strip()
             line = self._text()
         # Only Range windows reuse a connection, and only one whose body
@@ -425,33 +419,33 @@ class Download:
         try:
             return self._line[:n].decode()
         except UnicodeError:
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "binary response head")
+            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad head")
 
     def _connect(self, url):
         self._drop()
         scheme, host, port, _ = parse_url(url)
         if (scheme == "http" and not self._allow_http) or (scheme == "https" and not self._certs):
-            raise OTAError(ESP_ERR_INVALID_ARG, "redirected to %s:// (allow_http, cert_pem?)" % scheme)
+            raise OTAError(ESP_ERR_INVALID_ARG, "redirect to %s:// refused" % scheme)
         sock = None
         try:
-            err = OSError(errno.ENOENT)  # no address at all
-            for af, typ, proto, _, addr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-                sock = socket.socket(af, typ, proto)
+            addrs = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            for ai in addrs:  # e.g. ::1 then 127.0.0.1 for "localhost"
+                sock = socket.socket(ai[0], ai[1], ai[2])
                 sock.settimeout(self._timeout)
                 try:
-                    sock.connect(addr)
+                    sock.connect(ai[-1])
                     break
-                except OSError as e:
+                except OSError:
                     sock.close()
-                    sock, err = None, e
-            if sock is None:
-                raise err
+                    sock = None
+                    if ai is addrs[-1]:
+                        raise
             if scheme == "https":
                 if self._ctx is None:
                     ctx = _tls.SSLContext(_tls.PROTOCOL_TLS_CLIENT)
                     ctx.verify_mode = _tls.CERT_REQUIRED
                     for der in self._certs:  # each call adds a CA (mbedtls, OpenSSL)
-                        if _MPY_TLS:
+                        if _tls.__name__ == "tls":  # MicroPython: positional only
                             ctx.load_verify_locations(der)
                         else:
                             ctx.load_verify_locations(cadata=der)

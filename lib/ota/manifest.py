@@ -139,6 +139,7 @@ def parse_manifest(data, public_key):
         raise _invalid('manifest must be {"manifest": "<base64>", "sig": "<base64>"}')
     body = _b64(env["manifest"], "'manifest'")
     sig = _b64(env["sig"], "'sig'")
+    env = None  # the base64 text: free it before verify needs the heap
     if len(sig) != 64:
         raise _invalid("manifest signature must be 64 bytes, not %d" % len(sig))
     from ota.ed25519 import verify
@@ -187,36 +188,9 @@ def check_manifest(m, chip, running_version, running_secure_version,
 
 
 def resolve_url(manifest_url, url):
-    """The absolute URL of `url` (from a manifest) relative to the URL the
-    manifest was fetched from (RFC 3986 section 5.2, for http(s) URLs)."""
-    i = url.find("://")
-    if i > 0 and url[:i].isalpha():
-        return url
-    scheme, _, rest = manifest_url.partition("://")
-    host, _, path = rest.split("#", 1)[0].split("?", 1)[0].partition("/")
-    if url.startswith("//"):
-        return scheme + ":" + url
-    ref, q, query = url.split("#", 1)[0].partition("?")
-    if not ref:
-        ref = "/" + path
-    elif not ref.startswith("/"):
-        ref = "/" + path[:path.rfind("/") + 1] + ref
-    return scheme + "://" + host + _remove_dot_segments(ref) + q + query
-
-
-def _remove_dot_segments(path):
-    out = []
-    segs = path.split("/")[1:]
-    for j, seg in enumerate(segs):
-        last = j == len(segs) - 1
-        if seg == "..":
-            if out:
-                out.pop()
-            if last:
-                out.append("")
-        elif seg == ".":
-            if last:
-                out.append("")
-        else:
-            out.append(seg)
-    return "/" + "/".join(out)
+    """The absolute URL of a manifest's `url`, which may be relative to the
+    URL the manifest was fetched from: resolved as the download resolves a
+    redirect's Location (RFC 3986 section 5.2; dot segments are left to the
+    server)."""
+    from ota.http import join_url
+    return join_url(manifest_url, url)

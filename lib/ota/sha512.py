@@ -9,8 +9,9 @@
 # (far smaller bytecode), words read with struct.
 #
 # 64-bit words are MicroPython big ints on 32-bit boards, so each operation
-# allocates: hashing a ~300-byte manifest is a few thousand of them, small
-# next to the Ed25519 point arithmetic.
+# allocates: hashing the ~300 bytes an Ed25519 check of a manifest needs is a
+# few thousand of them, about a quarter of the verify time on the unix port
+# (tools/bench_signature.py).
 import struct
 
 try:
@@ -72,7 +73,9 @@ class sha512:
     def __init__(self, data=None):
         # First 64 bits of the fractional parts of the square roots of the
         # first 8 primes (FIPS 180-4 section 5.3.5).
-        self._h = [0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1, 0x510E527FADE682D1, 0x9B05688C2B3E6C1F, 0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179]
+        self._h = [0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B,
+                   0xA54FF53A5F1D36F1, 0x510E527FADE682D1, 0x9B05688C2B3E6C1F,
+                   0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179]
         self._buf = b""
         self._len = 0
         if data:

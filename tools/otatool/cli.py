@@ -10,6 +10,7 @@ import sys
 
 COMMANDS = [
     "image",
+    "bundle",
     "deploy",
     "server",
     "serve",

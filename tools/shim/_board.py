@@ -1,69 +1,58 @@
-# The emulated ESP32 board behind the shim's `esp32` and `machine` modules:
-# its NOR flash, partitions and resets. Kept small because it stays in RAM;
-# power-on (flash creation, partition table, bootloader) is in _power.py,
-# which is dropped once the app runs.
+# The emulated ESP32 board behind the shim's `esp32` and `machine` modules.
+#
+# On a board, the bootloader and ESP-IDF's OTA functions (set_boot, ...) are
+# C code that costs MicroPython's heap nothing. Here they run in a helper
+# process (_idf.py, through os.system), so the app's heap holds only this
+# module and esp32/machine: the hot path, reading and writing the NOR flash.
 #
 # Board directory ($OTA_BOARD, default ./.ota-board):
 #   flash.bin  4 MiB flash image (bootloader, partition table, apps, ...)
 #   fs/        the board's filesystem (mounted as / by _boot.py)
-#   rtc        what a reset leaves for the next power-on (not a power cut)
+#   rtc        what a reset leaves for the next power-on (a power cut: nothing)
+#   idf        the helper's answer to the last call
+#
+# NOR rules: erase sets whole 4096-byte sectors to 0xFF; programming can only
+# clear bits (new = old AND data), so a write over unerased bytes corrupts
+# them exactly as on the chip. Every sector erase and every program (split at
+# sector boundaries) is one flash operation, numbered from 1 in each power-on,
+# the bootloader's writes included:
+#   OTA_POWER_CUT_AT=N   op N never reaches the file; the board dies at once
+#   OTA_FAIL_ERASE_AT=N  the first erase that is op N or later fails (once),
+#                        as ESP-IDF reports it: OSError(-0x6001, ...)
+#   OTA_FAIL_WRITE_AT=N  the same for a program
+#   OTA_FLASH_LOG=path   append "N erase|write 0xADDR LEN[ fail| cut]"
 import os
 import sys
 
 MPY = sys.implementation.name == "micropython"
 SECTOR = 4096
-
-ESP_FAIL = -1
-ESP_ERR_INVALID_ARG = 0x102
-ESP_ERR_INVALID_SIZE = 0x104
-ESP_ERR_NOT_FOUND = 0x105
-ESP_ERR_OTA_VALIDATE_FAILED = 0x1503
-ESP_ERR_FLASH_OP_FAIL = 0x6001
-_NAMES = {
-    ESP_FAIL: "ESP_FAIL",
-    ESP_ERR_INVALID_ARG: "ESP_ERR_INVALID_ARG",
-    ESP_ERR_INVALID_SIZE: "ESP_ERR_INVALID_SIZE",
-    ESP_ERR_NOT_FOUND: "ESP_ERR_NOT_FOUND",
-    ESP_ERR_OTA_VALIDATE_FAILED: "ESP_ERR_OTA_VALIDATE_FAILED",
-    ESP_ERR_FLASH_OP_FAIL: "ESP_ERR_FLASH_OP_FAIL",
-}
+SIZE = 0x400000
 
 
 def esp_error(code):
     # ports/esp32 check_esp_err(): OSError(-code, esp_err_to_name(code))
-    return OSError(-code, _NAMES[code])
+    return OSError(-code, {-1: "ESP_FAIL", 0x102: "ESP_ERR_INVALID_ARG",
+                           0x104: "ESP_ERR_INVALID_SIZE", 0x105: "ESP_ERR_NOT_FOUND",
+                           0x1503: "ESP_ERR_OTA_VALIDATE_FAILED",
+                           0x6001: "ESP_ERR_FLASH_OP_FAIL"}[code])
 
 
 def abspath(p):
-    if p[0] != "/":
-        p = os.getcwd().rstrip("/") + "/" + p
-    return p.rstrip("/")
+    return (p if p[0] == "/" else os.getcwd().rstrip("/") + "/" + p).rstrip("/")
+
+
+def _env(name):
+    return int(os.getenv(name) or 0)
 
 
 DIR = abspath(os.getenv("OTA_BOARD") or ".ota-board")
 CHIP = os.getenv("OTA_CHIP") or "esp32"
 SHIM = abspath(__file__.rsplit("/", 1)[0] if "/" in __file__ else ".")
-shim_path = SHIM  # where load() finds the shim; _boot.py moves it
-
-
-def load(name):
-    # Import a shim module on first use (the shim is not on the board's
-    # sys.path once _boot.py has mounted the board's filesystem).
-    m = sys.modules.get(name)
-    if m is None:
-        sys.path.append(shim_path)
-        try:
-            m = __import__(name)
-        finally:
-            sys.path.pop()
-    return m
-
-
-def drop(*names):
-    # Forget modules used once, so their code can be collected.
-    for n in names:
-        sys.modules.pop(n, None)
-
+LOG = os.getenv("OTA_FLASH_LOG")
+LOG = LOG and abspath(LOG)
+CUT = _env("OTA_POWER_CUT_AT")
+# [flash ops so far, op of the pending erase fault, op of the write fault]
+counts = [0, _env("OTA_FAIL_ERASE_AT"), _env("OTA_FAIL_WRITE_AT")]
 
 try:
     import micropython
@@ -92,81 +81,75 @@ except ImportError:  # CPython
         dst[:n] = b"\xff" * n
 
 
-def _env_int(name):
-    v = os.getenv(name)
-    return int(v) if v else 0
+def ops():
+    # flash operations in this power-on so far (tests pick N by it)
+    return counts[0]
 
 
-class Flash:
-    # NOR flash in a host file. Erase sets whole 4096-byte sectors to 0xFF;
-    # programming can only clear bits (new = old AND data), so a write over
-    # unerased bytes corrupts them exactly as on the chip. Every sector erase
-    # and every program (split at sector boundaries) is one flash operation,
-    # numbered from 1 in each power-on (the bootloader's own writes too):
-    #   OTA_POWER_CUT_AT=N   op N never reaches the file; the board dies at once
-    #   OTA_FAIL_ERASE_AT=N  the first erase that is op N or later fails (once)
-    #   OTA_FAIL_WRITE_AT=N  the same for a program
-    #   OTA_FLASH_LOG=path   append "N erase|write 0xADDR LEN[ fail| cut]"
-    SIZE = 0x400000
-    CHUNK = 1024  # host I/O through one small buffer, not a sector's worth
+def open_flash():
+    global _f, _log
+    _f = open(DIR + "/flash.bin", "r+b") if MPY else open(DIR + "/flash.bin", "r+b", buffering=0)
+    _log = LOG and (open(LOG, "a") if MPY else open(LOG, "a", buffering=1))
 
-    def __init__(self, path):
-        self.f = open(path, "r+b") if MPY else open(path, "r+b", buffering=0)
-        self.ops = 0
-        self.cut = _env_int("OTA_POWER_CUT_AT")
-        self.fail = {"erase": _env_int("OTA_FAIL_ERASE_AT"), "write": _env_int("OTA_FAIL_WRITE_AT")}
-        log = os.getenv("OTA_FLASH_LOG")
-        self.log = open(log, "a") if log else None
-        self.buf = bytearray(self.CHUNK)
 
-    def read(self, addr, buf):
-        if addr < 0 or addr + len(buf) > self.SIZE:
-            raise esp_error(ESP_ERR_INVALID_ARG)
-        self.f.seek(addr)
-        self.f.readinto(buf)
+def read(addr, buf):
+    if addr < 0 or addr + len(buf) > SIZE:
+        raise esp_error(0x102)
+    _f.seek(addr)
+    _f.readinto(buf)
 
-    def erase(self, addr, n):
-        # addr, n: whole sectors (the callers check, as ESP-IDF does)
-        _fill_ff(self.buf, self.CHUNK)
-        for a in range(addr, addr + n, SECTOR):
-            self._op("erase", a, SECTOR)
-            self.f.seek(a)
-            for _ in range(SECTOR // self.CHUNK):
-                self.f.write(self.buf)
 
-    def program(self, addr, data):
-        mv = memoryview(data)
-        done = 0
-        while done < len(mv):
-            n = min(len(mv) - done, SECTOR - (addr + done) % SECTOR)
-            self._op("write", addr + done, n)
-            self._and_write(addr + done, mv[done:done + n])
-            done += n
+def erase(addr, n):
+    # whole sectors (the callers check, as ESP-IDF does)
+    b = _work(1024)
+    _fill_ff(b, 1024)
+    for a in range(addr, addr + n, SECTOR):
+        _op("erase", a, SECTOR)
+        _f.seek(a)
+        for _ in range(4):
+            _f.write(b)
 
-    def _and_write(self, addr, mv):
-        buf = memoryview(self.buf)
-        for i in range(0, len(mv), self.CHUNK):
-            n = min(self.CHUNK, len(mv) - i)
-            self.f.seek(addr + i)
-            self.f.readinto(buf[:n])
-            _and_into(buf, mv[i:], n)
-            self.f.seek(addr + i)
-            self.f.write(buf[:n])
 
-    def _op(self, kind, addr, n):
-        self.ops += 1
-        if self.cut and self.ops >= self.cut:
-            self._log(kind, addr, n, " cut")
-            die("")
-        if self.fail[kind] and self.ops >= self.fail[kind]:
-            self.fail[kind] = 0
-            self._log(kind, addr, n, " fail")
-            raise esp_error(ESP_ERR_FLASH_OP_FAIL)
-        self._log(kind, addr, n, "")
+def program(addr, data):
+    mv = memoryview(data)
+    i = 0
+    while i < len(mv):
+        n = min(len(mv) - i, SECTOR - (addr + i) % SECTOR)
+        _op("write", addr + i, n)
+        for j in range(i, i + n, 1024):
+            # new = old AND data, through one small buffer
+            b = _work(min(1024, i + n - j))
+            _f.seek(addr + j)
+            _f.readinto(b)
+            _and_into(b, mv[j:], len(b))
+            _f.seek(addr + j)
+            _f.write(b)
+        i += n
 
-    def _log(self, kind, addr, n, note):
-        if self.log:
-            self.log.write("%d %s 0x%06x %d%s\n" % (self.ops, kind, addr, n, note))
+
+def _work(n):
+    global _buf
+    if _buf is None:
+        _buf = bytearray(1024)
+    return memoryview(_buf)[:n]
+
+
+def _op(kind, addr, n):
+    c = counts
+    c[0] += 1
+    f = 1 if kind == "erase" else 2
+    note = ""
+    if CUT and c[0] >= CUT:
+        note = " cut"
+    elif c[f] and c[0] >= c[f]:
+        c[f] = 0
+        note = " fail"
+    if _log:
+        _log.write("%d %s 0x%06x %d%s\n" % (c[0], kind, addr, n, note))
+    if note == " cut":
+        die("")
+    if note:
+        raise esp_error(0x6001)
 
 
 def find(ptype, sub=0xFF, label=None):
@@ -176,65 +159,66 @@ def find(ptype, sub=0xFF, label=None):
             and (label is None or p[4] == label)]
 
 
-def first(ptype, sub=0xFF, label=None):
-    r = find(ptype, sub, label)
-    return r[0] if r else None
+def at(addr):
+    return ([p for p in parts if p[2] == addr] or [None])[0]
 
 
-# ---- esp_partition_read / write / erase_range (partition_target.c) ----
-
-def _check_range(p, off, n):
+def part_io(p, off, buf, kind):
+    # esp_partition_read / write / erase_range (partition_target.c):
+    # kind 0 reads into buf, 1 programs buf, 2 erases buf (a length) bytes
+    n = buf if kind == 2 else len(buf)
     if off > p[3]:
-        raise esp_error(ESP_ERR_INVALID_ARG)
+        raise esp_error(0x102)
     if n > p[3] - off:
-        raise esp_error(ESP_ERR_INVALID_SIZE)
+        raise esp_error(0x104)
+    if kind == 2 and n % SECTOR:
+        raise esp_error(0x104)
+    if kind == 2 and off % SECTOR:
+        raise esp_error(0x102)
+    a = p[2] + off
+    if kind:
+        # CONFIG_SPI_FLASH_DANGEROUS_WRITE_ABORTS (ESP-IDF's default): writing
+        # the bootloader, the partition table or the running app aborts.
+        r = running
+        if a <= 0x8C00 or r[2] <= a < r[2] + r[3] or a < r[2] < a + n:
+            print("abort() was called: unsafe flash write at 0x%x" % a)
+            die("panic")
+    if kind == 0:
+        read(a, buf)
+    elif kind == 2:
+        erase(a, n)
+    elif n:
+        program(a, buf)
 
 
-def part_read(p, off, buf):
-    _check_range(p, off, len(buf))
-    flash.read(p[2] + off, buf)
+def idf(call):
+    # Run `call` in the helper (_idf.py) -> (value, more lines); an ESP-IDF
+    # error there is OSError here. The helper goes on counting this
+    # power-on's flash operations and faults; if it died (a power cut during
+    # its writes), so does this process.
+    cmd = "OTA_BOARD='%s' OTA_CHIP=%s OTA_IDF='%s %d %d %d %d' %s='%s'%s '%s' -c 'import _idf'" % (
+        DIR, CHIP, call, counts[0], counts[1], counts[2], running[2] if running else 0,
+        "MICROPYPATH" if MPY else "PYTHONPATH", SHIM,
+        " OTA_FLASH_LOG='%s'" % LOG if LOG else "", sys.executable)
+    if os.system(cmd):
+        die("")
+    mailbox.seek(0)
+    lines = mailbox.read().decode().split("\n")
+    r = [int(x) for x in lines[0].split()]
+    counts[:] = r[:3]
+    if r[3]:
+        raise esp_error(r[3])
+    return r[4], lines[1:]
 
-
-def part_write(p, off, data):
-    _check_range(p, off, len(data))
-    _check_safe(p[2] + off, len(data))
-    if len(data):
-        flash.program(p[2] + off, data)
-
-
-def part_erase(p, off, n):
-    _check_range(p, off, n)
-    if n % SECTOR:
-        raise esp_error(ESP_ERR_INVALID_SIZE)
-    if off % SECTOR:
-        raise esp_error(ESP_ERR_INVALID_ARG)
-    _check_safe(p[2] + off, n)
-    flash.erase(p[2] + off, n)
-
-
-def _check_safe(addr, n):
-    # CONFIG_SPI_FLASH_DANGEROUS_WRITE_ABORTS (ESP-IDF's default): writing
-    # the bootloader, the partition table or the running app aborts.
-    r = running
-    if addr <= 0x8C00 or r[2] <= addr < r[2] + r[3] or addr < r[2] < addr + n:
-        print("abort() was called: unsafe flash write at 0x%x" % addr)
-        die("panic")
-
-
-# ---- resets ----
 
 def die(rtc):
-    # Leave `rtc` for the next power-on, then stop at once as a reset or a
+    # Leave `rtc` for the next power-on, then stop at once, as a reset or a
     # power cut does: no finally blocks, nothing flushed later.
-    if rtc:
-        with open(DIR + "/rtc", "w") as f:
-            f.write(rtc)
+    rtc_file.write(rtc.encode())
     if MPY:
         os.system("kill -9 $PPID")  # the unix port has no os._exit
-        import time
-
         while True:
-            time.sleep(1)
+            pass
     sys.stdout.flush()
     os.kill(os.getpid(), 9)
 
@@ -242,14 +226,17 @@ def die(rtc):
 def soft_reset():
     # machine.soft_reset(): SystemExit up to the firmware's main loop, which
     # runs boot.py and main.py again on the same app (see _boot.py).
-    with open(DIR + "/rtc", "w") as f:
-        f.write("soft %d %d" % (running[2] if running else 0, reset_cause))
+    rtc_file.write(("soft %d %d" % (running[2] if running else 0, reset_cause)).encode())
     raise SystemExit
 
 
-PWRON_RESET = 1
-SOFT_RESET = 5
-flash = parts = running = None
-reset_cause = PWRON_RESET
-load("_power").on()
-drop("_power")
+def power_on():
+    # The first import of esp32 or machine runs _power once.
+    if not reset_cause:
+        import _power
+
+        del sys.modules["_power"]
+
+
+_f = _log = _buf = parts = running = mailbox = rtc_file = uid = None
+reset_cause = 0

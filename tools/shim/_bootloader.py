@@ -27,8 +27,8 @@ def _write_entry(ota_info, i, e):
     # write_otadata(): erase the sector, program the 32-byte entry; a failed
     # flash operation is only logged, as the bootloader does.
     try:
-        _board.flash.erase(ota_info[2] + i * SECTOR, SECTOR)
-        _board.flash.program(ota_info[2] + i * SECTOR, od.pack(e[0], e[2], e[1]))
+        _board.erase(ota_info[2] + i * SECTOR, SECTOR)
+        _board.program(ota_info[2] + i * SECTOR, od.pack(e[0], e[2], e[1]))
     except OSError as err:
         _log("E boot: Error in write_otadata operation. err = 0x%x" % -err.args[0])
 
@@ -40,7 +40,7 @@ def _select(ota_info, slots, factory):
     raw = bytearray(32)
     e = []
     for i in (0, 1):
-        _board.flash.read(ota_info[2] + i * SECTOR, raw)
+        _board.read(ota_info[2] + i * SECTOR, raw)
         e.append(od.unpack(raw))
     for i in (0, 1):
         if e[i][2] == od.PENDING_VERIFY:
@@ -66,8 +66,10 @@ def _select(ota_info, slots, factory):
 def _loads(p):
     # try_load_partition(): a full verify, as bootloader_load_image() does
     # without CONFIG_BOOTLOADER_SKIP_VALIDATE_*.
+    import _image
+
     b = _board
-    why = b.load("_image").verify(b.flash, p[2], p[3], b.CHIP, b.CHIP_ID, b.CHIP_REV)
+    why = _image.verify(b, p[2], p[3], b.CHIP, b.CHIP_ID, b.CHIP_REV)
     if why:
         _log("E esp_image: " + why)
     return why is None
@@ -77,10 +79,10 @@ def boot(log):
     # -> the partition the app runs from, or None (no bootable app)
     global _log
     _log = log
-    ota_info = _board.first(1, 0x00)
+    ota_info = od.first(1, 0x00)
     slots = [p for p in _board.parts if p[0] == 0 and 0x10 <= p[1] < 0x20]
     slots.sort(key=lambda p: p[1])
-    factory = _board.first(0, 0x00)
+    factory = od.first(0, 0x00)
     start, initial = _select(ota_info, slots, factory)
     # load_boot_image(): from start down to the factory app, then upwards
     order = list(range(start, FACTORY - 1, -1)) + list(range(start + 1, len(slots)))

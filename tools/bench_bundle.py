@@ -1,0 +1,181 @@
+"""Benchmark of app-bundle OTA on the MicroPython unix port (prints figures).
+
+    .venv/bin/python tools/bench_bundle.py [--files 100] [--size 204800]
+
+* Smallest heap (-X heapsize, bisected to 1 KiB) that completes
+  ota.update(url, target=ota.AppBundle("/app")) of a bundle with that many
+  files and bytes, lib/ota compiled by mpy-cross as a board loads it; and the
+  same for the target alone, fed from a file on the board (no HTTP client):
+  the bundle code's own share.
+* Throughput in one run over loopback HTTP: ota.update (download, per-file
+  SHA-256, staging, journaled swap) against a bare loop that reads the same
+  bytes from the same server, hashes them and writes them to one file on
+  the same filesystem with the same 1 KiB buffer. Best of several runs each.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+BIN = os.path.dirname(sys.executable)
+
+from otatool.bundle import build  # noqa: E402
+from otatool.serve import start_server  # noqa: E402
+
+MOUNT = """
+import os, sys, vfs, time, gc
+vfs.umount("/")
+vfs.mount(vfs.VfsPosix(%r), "/")
+vfs.mount(vfs.VfsPosix("/"), "/host")
+sys.path[:] = [("/host" + p) if p[:1] == "/" else p for p in sys.path]
+os.chdir("/")
+"""
+
+UPDATE = """
+import ota
+gc.collect()
+ota.update(%r, allow_http=True, target=ota.AppBundle("/app"))
+print("ok")
+"""
+
+TARGET_ONLY = """
+import ota
+gc.collect()
+class Client:
+    size = os.stat("/in.bundle")[6]
+t = ota.AppBundle("/app")
+t.begin(Client())
+with open("/in.bundle", "rb") as f:
+    while not t.complete():
+        t.commit(f.readinto(t.window()))
+t.finish()
+print("ok")
+"""
+
+TIMED = """
+import ota, socket, hashlib
+import ota.bundle_boot as bb
+def bare(host, port, path):
+    buf = bytearray(1024)
+    s = socket.socket()
+    s.connect(socket.getaddrinfo(host, port)[0][-1])
+    s.send(b"GET %%s HTTP/1.0\\r\\nHost: %%s\\r\\n\\r\\n" %% (path, host))
+    head = b""
+    while b"\\r\\n\\r\\n" not in head:
+        head += s.recv(1)
+    h = hashlib.sha256()
+    with open("/bare.bin", "wb") as f:
+        while True:
+            n = s.readinto(buf)
+            if not n:
+                break
+            mv = memoryview(buf)[:n]
+            h.update(mv)
+            f.write(mv)
+    s.close()
+    h.digest()
+best_ota = best_bare = 1 << 30
+for i in range(%d):
+    t = time.ticks_ms()
+    bare("127.0.0.1", %d, b"/app.bundle")
+    best_bare = min(best_bare, time.ticks_diff(time.ticks_ms(), t))
+    os.remove("/bare.bin")
+    t = time.ticks_ms()
+    ota.update(%r, allow_http=True, target=ota.AppBundle("/app", allow_downgrade=True))
+    best_ota = min(best_ota, time.ticks_diff(time.ticks_ms(), t))
+    bb.boot("/app")
+    bb.mark_app_valid("/app")
+print("ms", best_ota, best_bare)
+"""
+
+
+def compile_lib(out):
+    os.makedirs(os.path.join(out, "ota"))
+    src = os.path.join(REPO, "lib", "ota")
+    for name in sorted(os.listdir(src)):
+        if name.endswith(".py"):
+            subprocess.run([os.path.join(BIN, "mpy-cross"), "-o",
+                            os.path.join(out, "ota", name[:-3] + ".mpy"), os.path.join(src, name)],
+                           check=True)
+
+
+def run(code, fs, mpy_path, heap=None):
+    env = dict(os.environ, MICROPYPATH=":".join([mpy_path, os.path.join(REPO, "tools", "shim"), ".frozen"]),
+               OTA_CHIP="esp8266")
+    cmd = [os.path.join(BIN, "micropython")] + (["-X", "heapsize=%dk" % heap] if heap else [])
+    return subprocess.run(cmd + ["-c", (MOUNT % fs) + code], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def fresh_board(root, bundle):
+    fs = os.path.join(root, "fs")
+    shutil.rmtree(fs, ignore_errors=True)
+    os.makedirs(os.path.join(fs, "app"))
+    with open(os.path.join(fs, "in.bundle"), "wb") as f:
+        f.write(bundle)
+    return fs
+
+
+def smallest_heap(code, root, bundle, mpy_path):
+    def works(kb):
+        r = run(code, fresh_board(root, bundle), mpy_path, kb)
+        return r.returncode == 0 and "ok" in r.stdout
+    lo, hi = 8, 256
+    if not works(hi):
+        raise SystemExit("does not complete even with %d KiB" % hi)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if works(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=100)
+    ap.add_argument("--size", type=int, default=200 * 1024)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    per = args.size // args.files
+    files = {"m%02d/f%03d.py" % (i % 7, i): os.urandom(per // 2).hex().encode()[:per]
+             for i in range(args.files)}
+    bundle = build(files, "1.0.0", "bench")
+    root = tempfile.mkdtemp(prefix="bench_bundle.")
+    www = os.path.join(root, "www")
+    os.makedirs(www)
+    with open(os.path.join(www, "app.bundle"), "wb") as f:
+        f.write(bundle)
+    server, base, _ = start_server(www, log=lambda *a: None)
+    try:
+        mpy = os.path.join(root, "mpy")
+        compile_lib(mpy)
+        url = base + "/app.bundle"
+        print("bundle: %d files, %d bytes of files, %d bytes in all" % (args.files, args.size, len(bundle)))
+        kb = smallest_heap(UPDATE % url, root, bundle, mpy)
+        print("smallest heap, ota.update over HTTP:        %3d KiB (goal <= 24 KiB)" % kb)
+        kb = smallest_heap(TARGET_ONLY, root, bundle, mpy)
+        print("smallest heap, AppBundle fed from a file:   %3d KiB" % kb)
+        port = int(base.rsplit(":", 1)[1])
+        r = run(TIMED % (args.runs, port, url), fresh_board(root, bundle), mpy)
+        if r.returncode:
+            raise SystemExit(r.stdout + r.stderr)
+        ota_ms, bare_ms = [int(x) for x in r.stdout.split("ms", 1)[1].split()]
+        kib = len(bundle) / 1024
+        print("throughput, ota.update:                     %6.0f KiB/s (%d ms)" % (kib * 1000 / ota_ms, ota_ms))
+        print("throughput, bare read+hash+write loop:      %6.0f KiB/s (%d ms)" % (kib * 1000 / bare_ms, bare_ms))
+        print("ratio ota / bare:                           %5.0f %% (goal >= 85 %%)" % (100.0 * bare_ms / ota_ms))
+    finally:
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
