@@ -15,7 +15,8 @@ Knobs of route() (offsets are positions in the entity, so a resume that
 starts at or before them meets them again):
     etag           ETag header; default derived from the body, None: no ETag
     drop_at, drop_times      close the connection at that offset, the first
-                             `drop_times` requests that reach it (-1: always)
+                             `drop_times` requests that reach it (-1: always);
+                             a list of offsets: a cut at each, once
     stall_at, stall_times, stall_s   stop sending at that offset for stall_s
                              seconds (then close)
     cl_delta       the server believes the entity is len(body) + cl_delta long:
@@ -29,7 +30,11 @@ starts at or before them meets them again):
     new_body, change_after   from request number change_after (0-based) on,
                    serve new_body (and its ETag): the image changed
     ignore_range   answer every request with 200 and the whole body
+    range_shift    answer a Range request with the bytes from start + range_shift
+                   (a 206 that does not continue where the client is)
     head_stall     read the request and never answer (for stall_s seconds)
+    close_after    close the connection after each answer without saying so
+                   (no "Connection: close"), as servers do with idle ones
 
 Bounded: every socket has a timeout, stalls end at stall_s, and the server
 stops by itself after `lifetime` seconds.
@@ -74,6 +79,10 @@ class FaultServer:
 
     def stop(self):
         self._stop.set()
+        try:
+            self._ls.shutdown(socket.SHUT_RDWR)  # wakes accept() at once on Linux
+        except OSError:
+            pass
         self._thread.join(5)
         self._ls.close()
 
@@ -81,7 +90,8 @@ class FaultServer:
         r = dict(body=bytes(body), etag=_etag(body), drop_at=None, drop_times=1, stall_at=None,
                  stall_times=1, stall_s=30, cl_delta=0, chunked=0, redirect=None, status=None,
                  error_body=b"", new_body=None, change_after=None, ignore_range=False,
-                 head_stall=False, requests=0, drops=0, stalls=0)
+                 head_stall=False, range_shift=0, close_after=False, requests=0, drops=0,
+                 stalls=0)
         unknown = set(knobs) - set(r)
         if unknown:
             raise TypeError("unknown knobs: %s" % ", ".join(sorted(unknown)))
@@ -167,6 +177,7 @@ class FaultServer:
             if start >= size or start >= end:
                 return self._simple(conn, rec, 416, b"", keep, ["Content-Range: bytes */%d" % size])
             status = 206
+            start = min(start + r["range_shift"], size - 1)
         head = ["HTTP/1.1 %d %s" % (status, "OK" if status == 200 else "Partial Content")]
         if etag:
             head.append("ETag: %s" % etag)
@@ -184,10 +195,16 @@ class FaultServer:
         # The bytes this response really has, and where a fault cuts them.
         have_end = len(body) if r["cl_delta"] < 0 else min(end, len(body))
         cut, fault = have_end, None
+        if isinstance(r["drop_at"], list):  # several cut points, each once
+            for at in r["drop_at"]:
+                if start <= at < min(end, cut):
+                    cut, fault = at, "drop"
+            if fault:
+                r["drop_at"].remove(cut)
         for kind in ("drop", "stall"):
             at = r[kind + "_at"]
             times, done = r[kind + "_times"], r[kind + "s"]
-            if at is not None and start <= at < max(end, start + 1) and at < cut \
+            if isinstance(at, int) and start <= at < max(end, start + 1) and at < cut \
                     and (times < 0 or done < times):
                 cut, fault = at, kind
         if fault:
@@ -201,7 +218,8 @@ class FaultServer:
             rec["sent"] = len(data)
         if fault == "stall":
             self._wait(r["stall_s"])
-        return fault is None and keep and have_end >= end and r["cl_delta"] >= 0
+        return fault is None and keep and have_end >= end and r["cl_delta"] >= 0 \
+            and not r["close_after"]
 
     def _send_chunked(self, conn, rec, data, size, last):
         for i in range(0, len(data), size):

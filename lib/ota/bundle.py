@@ -218,19 +218,24 @@ class AppBundle:
                 raise OTAError(_VALIDATE_FAILED, "bad header size")
             if self._size >= 0 and self._size != hlen + dlen:
                 raise OTAError(_VALIDATE_FAILED, "download size is not the bundle's %d" % (hlen + dlen))
-            self._desc = d = bb.desc_of(b)
-            cur = bb.running_desc(self.app)
-            if not (self.allow_downgrade or cur is None or newer(d["version"], cur["version"])):
-                raise OTAError(_INVALID_VERSION, "%s is not newer than the installed %s"
-                               % (d["version"], cur["version"]))
+            self._desc = bb.desc_of(b)
             self._room(hlen + dlen)
             self._ph = _HEAD
             self._left = hlen - _FIXED
             self._n = count
             self._dlen = dlen
             self._need = hlen       # bytes, each file rounded up to a block
-            self._prev = None
+            self._prev = None       # version not checked yet
             p = _FIXED
+        elif self._prev is None:
+            # First bytes after the fixed part: get_img_desc() has returned the
+            # desc by now, so a caller may look at an older version; going on
+            # installs only a newer one (unless allow_downgrade).
+            v, cur = self._desc["version"], bb.running_desc(self.app)
+            if not (self.allow_downgrade or cur is None or newer(v, cur["version"])):
+                raise OTAError(_INVALID_VERSION, "%s is not newer than the installed %s"
+                               % (v, cur["version"]))
+            self._prev = ""         # checked; ranks below every entry name
         while self._n and fill - p >= 2:
             kind, ln = b[p], b[p + 1]
             if kind > 1:
@@ -248,7 +253,7 @@ class AppBundle:
                 raise OTAError(_VALIDATE_FAILED, "bad name " + name)
             key = name.lower().replace("/", "\x01")
             prev = self._prev
-            if prev is not None and (key <= prev or key.startswith(prev + "\x01")):
+            if key <= prev or key.startswith(prev + "\x01"):
                 raise OTAError(_VALIDATE_FAILED, name + ": duplicate or out of order")
             self._prev = key
             if kind == 0:

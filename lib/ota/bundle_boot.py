@@ -135,13 +135,11 @@ def entries(path):
         h = f.read(FIXED)
         for i in range(h[8] | h[9] << 8):
             kind, n = f.read(2)
-            name = f.read(n).decode()
-            size = sha = None
-            if kind == 0:
-                meta = f.read(36)
-                size = int.from_bytes(meta[:4], "little")
-                sha = meta[4:]
-            yield i, kind, name, size, sha
+            e = f.read(n if kind else n + 36)   # name [, u32 size, sha256]
+            if kind:
+                yield i, kind, e[:n].decode(), None, None
+            else:
+                yield i, kind, e[:n].decode(), int.from_bytes(e[n:n + 4], "little"), e[n + 4:]
 
 
 def _swap(a, m, back):

@@ -63,8 +63,11 @@ def pem_to_der(pem):
     if b"-----BEGIN" not in pem:
         return pem
     der = b""
-    for block in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]:
-        der += binascii.a2b_base64(block[:block.find(b"-----END")])
+    try:
+        for block in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]:
+            der += binascii.a2b_base64(block[:block.index(b"-----END")])
+    except ValueError:  # no END line, or not base64
+        der = b""
     if not der:
         raise OTAError(ESP_ERR_INVALID_ARG, "no certificate in cert_pem")
     return der
@@ -237,7 +240,7 @@ class Download:
         # body is done. Reads a chunk-size line when one is due.
         if self._chunk and self._chunk != _LAST and not self._left:
             self._chunk_head()
-        return n
+        return n if self._left < 0 or n < self._left else self._left
 
     def _chunk_head(self):
         # [CRLF ending the previous chunk] "hex-size[;ext]" CRLF; size 0 is the

@@ -15,6 +15,7 @@ COMMANDS = [
     "server",
     "serve",
     "sign",
+    "board",
 ]
 
 

@@ -103,16 +103,18 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(end - start))
         self.end_headers()
         sent = 0
-        if body:
-            with open(path, "rb") as f:
-                f.seek(start)
-                while sent < end - start:
-                    chunk = f.read(min(_COPY, end - start - sent))
-                    if not chunk:
-                        break
-                    self.wfile.write(chunk)
-                    sent += len(chunk)
-        self._log(t0, status, sent)
+        try:
+            if body:
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    while sent < end - start:
+                        chunk = f.read(min(_COPY, end - start - sent))
+                        if not chunk:
+                            break
+                        self.wfile.write(chunk)
+                        sent += len(chunk)
+        finally:  # logged with the bytes that went out, even when the board left
+            self._log(t0, status, sent)
 
     def _file(self):
         # The file under the served directory, or None (no directory
@@ -293,7 +295,8 @@ def start_server(directory, port=0, tls=False, cert_dir=None, bind="127.0.0.1", 
     """Serve `directory` from a thread. Returns (server, base_url, ca_pem_path
     or None); server.shutdown() stops it and closes the socket."""
     server, base_url, ca_path = make_server(directory, port, tls, cert_dir, bind, log)
-    threading.Thread(target=server.serve_forever, name="otatool-serve", daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                     name="otatool-serve", daemon=True).start()
     return server, base_url, ca_path
 
 

@@ -1,6 +1,6 @@
 # The second-stage bootloader of an ESP32_GENERIC-OTA board, as ESP-IDF's
 # bootloader_utility.c does it with CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
-# (MicroPython's boards/sdkconfig.ota) and no factory app:
+# (MicroPython's boards/sdkconfig.ota):
 #
 # 1. otadata entries in PENDING_VERIFY (an app that booted once and never
 #    confirmed itself) become ABORTED.
@@ -12,23 +12,27 @@
 #    to the factory app are tried, then later ones. otadata is not changed by
 #    such a fall back, so the boot partition and the running one differ.
 #
-# Imported at power-on by _board and dropped afterwards.
-import _board
+# Imported by the helper (_idf.py) at power-on.
+import _chip
+import _flash
 import _otadata as od
 
 FACTORY = -1
 SECTOR = 4096
+_log = None  # the UART: set by boot()
 
 
-_log = None
+def _first(ptype, sub):
+    r = _flash.find(ptype, sub)
+    return r[0] if r else None
 
 
 def _write_entry(ota_info, i, e):
     # write_otadata(): erase the sector, program the 32-byte entry; a failed
     # flash operation is only logged, as the bootloader does.
     try:
-        _board.erase(ota_info[2] + i * SECTOR, SECTOR)
-        _board.program(ota_info[2] + i * SECTOR, od.pack(e[0], e[2], e[1]))
+        _flash.erase(ota_info[2] + i * SECTOR, SECTOR)
+        _flash.program(ota_info[2] + i * SECTOR, od.pack(e[0], e[2], e[1]))
     except OSError as err:
         _log("E boot: Error in write_otadata operation. err = 0x%x" % -err.args[0])
 
@@ -40,7 +44,7 @@ def _select(ota_info, slots, factory):
     raw = bytearray(32)
     e = []
     for i in (0, 1):
-        _board.read(ota_info[2] + i * SECTOR, raw)
+        _flash.read(ota_info[2] + i * SECTOR, raw)
         e.append(od.unpack(raw))
     for i in (0, 1):
         if e[i][2] == od.PENDING_VERIFY:
@@ -68,8 +72,8 @@ def _loads(p):
     # without CONFIG_BOOTLOADER_SKIP_VALIDATE_*.
     import _image
 
-    b = _board
-    why = _image.verify(b, p[2], p[3], b.CHIP, b.CHIP_ID, b.CHIP_REV)
+    b = _chip
+    why = _image.verify(_flash, p[2], p[3], b.CHIP, b.CHIP_ID, b.CHIP_REV)
     if why:
         _log("E esp_image: " + why)
     return why is None
@@ -79,10 +83,10 @@ def boot(log):
     # -> the partition the app runs from, or None (no bootable app)
     global _log
     _log = log
-    ota_info = od.first(1, 0x00)
-    slots = [p for p in _board.parts if p[0] == 0 and 0x10 <= p[1] < 0x20]
+    ota_info = _first(1, 0x00)
+    slots = [p for p in _chip.parts if p[0] == 0 and 0x10 <= p[1] < 0x20]
     slots.sort(key=lambda p: p[1])
-    factory = od.first(0, 0x00)
+    factory = _first(0, 0x00)
     start, initial = _select(ota_info, slots, factory)
     # load_boot_image(): from start down to the factory app, then upwards
     order = list(range(start, FACTORY - 1, -1)) + list(range(start + 1, len(slots)))

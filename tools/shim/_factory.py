@@ -5,30 +5,13 @@ import hashlib
 import os
 import struct
 
-# ports/esp32/partitions-4MiB-ota.csv (with its vfs partition)
-#        label       type subtype address   size
-TABLE = (("nvs", 1, 0x02, 0x9000, 0x4000),
-         ("otadata", 1, 0x00, 0xD000, 0x2000),
-         ("phy_init", 1, 0x01, 0xF000, 0x1000),
-         ("ota_0", 0, 0x10, 0x10000, 0x180000),
-         ("ota_1", 0, 0x11, 0x190000, 0x180000),
-         ("vfs", 1, 0x81, 0x310000, 0x0F0000))
+import _table
 
 FLASH_SIZE = 0x400000
-TABLE_ADDR = 0x8000
 # chip: (esp_chip_id_t, bootloader offset, bootloader load address, max rev)
 CHIPS = {"esp32": (0, 0x1000, 0x3FFF0000, 399),
          "esp32s3": (9, 0x0, 0x3FCD8000, 99),
          "esp32c3": (5, 0x0, 0x3FCD6000, 199)}
-
-
-def partition_table(table=TABLE):
-    # gen_esp32part.py's binary: 32-byte entries, then the MD5 entry
-    # (0xEBEB, 14 x 0xFF, md5 of the entries before it), 0xFF up to 0xC00.
-    ents = b"".join(struct.pack("<HBBII16sI", 0x50AA, t, s, a, n, label.encode(), 0)
-                    for label, t, s, a, n in table)
-    ents += b"\xeb\xeb" + b"\xff" * 14 + hashlib.md5(ents).digest()
-    return ents + b"\xff" * (0xC00 - len(ents))
 
 
 def bootloader(chip):
@@ -66,8 +49,8 @@ def create(board_dir, chip, shim, app=None):
             f.write(ff)
         f.seek(CHIPS[chip][1])
         f.write(bootloader(chip))
-        f.seek(TABLE_ADDR)
-        f.write(partition_table())
+        f.seek(_table.ADDR)
+        f.write(_table.build())
         f.seek(0x10000)
         with open(app or app_path(shim, chip), "rb") as src:
             while True:

@@ -1,5 +1,5 @@
 # The ESP-IDF side of the emulated board, run in a helper process for each
-# call (see _board.idf): on a real board this is C code (the bootloader,
+# call (see _chip.idf): on a real board this is C code (the bootloader,
 # esp_ota_ops) and costs the MicroPython heap nothing, so here it costs the
 # app's interpreter nothing either.
 #
@@ -9,7 +9,8 @@
 import os
 import sys
 
-import _board as b
+import _chip as b
+import _flash as fl
 
 # chip: (esp_chip_id_t, chip revision major*100+minor)
 CHIPS = {"esp32": (0, 301), "esp32s3": (9, 2), "esp32c3": (5, 4), "esp8266": None}
@@ -22,35 +23,11 @@ def log(msg):
         sys.stderr.write(msg + "\n")
 
 
-def read_table():
-    # esp_partition_table_verify(): 32-byte entries (magic 0x50AA) up to the
-    # end marker, with the MD5 entry (0xEBEB) over the entries before it.
-    # -> [(type, subtype, address, size, label, encrypted)], or None
-    import hashlib
-    import struct
-
-    parts = []
-    md5 = hashlib.md5()
-    ent = bytearray(32)
-    has_md5 = False
-    for i in range(0xC00 // 32):
-        b.read(0x8000 + i * 32, ent)
-        magic, ptype, sub, addr, size, label, flags = struct.unpack("<HBBII16sI", ent)
-        if magic == 0x50AA and addr + size <= b.SIZE:
-            parts.append((ptype, sub, addr, size, label.split(b"\0")[0].decode(), bool(flags & 1)))
-            md5.update(ent)
-        elif magic == 0xEBEB and not has_md5 and md5.digest() == ent[16:]:
-            has_md5 = True
-        elif magic == 0xFFFF and ptype == 0xFF and sub == 0xFF and has_md5:
-            return parts
-        else:
-            return None
-    return None
-
-
 def _open_flash():
-    b.open_flash()
-    b.parts = read_table()
+    import _table
+
+    fl.open_flash()
+    b.parts = _table.parse(fl.read)
 
 
 def boot():
@@ -78,11 +55,13 @@ def boot():
 
         _factory.create(b.DIR, b.CHIP, b.SHIM)
     _open_flash()
+    if fl._log:
+        fl._log.write("# power-on\n")
     if b.parts is None:
         log("E boot: Failed to verify partition table")
         raise b.esp_error(-1)
     if rtc and rtc[0] == "soft":  # the interpreter restarts on the same app
-        running = b.at(int(rtc[1]))
+        running = fl.at(int(rtc[1]))
     else:
         import _bootloader
 
@@ -95,13 +74,13 @@ def boot():
 
 def app_call(name, arg, running):
     # esp_ota_ops for esp32.Partition -> an address (0: none)
-    import _otadata as od
+    import _otaops as od
 
     b.CHIP_ID, b.CHIP_REV = CHIPS[b.CHIP]
     _open_flash()
-    b.running = b.at(running)
+    b.running = fl.at(running)
     if name == "set_boot":
-        od.set_boot(b.at(arg))
+        od.set_boot(fl.at(arg))
         return 0
     if name == "mark_valid":
         od.mark_valid()

@@ -53,7 +53,7 @@ def _mapped(chip, addr):
 
 
 def verify(flash, start, part_size, chip, chip_id, chip_rev):
-    # flash: anything with read(address, buffer), e.g. the _board module
+    # flash: anything with read(address, buffer), e.g. the _flash module
     # None when the image at flash address `start` is valid, else the reason
     # (ESP-IDF's log message). Memory: one 1 KB buffer and a SHA-256 context.
     if part_size > SIXTEEN_MB:

@@ -1,46 +1,6 @@
-# The parts of `machine` an OTA needs, as the ESP32 (or, with
-# OTA_CHIP=esp8266, the ESP8266) firmware has them. Shadows the unix port's
-# built-in machine module.
-import _board
+# The `machine` module of the emulated board (shadows the unix port's
+# built-in one): the names of _machine.py, loaded precompiled (see _mpy.py).
+import _mpy
 
-_board.power_on()
-if _board.CHIP == "esp8266":
-    PWRON_RESET, WDT_RESET, SOFT_RESET, DEEPSLEEP_RESET, HARD_RESET = 0, 1, 4, 5, 6
-else:
-    PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
-_mhz = 80 if _board.CHIP == "esp8266" else 160  # the firmware's default CPU clock
-
-
-def reset():
-    # esp_restart(): at once; the bootloader runs again
-    _board.die("reset")
-
-
-def soft_reset():
-    # SystemExit up to the firmware's main loop, which runs boot.py and
-    # main.py again without a chip reset
-    _board.soft_reset()
-
-
-def reset_cause():
-    # power-on -> PWRON_RESET; esp_restart() and panics -> SOFT_RESET
-    return PWRON_RESET if _board.reset_cause == 1 else SOFT_RESET
-
-
-def unique_id():
-    # the base MAC (ESP32) or chip id (ESP8266), fixed per board directory
-    return _board.uid
-
-
-def freq(*hz):
-    global _mhz
-    if not hz:
-        return _mhz * 1000000
-    ok = (80, 160) if _board.CHIP == "esp8266" else (20, 40, 80, 160, 240)[:4 if _board.CHIP == "esp32c3" else 5]
-    if hz[0] // 1000000 not in ok:
-        raise ValueError("frequency must be one of %s MHz" % (ok,))
-    _mhz = hz[0] // 1000000
-
-
-def idle():
-    pass
+_mpy.imp("_machine", globals())
+del _mpy

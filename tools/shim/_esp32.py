@@ -1,0 +1,127 @@
+# esp32.Partition of MicroPython's ESP32 firmware (ports/esp32/esp32_partition.c,
+# v1.2x) on the emulated board: the same signatures (positional-only where
+# the C code takes no keywords), the same errors (OSError(-err, "ESP_ERR_...")
+# from check_esp_err, OSError(ENOENT) for no such partition) and NOR flash
+# underneath. Only Partition: the rest of the firmware's esp32 module has
+# nothing to do with updates.
+import _chip
+import _flash
+
+_chip.power_on()
+if not _chip.parts:
+    raise ImportError("no module named 'esp32'")  # an ESP8266 has none
+
+_NATIVE = 4096  # the flash sector; smaller block sizes go through a cache
+
+
+class Partition:
+    BOOT = 0
+    RUNNING = 1
+    TYPE_APP = 0
+    TYPE_DATA = 1
+
+    def __init__(self, *args, **kw):
+        # Partition(id, block_size=4096, /): id is BOOT, RUNNING or a label
+        if kw or not 1 <= len(args) <= 2:
+            raise TypeError("Partition(id, block_size=4096, /)")
+        pid = args[0]
+        if type(pid) is int:
+            if pid == 0:
+                part = _flash.at(_chip.idf("boot_partition")[0])
+            elif pid == 1:
+                part = _chip.running
+            else:
+                raise ValueError()
+        else:
+            part = (_flash.find(0, 0xFF, pid) + _flash.find(1, 0xFF, pid) + [None])[0]
+        _init(self, part, args[1] if len(args) == 2 else _NATIVE)
+
+    @staticmethod
+    def find(type=TYPE_APP, subtype=0xFF, label=None, block_size=_NATIVE):
+        return [_init(object.__new__(Partition), p, block_size)
+                for p in _flash.find(type, subtype, label)]
+
+    def info(self):
+        return self._p
+
+    def readblocks(self, block_num, buf, *offset):
+        if isinstance(buf, bytes):
+            raise TypeError("object with buffer protocol required")
+        _flash.part_io(self._p, self._at(block_num, offset), buf, 0)
+
+    def writeblocks(self, block_num, buf, *offset):
+        # 2 arguments: erase, then program; with offset: program only (the
+        # caller erased by ioctl(6, block))
+        a = self._at(block_num, offset)
+        if not offset:
+            if self._bs >= _NATIVE:
+                _flash.part_io(self._p, a, len(buf), 2)
+            else:
+                self._erase_small(a, len(buf))
+        _flash.part_io(self._p, a, buf, 1)
+
+    def _at(self, block_num, offset):
+        if len(offset) > 1:
+            raise TypeError("function takes 3 to 4 positional arguments")
+        return (block_num * self._bs + (offset[0] if offset else 0)) & 0xFFFFFFFF  # uint32_t
+
+    def _erase_small(self, a, n):
+        # blocks smaller than a sector: erase each sector touched, writing
+        # back from the cache what lies outside [a, a + n)
+        p, cache = self._p, self._cache
+        s = a // _NATIVE * _NATIVE
+        o = a % _NATIVE
+        top = a + n
+        while s < top:
+            if o or top < s + _NATIVE:
+                _flash.part_io(p, s, cache, 0)
+            _flash.part_io(p, s, _NATIVE, 2)
+            if o:
+                _flash.part_io(p, s, memoryview(cache)[:o], 1)
+            if top < s + _NATIVE:
+                _flash.part_io(p, top, memoryview(cache)[top - s:], 1)
+            o = 0
+            s += _NATIVE
+
+    def ioctl(self, op, arg):
+        # the block device protocol: 1-3 init/deinit/sync, 4 block count,
+        # 5 block size, 6 erase a block (sector-sized blocks only)
+        if 1 <= op <= 3:
+            return 0
+        if op == 4:
+            return self._p[3] // self._bs
+        if op == 5:
+            return self._bs
+        if op == 6:
+            if self._bs != _NATIVE:
+                return -22  # -EINVAL
+            _flash.part_io(self._p, (arg * _NATIVE) & 0xFFFFFFFF, _NATIVE, 2)
+            return 0
+
+    def set_boot(self):
+        # esp_ota_set_boot_partition(): verifies the whole image first
+        _chip.idf("set_boot %d" % self._p[2])
+
+    def get_next_update(self):
+        # esp_ota_get_next_update_partition(): the OTA slot after this one,
+        # else the first one
+        slots = sorted((p for p in _flash.find(0) if 0x10 <= p[1] < 0x20), key=lambda p: p[1])
+        i = slots.index(self._p) + 1 if self._p in slots else 0
+        return _init(object.__new__(Partition), (slots[i:] + slots + [None])[0], _NATIVE)
+
+    @classmethod
+    def mark_app_valid_cancel_rollback(cls):
+        _chip.idf("mark_valid")
+
+    def __repr__(self):
+        return "<Partition type=%u, subtype=%u, address=%u, size=%u, label=%s, encrypted=%u>" % self._p
+
+
+def _init(self, part, block_size):
+    # esp32_partition_new(): no such partition is OSError(ENOENT)
+    if part is None:
+        raise OSError(2)
+    self._p = part
+    self._bs = block_size & 0xFFFF  # uint16_t in the C object
+    self._cache = bytearray(_NATIVE) if self._bs < _NATIVE else None
+    return self
