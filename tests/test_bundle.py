@@ -79,10 +79,9 @@ def tree(d):
 def feed(t, data, step=0, size=None):
     # What ota.client does: read into t.window(), t.commit(n), t.finish().
     class Client:
-        pass
-    c = Client()
-    c.size = len(data) if size is None else size
-    t.begin(c)
+        def get_image_size(self):
+            return len(data) if size is None else size
+    t.begin(Client())
     mv, p = memoryview(data), 0
     while p < len(data):
         w = t.window()
@@ -222,15 +221,15 @@ def test_otatool_bundle_packs_a_directory_that_read_bundle_header_describes(tmp_
                            "__pycache__/a.cpython-311.pyc": b"junk"})
     out = tmp_path / "app.bundle"
     assert cli.main(["bundle", str(src), "--version", "2.0.1", "--project", "demo",
-                     "--delete", "old.py", "-o", str(out)]) == 0
+                     "--delete", "old.py", "--secure-version", "4", "-o", str(out)]) == 0
     assert "2.0.1" in capsys.readouterr().out
     data = out.read_bytes()
     d = read_bundle_header(data)
-    assert d["version"] == "2.0.1" and d["project_name"] == "demo"
+    assert d["version"] == "2.0.1" and d["project_name"] == "demo" and d["secure_version"] == 4
     assert [f["name"] for f in d["files"]] == ["lib/a.py", "main.py"]
     assert d["files"][1]["sha256"] == sha(b"print(1)\n")
     assert d["delete"] == ["old.py"] and d["size"] == len(data)
-    assert make_bundle(str(src), "2.0.1", "demo", ["old.py"]) == data   # reproducible
+    assert make_bundle(str(src), "2.0.1", "demo", ["old.py"], 4) == data   # reproducible
     assert read_bundle_header(data[:d["header_size"]])["files"] == d["files"]
 
 
@@ -261,14 +260,15 @@ def test_cli_reports_a_bad_version_in_one_line(tmp_path, capsys):
     assert "version" in capsys.readouterr().err
 
 
-def test_read_bundle_header_rejects_garbage_tampering_and_truncation(bundles):
+def test_read_bundle_header_rejects_garbage_tampering_and_a_cut_header(bundles):
     v2 = bundles[1]
     hlen = read_bundle_header(v2)["header_size"]
     tampered = bytearray(v2)
     tampered[100] ^= 1
-    for bad in (b"garbage" * 20, v2[:60], v2[:hlen - 1], bytes(tampered), v2[:-1]):
+    for bad in (b"garbage" * 20, v2[:60], v2[:hlen - 1], bytes(tampered)):
         with pytest.raises(ValueError):
             read_bundle_header(bad)
+    assert read_bundle_header(v2[:hlen + 10])["size"] == len(v2)   # a prefix will do
 
 
 # ---- device: install, confirm, roll back -----------------------------------
@@ -357,7 +357,7 @@ def test_desc_of_an_older_bundle_is_readable_before_the_update_is_refused(v1_boa
     # As with esp_https_ota_get_img_desc(): look first, the target refuses anyway.
     data = build({"main.py": b"print('old')\n"}, "1.2.0", "demo")
     r = run(script(v1_board, "t = ota.AppBundle('/app')\n"
-                             "class C:\n    size = len(DATA)\n"
+                             "class C:\n    def get_image_size(self):\n        return len(DATA)\n"
                              "t.begin(C())\nw = t.window()\nw[:] = DATA[:len(w)]\nt.commit(len(w))\n"
                              "show('desc', t.desc())\n"
                              "w = t.window()\nw[:] = DATA[80:80 + len(w)]\n"
@@ -373,6 +373,50 @@ def test_desc_of_an_older_bundle_is_readable_before_the_update_is_refused(v1_boa
 def test_any_split_of_the_stream_installs_the_same_files(v1_board, bundles, step):
     r = run(script(v1_board, "feed(ota.AppBundle('/app', bufsize=512), DATA, %d)\n"
                              "show('tree', tree('/app'))\n" % step, bundles[1]), v1_board)
+    assert shown(r, "tree") == v2_tree()
+
+
+def test_lower_secure_version_is_refused_even_when_downgrades_are_allowed(tmp_path):
+    board = tmp_path / "board"
+    write_files(str(board / "fs" / "app"), V0)
+    run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n",
+               build({"main.py": b"1"}, "2.0.0", secure_version=3)), board)
+    r = run(script(board, "t = ota.AppBundle('/app', allow_downgrade=True)\n"
+                          "show('current', t.current())\n"
+                          "try:\n    feed(t, DATA)\nexcept ota.OTAError as e:\n    show('err', e.name)\n",
+                   build({"main.py": b"2"}, "3.0.0", secure_version=2)), board,
+            env={"OTA_CHIP": "esp8266"})
+    assert shown(r, "current") == ["esp8266", "2.0.0", 3]
+    assert shown(r, "err") == "ESP_ERR_OTA_SMALL_SEC_VER"
+
+
+def test_current_of_a_never_bundled_app_is_version_0(tmp_path):
+    board = tmp_path / "board"
+    write_files(str(board / "fs" / "app"), V0)
+    r = run(script(board, "show('current', ota.AppBundle('/app').current())\n"), board,
+            env={"OTA_CHIP": "esp32s3"})
+    assert shown(r, "current") == ["esp32s3", "0", 0]
+
+
+def test_signed_manifest_update_installs_a_bundle(v1_board, bundles, tmp_path):
+    # The publisher signs the bundle; the board checks the manifest against
+    # AppBundle.current() and the download against the manifest.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from otatool.serve import start_server
+    from otatool.sign import make_manifest, public_key_b64, sign_manifest
+    key = Ed25519PrivateKey.generate()
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "v2.bundle").write_bytes(bundles[1])
+    (www / "v2.json").write_bytes(sign_manifest(make_manifest(bundles[1], "v2.bundle"), key))
+    srv, base, _ = start_server(str(www), log=lambda line: None)
+    try:
+        r = run(script(v1_board, "d = ota.update(%r, allow_http=True, public_key=%r, "
+                                 "target=ota.AppBundle('/app'))\nshow('tree', tree('/app'))\n"
+                                 % (base + "/v2.json", public_key_b64(key))), v1_board)
+    finally:
+        srv.shutdown()
+        srv.server_close()
     assert shown(r, "tree") == v2_tree()
 
 
@@ -680,10 +724,10 @@ def test_esp8266_bundle_target_alone_fits_a_32k_heap_for_100_files(tmp_path, com
     (board / "fs" / "in.bundle").write_bytes(build(files, "1.0.0"))
     src = ESP8266_SCRIPT.split("import esp\n")[0] % str(board / "fs") + (
         "import ota\ngc.collect()\n"
-        "class Client:\n    size = os.stat('/in.bundle')[6]\n"
+        "class Client:\n    def get_image_size(self):\n        return os.stat('/in.bundle')[6]\n"
         "t = ota.AppBundle('/app')\nt.begin(Client())\n"
         "with open('/in.bundle', 'rb') as f:\n"
-        "    while not t.complete():\n        t.commit(f.readinto(t.window()))\n"
+        "    n = 1\n    while n:\n        n = f.readinto(t.window())\n        t.commit(n)\n"
         "t.finish()\nprint('done')\n")
     r = run(src, board, heap="32k", env={"OTA_CHIP": "esp8266"},
             path=":".join([compiled_lib, SHIM, ".frozen"]))
@@ -712,7 +756,7 @@ def test_cpython_runs_the_same_update_and_rollback(tmp_path, bundles):
     (tmp_path / "in.bundle").write_bytes(bundles[1])
     src = ("import ota, ota.bundle_boot as bb\n"
            "data = open(%r, 'rb').read()\n"
-           "class C:\n    size = len(data)\n"
+           "class C:\n    def get_image_size(self):\n        return len(data)\n"
            "t = ota.AppBundle(%r)\nt.begin(C())\nmv, p = memoryview(data), 0\n"
            "while p < len(data):\n    w = t.window()\n    n = min(len(w), len(data) - p)\n"
            "    w[:n] = mv[p:p + n]\n    p += n\n    t.commit(n)\n"

@@ -113,17 +113,17 @@ def test_no_new_update_before_the_running_app_is_confirmed(board_dir, server, v2
 
 def test_https_with_the_right_ca_works_and_a_wrong_ca_is_refused(board_dir, tmp_path, v2):
     from otatool.serve import ensure_certs
-    right = ensure_certs(str(tmp_path / "right"))
-    wrong = ensure_certs(str(tmp_path / "wrong"))
+    right_ca, cert, key = ensure_certs(str(tmp_path / "right"))
+    wrong_ca = ensure_certs(str(tmp_path / "wrong"))[0]
     import ssl
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(right["cert"], right["key"])
+    ctx.load_cert_chain(cert, key)
     with FaultServer(ssl_context=ctx) as srv:
         srv.route("/fw.bin", v2)
         url = srv.url("/fw.bin", scheme="https").replace("127.0.0.1", "localhost")
-        refused = update(board_dir, url, cert_pem=open(wrong["ca"]).read(), allow_http=False)
+        refused = update(board_dir, url, cert_pem=open(wrong_ca).read(), allow_http=False)
         assert refused["name"] == "ESP_ERR_HTTP_CONNECT" and refused["boot"] == "ota_0"
-        ok = update(board_dir, url, cert_pem=open(right["ca"]).read(), allow_http=False)
+        ok = update(board_dir, url, cert_pem=open(right_ca).read(), allow_http=False)
         assert ok["ok"] and ok["boot"] == "ota_1"
 
 

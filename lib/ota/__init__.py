@@ -111,7 +111,7 @@ def status():
 
 def boot():
     from ota.app import boot
-    boot()
+    return boot()
 
 
 def check(server, token, **kw):

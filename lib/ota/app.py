@@ -1,6 +1,9 @@
 # The running app: confirm it, roll it back, describe it (esp_ota_ops).
+# Firmware (ESP32) and the app bundle in APP (every board) side by side.
 import ota
 from ota import OTAError
+
+APP = "/app"
 
 
 def _partition():
@@ -13,6 +16,8 @@ def _partition():
 
 def mark_app_valid():
     # esp_ota_mark_app_valid_cancel_rollback(): the new app works, keep it.
+    from ota import bundle_boot
+    bundle_boot.mark_app_valid(APP)
     Partition = _partition()
     if Partition:
         try:
@@ -26,11 +31,14 @@ def rollback(reboot=True):
     # Unconfirmed, the bootloader falls back by itself on the next reset;
     # confirmed, the other slot is made the boot partition again (set_boot
     # checks that it still holds a valid image).
+    # An unconfirmed app bundle, or any bundle on a board without firmware
+    # OTA, is what "back" means there.
+    from ota import bundle_boot
     from ota.otadata import running_state, PENDING_VERIFY
     Partition = _partition()
-    if Partition is None:
-        raise OTAError(ota.ESP_ERR_NOT_SUPPORTED, "no firmware rollback on this board")
-    if running_state() != PENDING_VERIFY:
+    if Partition is None or bundle_boot.get_state(APP + ".ota") in ("new", "pend"):
+        bundle_boot.rollback(APP)
+    elif running_state() != PENDING_VERIFY:
         try:
             Partition(Partition.RUNNING).get_next_update().set_boot()
         except OSError as e:
@@ -41,17 +49,23 @@ def rollback(reboot=True):
 
 
 def running_app():
-    # The esp_app_desc_t of the running image, as a dict.
+    # The esp_app_desc_t of the running image as a dict; on a board without
+    # firmware OTA, the installed app bundle's (None if never bundled).
+    if _partition() is None:
+        from ota.bundle_boot import running_desc
+        return running_desc(APP)
     from ota.firmware import running_partition, read_app
     return read_app(running_partition(), bytearray(512))[1]
 
 
 def status():
     # Everything a person wants to print about the two app slots.
-    from ota import otadata
+    from ota import otadata, bundle_boot
+    bundle = {"dir": APP, "state": bundle_boot.get_state(APP + ".ota"),
+              "installed": bundle_boot.running_desc(APP)}
     Partition = _partition()
     if Partition is None:
-        return {"firmware": None}
+        return {"bundle": bundle}
     running = Partition(Partition.RUNNING)
     slots = [p.info()[4] for p in Partition.find(Partition.TYPE_APP)]
     act = otadata.active()
@@ -64,10 +78,18 @@ def status():
                     for e in otadata.entries()],
         "running_state": otadata.STATE_NAMES.get(otadata.running_state()),
         "active_slot": None if act is None else slots[act[0]],
+        "bundle": bundle,
     }
 
 
 def boot():
     # First line of boot.py. Firmware rollback is the bootloader's job; app
-    # bundles finish or undo an interrupted swap here.
-    pass
+    # bundles finish or undo an interrupted swap here, and a bundle that
+    # booted once without being confirmed is rolled back. Returns "valid",
+    # "pending" (call ota.mark_app_valid() once healthy) or "rolled_back".
+    import sys
+    from ota import bundle_boot
+    result = bundle_boot.boot(APP)
+    if APP not in sys.path:
+        sys.path.append(APP)
+    return result

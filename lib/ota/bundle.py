@@ -3,12 +3,15 @@
 # Receives a bundle (format: tools/otatool/bundle.py) through the Target
 # interface of ARCHITECTURE.md with one buffer of `bufsize` bytes and
 # nothing that grows with the bundle:
-#   _FIX   the 80-byte fixed part: magic, format, sizes, version. The version
-#          rule and a free-space check run here, before any file is stored
-#   _HEAD  the entries, checked as they stream (names; sort order, so that
-#          duplicates and file/directory clashes show between neighbours)
-#          and copied to staging new/hdr; then the header's own SHA-256 and
-#          the exact free-space check
+#   _FIX   the 80-byte fixed part: magic, format, sizes; desc() from here on;
+#          a first free-space check
+#   _HEAD  first the version rule (a newer version, unless allow_downgrade:
+#          else ESP_ERR_INVALID_VERSION; never a lower secure_version:
+#          ESP_ERR_OTA_SMALL_SEC_VER), then the entries, checked as they
+#          stream (names; sort order, so that duplicates and file/directory
+#          clashes show between neighbours) and copied to staging new/hdr;
+#          then the header's own SHA-256 and the exact free-space check.
+#          All before any file is stored
 #   _DATA  each file straight into new/<index>, its SHA-256 checked when its
 #          last byte lands
 #   _DONE  all in: finish() runs the journaled swap of ota.bundle_boot
@@ -31,6 +34,7 @@ _INVALID_SIZE = const(0x104)
 _NOT_SUPPORTED = const(0x106)
 _INVALID_VERSION = const(0x10A)
 _VALIDATE_FAILED = const(0x1503)
+_SMALL_SEC_VER = const(0x1504)
 _ROLLBACK_INVALID_STATE = const(0x1506)
 _FLASH_OP_FAIL = const(0x6001)
 
@@ -72,6 +76,8 @@ def newer(a, b):
 
 
 class AppBundle:
+    kind = "bundle"     # what a signed manifest must name
+
     def __init__(self, path="/app", allow_downgrade=False, bufsize=1024):
         path = path.rstrip("/")
         if path[:1] != "/" or "/./" in path + "/" or "/../" in path + "/" or bufsize < 512:
@@ -87,13 +93,26 @@ class AppBundle:
 
     # -- Target interface (ARCHITECTURE.md) ----------------------------------
 
+    def current(self):
+        # (chip, version, secure_version) installed now, for a signed
+        # manifest's checks. The chip: sys.platform, refined on an ESP32 by the
+        # MCU name that ends os.uname().machine ("... with ESP32S3"); on the
+        # host, the emulated board's profile.
+        import sys
+        chip = sys.platform
+        if chip == "esp32":
+            chip = os.uname().machine.split()[-1].lower()
+        elif chip != "esp8266":
+            chip = os.getenv("OTA_CHIP") or "esp32"
+        d = bb.running_desc(self.app) or {"version": "0", "secure_version": 0}
+        return chip, d["version"], d["secure_version"]
+
     def begin(self, client):
         try:
             st = bb.get_state(self.meta)
             if st != "none" and st != "valid":
                 raise OTAError(_ROLLBACK_INVALID_STATE, "boot and confirm the installed bundle first")
-            size = getattr(client, "size", None)
-            self._size = client.get_image_size() if size is None else size
+            self._size = client.get_image_size()
             self._bs = os.statvfs(self._fs)[1]
             self._room(self._size)
             self._ph = _FIX
@@ -230,11 +249,15 @@ class AppBundle:
         elif self._prev is None:
             # First bytes after the fixed part: get_img_desc() has returned the
             # desc by now, so a caller may look at an older version; going on
-            # installs only a newer one (unless allow_downgrade).
-            v, cur = self._desc["version"], bb.running_desc(self.app)
-            if not (self.allow_downgrade or cur is None or newer(v, cur["version"])):
+            # installs only a newer one (unless allow_downgrade), and never
+            # one with a lower secure_version.
+            d, cur = self._desc, bb.running_desc(self.app)
+            if cur and d["secure_version"] < cur["secure_version"]:
+                raise OTAError(_SMALL_SEC_VER, "secure_version %d < installed %d"
+                               % (d["secure_version"], cur["secure_version"]))
+            if not (self.allow_downgrade or cur is None or newer(d["version"], cur["version"])):
                 raise OTAError(_INVALID_VERSION, "%s is not newer than the installed %s"
-                               % (v, cur["version"]))
+                               % (d["version"], cur["version"]))
             self._prev = ""         # checked; ranks below every entry name
         while self._n and fill - p >= 2:
             kind, ln = b[p], b[p + 1]

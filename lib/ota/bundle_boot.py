@@ -126,7 +126,7 @@ def desc_of(hdr):
     # The fixed part of a header -> the esp_app_desc_t-like dict of ota.
     return {"version": bytes(hdr[16:48]).split(b"\x00")[0].decode(),
             "project_name": bytes(hdr[48:80]).split(b"\x00")[0].decode(),
-            "idf_ver": "", "date": "", "time": "", "secure_version": 0}
+            "idf_ver": "", "date": "", "time": "", "secure_version": hdr[10] | hdr[11] << 8}
 
 
 def entries(path):

@@ -14,7 +14,7 @@
 import json
 
 from ota import OTAError, ESP_ERR_HTTP_CONNECT, ESP_ERR_INVALID_RESPONSE, ESP_FAIL
-from ota.http import Download, parse_url, pem_to_der
+from ota.http import Download, parse_url, pem_to_der, read_body
 
 _MAX_ANSWER = 1024  # a check answer is a few hundred bytes
 _FIELDS = (("url", str), ("version", str), ("size", int), ("sha256", str),
@@ -91,19 +91,10 @@ def _chip():
 
 
 def _read_answer(dl):
-    if dl.size > _MAX_ANSWER:
-        raise OTAError(ESP_ERR_INVALID_RESPONSE, "check answer of %d bytes" % dl.size)
-    buf = bytearray(_MAX_ANSWER + 1)
-    mv = memoryview(buf)
-    n = 0
-    while n <= _MAX_ANSWER:
-        k = dl.readinto(mv[n:])
-        if not k:
-            break
-        n += k
-    if n > _MAX_ANSWER:
+    raw = read_body(dl, _MAX_ANSWER)
+    if raw is None:
         raise OTAError(ESP_ERR_INVALID_RESPONSE, "check answer over %d bytes" % _MAX_ANSWER)
-    return bytes(mv[:n])
+    return raw
 
 
 def _offer(raw):

@@ -41,16 +41,13 @@ def _parse_sha256(hexdigest):
 class Handle:
     def __init__(self, url, cert_pem=None, headers=None, timeout_ms=10000, sha256=None,
                  size=None, partial_http_download=False, max_http_request_size=None,
-                 allow_http=False, target=None, on_progress=None):
+                 allow_http=False, target=None, on_progress=None, public_key=None,
+                 allow_downgrade=False):
         if size is not None and (not isinstance(size, int) or size <= 0):
             raise _arg_error("size must be a positive int")
         if partial_http_download and not (isinstance(max_http_request_size, int)
                                           and max_http_request_size > 0):
             raise _arg_error("partial_http_download needs max_http_request_size > 0")
-        self._sha256 = _parse_sha256(sha256)
-        self._size = size
-        self._on_progress = on_progress
-        self._hash = hashlib.sha256() if self._sha256 else None
         self._read = 0
         self._state = _CLOSED
         self._dl = None
@@ -59,10 +56,19 @@ class Handle:
             target = FirmwareTarget()
         self._target = target
         from ota.http import Download, pem_to_der
+        options = {"cert_der": pem_to_der(cert_pem) if cert_pem else None, "headers": headers,
+                   "timeout_ms": timeout_ms, "allow_http": allow_http}
+        if public_key is not None:
+            # A board with a key installs only what the publisher signed: the
+            # manifest names the image, and its sha256 and size bind it.
+            url, sha256, size = _signed_image(url, public_key, allow_downgrade, target, options)
+        self._sha256 = _parse_sha256(sha256)
+        self._size = size
+        self._on_progress = on_progress
+        self._hash = hashlib.sha256() if self._sha256 else None
         self.url = url
-        self._dl = Download(url, cert_der=pem_to_der(cert_pem) if cert_pem else None,
-                            headers=headers, timeout_ms=timeout_ms, allow_http=allow_http,
-                            range_size=max_http_request_size if partial_http_download else None)
+        self._dl = Download(url, range_size=max_http_request_size if partial_http_download else None,
+                            **options)
         try:
             self._connect()
         except BaseException as e:
@@ -189,6 +195,28 @@ class Handle:
         if self._dl:
             self._dl.close()
         self._target.abort(keep)
+
+
+def _signed_image(url, public_key, allow_downgrade, target, options):
+    # Fetch the signed manifest at `url`, verify it and check it against what
+    # runs now. -> (image url, sha256, size)
+    from ota import manifest
+    from ota.http import Download, read_body
+    dl = Download(url, **options)
+    try:
+        dl.start()
+        data = read_body(dl, manifest.MAX_SIZE)
+    finally:
+        dl.close()
+    if data is None:
+        raise OTAError(ota.ESP_ERR_INVALID_SIZE, "manifest larger than %d bytes" % manifest.MAX_SIZE)
+    m = manifest.parse_manifest(data, public_key)
+    if m["kind"] != target.kind:
+        raise OTAError(ota.ESP_ERR_INVALID_VERSION,
+                       "manifest is for a %s, this update installs a %s" % (m["kind"], target.kind))
+    chip, version, secure_version = target.current()
+    manifest.check_manifest(m, chip, version, secure_version, allow_downgrade)
+    return manifest.resolve_url(url, m["url"]), m["sha256"], m["size"]
 
 
 def update(url, reboot=False, **kw):

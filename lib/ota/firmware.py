@@ -37,7 +37,13 @@ def read_app(part, buf):
     return chip_id, v.desc
 
 
+CHIP_NAMES = {0: "esp32", 2: "esp32s2", 5: "esp32c3", 9: "esp32s3", 12: "esp32c2", 13: "esp32c6",
+              16: "esp32h2", 18: "esp32p4"}   # esp_chip_id_t -> esptool's chip name
+
+
 class FirmwareTarget:
+    kind = "firmware"
+
     def __init__(self):
         from ota.otadata import running_state, PENDING_VERIFY
         running = running_partition()
@@ -47,6 +53,7 @@ class FirmwareTarget:
         self._buf = bytearray(SECTOR)
         self._mv = memoryview(self._buf)
         chip_id, desc = read_app(running, self._buf)
+        self._running = (CHIP_NAMES.get(chip_id, str(chip_id)), desc["version"], desc["secure_version"])
         self._part = running.get_next_update()
         self._validator = ImageValidator(chip_id, self._part.info()[3], desc["secure_version"])
         self._fill = 0
@@ -54,6 +61,10 @@ class FirmwareTarget:
         self._journal = None
 
     # -- target interface (docs/ARCHITECTURE.md) -----------------------------
+
+    def current(self):
+        # (chip name, version, secure_version) of what runs now
+        return self._running
 
     def begin(self, client):
         size = client.get_image_size()

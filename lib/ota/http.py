@@ -473,3 +473,19 @@ class Download:
                 s.close()
             except OSError:
                 pass
+
+
+def read_body(dl, limit):
+    # The whole body of a small answer (a check-in reply, a manifest) as
+    # bytes, or None when it is longer than `limit` bytes.
+    if dl.size > limit:
+        return None
+    buf = bytearray(limit + 1)
+    mv = memoryview(buf)
+    n = 0
+    while n <= limit:
+        k = dl.readinto(mv[n:])
+        if not k:
+            break
+        n += k
+    return bytes(mv[:n]) if n <= limit else None

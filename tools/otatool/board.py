@@ -37,7 +37,7 @@ FAULTS = ("OTA_POWER_CUT_AT", "OTA_FAIL_ERASE_AT", "OTA_FAIL_WRITE_AT")
 _LOADED = re.compile(r"boot: Loaded app from partition at offset 0x([0-9a-f]+)")
 
 
-def _shim(name):
+def shim_module(name):
     """A shim module (format code shared with the board) for the host, under
     a private name so the host's `import esp32` never meets the shim."""
     spec = importlib.util.spec_from_file_location(
@@ -170,7 +170,7 @@ class Board:
             def read(addr, buf):
                 f.seek(addr)
                 buf[:] = f.read(len(buf))
-            parts = _shim("_table").parse(read)
+            parts = shim_module("_table").parse(read)
         if parts is None:
             raise ValueError("%s: broken partition table" % self.flash_path)
         return parts
@@ -186,7 +186,7 @@ class Board:
     def otadata_states(self):
         """The two otadata entries: [(ota_seq, state name, crc ok)]; a blank
         sector is (0xFFFFFFFF, "UNDEFINED", False)."""
-        od = _shim("_otadata")
+        od = shim_module("_otadata")
         otadata = next(p for p in self.partitions() if p[0] == 1 and p[1] == 0)
         out = []
         for i in (0, 1):

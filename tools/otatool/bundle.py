@@ -9,7 +9,8 @@ A bundle is one stream a board checks and unpacks with constant memory
     5       1     flags (0; reserved for compression)
     6       2     header length: these 80 bytes + entries + header SHA-256
     8       2     number of entries
-    10      2     reserved (0)
+    10      2     secure_version: anti-rollback counter; a board refuses a
+                  bundle with a lower one than installed (as ESP-IDF does)
     12      4     data length: the sum of the file sizes
     16      32    app version, ASCII, NUL-padded (as esp_app_desc_t.version)
     48      32    project name, ASCII, NUL-padded
@@ -102,10 +103,12 @@ def collect_files(src_dir):
     return files
 
 
-def build(files, version, project="", delete=()):
+def build(files, version, project="", delete=(), secure_version=0):
     """The bundle of `files` ({name: bytes}) as bytes. Raises ValueError."""
     if not _VERSION.match(version or ""):
         raise ValueError("version %r: use MAJOR.MINOR.PATCH (digits, optional -suffix)" % version)
+    if not 0 <= secure_version <= 0xFFFF:
+        raise ValueError("secure_version %r: 0 to 65535" % secure_version)
     vraw = _check_text("version", version)
     praw = _check_text("project", project)
     names = list(files) + list(delete)
@@ -131,11 +134,11 @@ def build(files, version, project="", delete=()):
     data_len = sum(len(d) for d in data)
     if data_len >= 1 << 32:
         raise ValueError("bundle too large")
-    head = FIXED.pack(MAGIC, FORMAT, 0, hlen, len(names), 0, data_len, vraw, praw) + body
+    head = FIXED.pack(MAGIC, FORMAT, 0, hlen, len(names), secure_version, data_len, vraw, praw) + body
     return head + hashlib.sha256(head).digest() + b"".join(data)
 
 
-def make_bundle(src_dir, version, project="", delete=()):
+def make_bundle(src_dir, version, project="", delete=(), secure_version=0):
     """The bundle of the files below src_dir (see collect_files) as bytes;
     `delete` names paths of the app directory the update removes."""
     if not os.path.isdir(src_dir):
@@ -143,7 +146,7 @@ def make_bundle(src_dir, version, project="", delete=()):
     files = collect_files(src_dir)
     if not files and not delete:
         raise ValueError("%s: no files" % src_dir)
-    return build(files, version, project, delete)
+    return build(files, version, project, delete, secure_version)
 
 
 def _text(raw):
@@ -151,14 +154,15 @@ def _text(raw):
 
 
 def read_bundle_header(data):
-    """Check a bundle's header (data: at least the header; the whole bundle
-    also has its size checked) and describe it as a dict: format, version,
-    project_name, header_size, data_size, size, files [{name, size, sha256
-    (hex)}], delete [names]. Raises ValueError if it is not a valid bundle."""
+    """Check a bundle's header and describe it as a dict: format, version,
+    project_name, secure_version, header_size, data_size, size (of the whole
+    bundle), files [{name, size, sha256 (hex)}], delete [names]. data: the
+    bundle or any prefix of it that holds the header. Raises ValueError if
+    it is not one."""
     data = bytes(data)
     if len(data) < FIXED.size or data[:4] != MAGIC:
         raise ValueError("not an app bundle (no OTAB magic)")
-    magic, fmt, flags, hlen, count, _, dlen, vraw, praw = FIXED.unpack_from(data)
+    magic, fmt, flags, hlen, count, secure_version, dlen, vraw, praw = FIXED.unpack_from(data)
     if fmt != FORMAT or flags:
         raise ValueError("bundle format %d flags %d: not supported" % (fmt, flags))
     if not FIXED.size + 32 <= hlen <= HEADER_MAX or count > ENTRIES_MAX:
@@ -192,16 +196,14 @@ def read_bundle_header(data):
     check_order(names)
     if sum(f["size"] for f in files) != dlen:
         raise ValueError("data length does not match the file sizes")
-    if len(data) > hlen and len(data) != hlen + dlen:
-        raise ValueError("bundle has %d bytes, its header says %d" % (len(data), hlen + dlen))
     return {"format": fmt, "version": _text(vraw), "project_name": _text(praw),
-            "header_size": hlen, "data_size": dlen, "size": hlen + dlen,
+            "secure_version": secure_version, "header_size": hlen, "data_size": dlen, "size": hlen + dlen,
             "files": files, "delete": delete}
 
 
 def cmd_bundle(args):
     try:
-        data = make_bundle(args.src_dir, args.version, args.project, args.delete)
+        data = make_bundle(args.src_dir, args.version, args.project, args.delete, args.secure_version)
     except (ValueError, OSError) as e:
         raise CliError(str(e))
     try:
@@ -224,6 +226,8 @@ def register(subparsers):
     p.add_argument("src_dir", metavar="SRC_DIR")
     p.add_argument("--version", required=True, help="app version, e.g. 1.4.0")
     p.add_argument("--project", default="", help="project name (31 characters at most)")
+    p.add_argument("--secure-version", type=int, default=0, metavar="N",
+                   help="anti-rollback counter: boards refuse bundles with a lower one (default 0)")
     p.add_argument("--delete", action="append", default=[], metavar="NAME",
                    help="path in the app directory the update removes (repeatable)")
     p.add_argument("-o", "--output", required=True, metavar="FILE")

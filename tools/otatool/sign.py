@@ -67,12 +67,12 @@ def load_private_key(path):
 
 def _describe(data, kind):
     # (kind, version, project, chip, secure_version) as the update itself
-    # says them; None where it says nothing (a bundle has no chip or
-    # secure_version, maybe no project)
+    # says them; None where it says nothing (a bundle has no chip, maybe no
+    # project)
     from otatool.bundle import MAGIC, read_bundle_header
     if kind in (None, "bundle") and data[:4] == MAGIC:
         d = read_bundle_header(data)
-        return "bundle", d["version"], d["project_name"] or None, None, None
+        return "bundle", d["version"], d["project_name"] or None, None, d["secure_version"]
     if kind in (None, "firmware") and data[:1] == b"\xe9":
         from otatool.image import describe_image
         d = describe_image(data)

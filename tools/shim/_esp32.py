@@ -44,26 +44,32 @@ class Partition:
     def info(self):
         return self._p
 
-    def readblocks(self, block_num, buf, *offset):
+    # The block methods take positional arguments only, as the C functions.
+
+    def readblocks(self, *args):
+        # readblocks(block_num, buf[, offset])
+        buf, a = self._args(args)
         if isinstance(buf, bytes):
             raise TypeError("object with buffer protocol required")
-        _flash.part_io(self._p, self._at(block_num, offset), buf, 0)
+        _flash.part_io(self._p, a, buf, 0)
 
-    def writeblocks(self, block_num, buf, *offset):
-        # 2 arguments: erase, then program; with offset: program only (the
-        # caller erased by ioctl(6, block))
-        a = self._at(block_num, offset)
-        if not offset:
+    def writeblocks(self, *args):
+        # writeblocks(block_num, buf): erase, then program;
+        # writeblocks(block_num, buf, offset): program only (the caller
+        # erased by ioctl(6, block))
+        buf, a = self._args(args)
+        if len(args) == 2:
             if self._bs >= _NATIVE:
                 _flash.part_io(self._p, a, len(buf), 2)
             else:
                 self._erase_small(a, len(buf))
         _flash.part_io(self._p, a, buf, 1)
 
-    def _at(self, block_num, offset):
-        if len(offset) > 1:
+    def _args(self, args):
+        # -> buf, byte offset in the partition (a uint32_t in the C code)
+        if not 2 <= len(args) <= 3:
             raise TypeError("function takes 3 to 4 positional arguments")
-        return (block_num * self._bs + (offset[0] if offset else 0)) & 0xFFFFFFFF  # uint32_t
+        return args[1], (args[0] * self._bs + (args[2] if len(args) == 3 else 0)) & 0xFFFFFFFF
 
     def _erase_small(self, a, n):
         # blocks smaller than a sector: erase each sector touched, writing
@@ -83,9 +89,12 @@ class Partition:
             o = 0
             s += _NATIVE
 
-    def ioctl(self, op, arg):
-        # the block device protocol: 1-3 init/deinit/sync, 4 block count,
-        # 5 block size, 6 erase a block (sector-sized blocks only)
+    def ioctl(self, *args):
+        # ioctl(op, arg), the block device protocol: 1-3 init/deinit/sync,
+        # 4 block count, 5 block size, 6 erase a block (sector-sized only)
+        if len(args) != 2:
+            raise TypeError("function takes 3 positional arguments")
+        op, arg = args
         if 1 <= op <= 3:
             return 0
         if op == 4:

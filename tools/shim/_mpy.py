@@ -43,24 +43,42 @@ del _mtime
 
 
 def imp(name, into):
-    # Put the public names of shim module `name` into the dict `into` (a
-    # public module's globals), loading it precompiled when there is a cache.
-    # Meanwhile the bottom of the heap is held by one block: what the shim
-    # keeps ends up above it, and the app gets it back in one piece, not
-    # riddled with the shim's objects (a board's esp32 module costs nothing).
+    # Put the public names of shim module `name` (_esp32 or _machine) into
+    # `into`, a public module's globals.
+    if "_machine" not in sys.modules:
+        _load()
+    m = sys.modules.get(name)
+    if m is None:
+        raise ImportError("no module named 'esp32'")  # as on an ESP8266
+    for k in dir(m):
+        if k[0] != "_":
+            into[k] = getattr(m, k)
+
+
+def _load():
+    # The board's modules, all at once like a firmware's built-in ones, by
+    # the first import of esp32 or machine: that powers the board on. The
+    # bottom of the heap is held by one block meanwhile, so what the shim
+    # keeps ends up above it and the app gets that memory back in one piece,
+    # not riddled with the shim's objects.
     hold = None
     if CACHE:
         import gc
 
         gc.collect()
-        hold = bytearray(max(0, gc.mem_free() - 14000))
+        n = gc.mem_free() - 17000  # what a power-on takes at most
+        while n > 1024 and hold is None:
+            try:
+                hold = bytearray(n)
+            except MemoryError:  # free, but not in one piece
+                n //= 2
         sys.path.insert(0, CACHE)
     try:
-        m = __import__(name)
+        __import__("_machine")
+        try:
+            __import__("_esp32")
+        except ImportError:  # the ESP8266 profile
+            pass
     finally:
         if CACHE:
             sys.path.remove(CACHE)
-    del hold
-    for k in dir(m):
-        if k[0] != "_":
-            into[k] = getattr(m, k)
