@@ -233,3 +233,68 @@ def test_calls_out_of_order_are_refused(board_dir, server, v2):
     server.route("/fw.bin", v2)
     names = result(run_mpy(OUT_OF_ORDER % {"url": server.url("/fw.bin")}, board_dir))
     assert names == ["ESP_ERR_INVALID_STATE"] * 3
+
+
+def flash_ops(log_path):
+    with open(log_path) as f:
+        return [line.split() for line in f if line.strip() and not line.startswith("#")]
+
+
+def test_a_power_cut_at_any_flash_operation_leaves_a_bootable_board(tmp_path, server):
+    # 112 KiB: 28 sectors, so the OTA is ~60 flash operations (an erase and a
+    # program per sector, then otadata in finish()); every one is cut once.
+    image = make_app_image(version="2.0.0", project_name="greenhouse", size=112 * 1024)
+    server.route("/fw.bin", image)
+    url = server.url("/fw.bin")
+    template = tmp_path / "template"
+    template.mkdir()
+    assert power_on(template)["version"] == "1.0.0"
+
+    def fresh(name):
+        board = tmp_path / name
+        board.mkdir()
+        shutil.copy(template / "flash.bin", board / "flash.bin")
+        return board
+
+    log = tmp_path / "reference.log"
+    assert update(fresh("reference"), url, env={"OTA_FLASH_LOG": str(log)})["ok"]
+    ops = flash_ops(log)
+    assert len(ops) >= 50
+    otadata = [i for i, op in enumerate(ops) if 0xD000 <= int(op[2], 16) < 0xF000]
+    assert otadata == [len(ops) - 2, len(ops) - 1], "finish() writes otadata last, once"
+
+    outcomes = {}
+    for n in range(1, len(ops) + 1):
+        board = fresh("cut%d" % n)
+        cut_log = tmp_path / ("cut%d.log" % n)
+        proc = run_mpy(UPDATE % {"url": url, "kw": "{'allow_http': True}"}, board,
+                       env={"OTA_POWER_CUT_AT": str(n), "OTA_FLASH_LOG": str(cut_log)})
+        assert "RESULT" not in proc.stdout, "op %d: the power cut did not happen" % n
+        assert flash_ops(cut_log)[-1][-1] == "cut"
+        after = power_on(board)                       # the board boots...
+        assert after["version"] in ("1.0.0", "2.0.0"), n
+        outcomes[n] = after["version"]
+        if after["version"] == "1.0.0":               # ...and a later OTA succeeds
+            assert update(board, url)["ok"], n
+            assert power_on(board)["version"] == "2.0.0", n
+    # The new app becomes bootable only with the last op, the otadata entry
+    # written in finish(): a cut at or before it always leaves the old one.
+    assert set(outcomes.values()) == {"1.0.0"} and len(outcomes) == len(ops)
+
+
+def test_after_a_power_cut_mid_download_the_next_update_fetches_only_the_rest(board_dir, server):
+    image = make_app_image(version="2.0.0", project_name="greenhouse", size=112 * 1024)
+    server.route("/fw.bin", image)
+    url = server.url("/fw.bin")
+    cut = run_mpy(UPDATE % {"url": url, "kw": "{'allow_http': True}"}, board_dir,
+                  env={"OTA_POWER_CUT_AT": "45"})           # in sector 23 of 28
+    assert "RESULT" not in cut.stdout
+    assert power_on(board_dir)["version"] == "1.0.0"
+    sent_before = server.sent("/fw.bin")
+
+    out = update(board_dir, url)
+    assert out["ok"] and out["read"] == len(image)
+    last = server.requests("/fw.bin")[-1]
+    assert last["range"] == "bytes=65536-"                   # the journal's 16 sectors
+    assert server.sent("/fw.bin") - sent_before == len(image) - 65536
+    assert power_on(board_dir)["version"] == "2.0.0"

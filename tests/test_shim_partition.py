@@ -261,3 +261,15 @@ print("RESULT " + json.dumps(P(P.RUNNING).info()[4]))
     assert device(confirm, board_dir) == "ota_1"       # booted as PENDING_VERIFY
     assert state(board) == [(1, "VALID"), (2, "VALID")]
     assert device(confirm, board_dir) == "ota_1"       # stays
+
+
+def test_the_update_calls_work_the_same_on_cpython(board_dir):
+    from conftest import run_cpython
+    board = fresh_board(board_dir)
+    install(board, image())
+    proc = run_cpython(SET_BOOT, board_dir)
+    assert proc.stdout.split("RESULT ")[1].strip() == '["ok", "ota_1"]', proc.stderr
+    proc = run_cpython("import esp32\nesp32.Partition.mark_app_valid_cancel_rollback()\n"
+                       "print(esp32.Partition(esp32.Partition.RUNNING).info()[4])", board_dir)
+    assert proc.stdout.strip() == "ota_1", proc.stderr
+    assert state(board) == [(1, "VALID"), (2, "VALID")]

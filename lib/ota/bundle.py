@@ -107,6 +107,11 @@ class AppBundle:
         d = bb.running_desc(self.app) or {"version": "0", "secure_version": 0}
         return chip, d["version"], d["secure_version"]
 
+    def kept(self, url):
+        # A cut bundle download starts over (files are small; the staging
+        # directory is discarded at the next boot anyway).
+        return 0, None
+
     def begin(self, client):
         try:
             st = bb.get_state(self.meta)
@@ -124,7 +129,6 @@ class AppBundle:
             os.mkdir(m + "/new")
             self._hdr = open(m + "/new/hdr", "wb")
             self._hash = hashlib.sha256()
-            return 0
         except Exception as e:
             raise self._fail(e)
 

@@ -148,21 +148,19 @@ class Handle:
     # -- inside --------------------------------------------------------------
 
     def _connect(self):
+        # A target may keep a valid prefix of an interrupted download of this
+        # URL: ask for the rest straight away. If-Range makes the server send
+        # the whole entity instead when it changed, and the target then
+        # starts over (it sees offset 0).
         dl = self._dl
-        dl.start()
+        offset, etag = self._target.kept(self.url)
+        dl.start(offset, etag)
         if self._size is not None and dl.size >= 0 and dl.size != self._size:
             raise OTAError(ota.ESP_ERR_OTA_VALIDATE_FAILED,
                            "server has %d bytes, expected %d" % (dl.size, self._size))
         self.etag = dl.etag
-        offset = self._target.begin(self)
-        if offset:
-            # The target holds a valid prefix from an interrupted download of
-            # this very entity (same URL and ETag): fetch only the rest.
-            dl.close()
-            dl.start(offset, self.etag)
-            if dl.offset != offset:
-                raise OTAError(ota.ESP_ERR_INVALID_RESPONSE, "image changed on the server while resuming")
-        self._read = dl.offset
+        self.offset = self._read = dl.offset
+        self._target.begin(self)
 
     def _account(self, data):
         # Every byte of the entity passes here once, resumed prefix included.

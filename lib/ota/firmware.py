@@ -66,14 +66,26 @@ class FirmwareTarget:
         # (chip name, version, secure_version) of what runs now
         return self._running
 
+    def kept(self, url):
+        # (offset, etag) of a valid prefix an interrupted download of `url`
+        # left in the partition, from the journal; (0, None) if none.
+        old = _recall()
+        if old and old["url"] == url and old["part"] == self._part.info()[4]:
+            return old["bytes"], old["etag"]
+        return 0, None
+
     def begin(self, client):
         size = client.get_image_size()
         if size > self._part.info()[3]:
             raise OTAError(ota.ESP_ERR_INVALID_SIZE, "image of %d bytes does not fit partition %s (%d bytes)"
                            % (size, self._part.info()[4], self._part.info()[3]))
+        if client.offset:
+            self._revalidate(client)
+        else:
+            _forget()
         if client.etag:
-            self._journal = {"url": client.url, "etag": client.etag, "part": self._part.info()[4], "bytes": 0}
-        return self._resume(client)
+            self._journal = {"url": client.url, "etag": client.etag, "part": self._part.info()[4],
+                             "bytes": client.offset}
 
     def window(self):
         self._win = self._mv[self._fill:] if self._fill else self._mv
@@ -123,27 +135,19 @@ class FirmwareTarget:
             self._journal["bytes"] = self._sector * SECTOR
             _remember(self._journal)
 
-    def _resume(self, client):
-        # Re-validate what an interrupted download of the same entity left in
-        # the partition (flash reads are cheap), then fetch only the rest.
-        old = _recall()
-        if not (old and self._journal and old["url"] == client.url and old["etag"] == client.etag
-                and old["part"] == self._journal["part"]):
-            _forget()
-            return 0
-        done = old["bytes"]
+    def _revalidate(self, client):
+        # The server resumes at client.offset: feed what the partition holds
+        # before it through the validator (flash reads are cheap), so the
+        # checks and hashes go on as if it had just been downloaded.
         try:
-            while self._sector * SECTOR < done:
+            while self._sector * SECTOR < client.offset:
                 self._part.readblocks(self._sector, self._buf)
                 self._validator.feed(self._mv)
                 client.resumed(self._mv)
                 self._sector += 1
         except OTAError:
-            # The kept prefix no longer validates: the next begin() starts over.
-            _forget()
+            _forget()      # the kept prefix no longer validates: start over next time
             raise
-        self._journal["bytes"] = done
-        return done
 
 
 def _remember(journal):

@@ -35,7 +35,7 @@ def freq(*hz):
     global _mhz
     if not hz:
         return _mhz * 1000000
-    ok = (80, 160) if _chip.CHIP == "esp8266" else (20, 40, 80, 160, 240)[:4 if _chip.CHIP == "esp32c3" else 5]
+    ok = {"esp8266": (80, 160), "esp32c3": (20, 40, 80, 160)}.get(_chip.CHIP, (20, 40, 80, 160, 240))
     if hz[0] // 1000000 not in ok:
         raise ValueError("frequency must be one of %s MHz" % (ok,))
     _mhz = hz[0] // 1000000

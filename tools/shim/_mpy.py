@@ -3,10 +3,11 @@
 # Compiling a module from source takes several times its size in heap for a
 # moment, so the shim's .py files would not even import on a 32 KB heap (the
 # firmware's esp32 module costs a board's heap next to nothing). So on
-# MicroPython, esp32.py imports its code from __pycache__/*.mpy, which this
-# module (re)builds with the mpy-cross next to the interpreter whenever a .py
-# is newer. CACHE is that directory, or None: no mpy-cross, or CPython, where
-# the sources are imported as usual.
+# MicroPython, esp32.py and machine.py import their code from
+# __pycache__/mpy<sys.implementation._mpy>/*.mpy, which this module (re)builds
+# with the mpy-cross next to the interpreter whenever a .py is newer. CACHE is
+# that directory, or None: no mpy-cross, or CPython, where the sources are
+# imported as usual.
 import os
 import sys
 
@@ -27,10 +28,12 @@ _cross = sys.executable.rsplit("/", 1)[0] + "/mpy-cross"
 if sys.implementation.name != "micropython" or _mtime(_cross) < 0:
     CACHE = None
 else:
-    try:
-        os.mkdir(CACHE)
-    except OSError:
-        pass
+    for _d in (CACHE, CACHE + "/mpy%d" % sys.implementation._mpy):  # per .mpy format
+        try:
+            os.mkdir(_d)
+        except OSError:
+            pass
+    CACHE = _d
     for _m in ("_chip", "_flash", "_power", "_esp32", "_machine"):
         _src, _out = "%s/%s.py" % (SHIM, _m), "%s/%s.mpy" % (CACHE, _m)
         # a private name, then a rename: parallel boards may build at once
@@ -39,7 +42,8 @@ else:
                 % (_out, _cross, _src, _out)):
             CACHE = None
             break
-del _mtime
+    del _d, _m, _src, _out
+del _mtime, _cross
 
 
 def imp(name, into):
@@ -66,7 +70,11 @@ def _load():
         import gc
 
         gc.collect()
-        n = gc.mem_free() - 17000  # what a power-on takes at most
+        # all but what a power-on takes at most (less without the esp32
+        # module); big heaps need no help (the unix port's default one grows
+        # in pieces anyway)
+        n = gc.mem_free() - (12000 if os.getenv("OTA_CHIP") == "esp8266" else 24000)
+        n = min(n, 0x10000)
         while n > 1024 and hold is None:
             try:
                 hold = bytearray(n)
@@ -75,10 +83,14 @@ def _load():
         sys.path.insert(0, CACHE)
     try:
         __import__("_machine")
-        try:
+        if sys.modules["_chip"].parts:  # none on an ESP8266: no esp32 module
             __import__("_esp32")
-        except ImportError:  # the ESP8266 profile
-            pass
     finally:
         if CACHE:
             sys.path.remove(CACHE)
+    # the other public module is then simply there, as a built-in one is
+    for pub in ("machine", "esp32"):
+        m = sys.modules.get("_" + pub)
+        if m and pub not in sys.modules:
+            m.__name__ = pub
+            sys.modules[pub] = m
