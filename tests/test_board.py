@@ -38,12 +38,14 @@ def test_otatool_board_runs_main_py_and_boots_again_after_each_reset_boundedly(t
 
 def test_the_boards_filesystem_is_its_root_and_sys_path_the_firmwares(tmp_path):
     board = fresh_board(tmp_path / "b")
-    os.makedirs(os.path.join(board.fs_dir, "lib"))
+    os.makedirs(os.path.join(board.fs_dir, "lib", "pkg"))
+    with open(os.path.join(board.fs_dir, "lib", "pkg", "__init__.py"), "w") as f:
+        f.write("WHERE = 'lib'\n")
     files(board, boot="import sys\nprint('boot', sys.path)\n", main="""
-import os, json
-open("/a.txt", "w").write("x")
+import os, json, pkg
+open("/a.txt", "w").write(pkg.WHERE)
 os.mkdir("/d")
-os.rename("/a.txt", "/d/b.txt")           # two absolute paths, as on littlefs
+os.rename("a.txt", "d/b.txt")             # relative to "/": see HOST-BOARD-NOTES.md
 print(json.dumps([os.getcwd(), sorted(os.listdir("/")), os.listdir("/d")]))
 """)
     first = board.boot()

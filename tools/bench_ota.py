@@ -7,7 +7,8 @@ Prints, from one run:
   the same shim — as a ratio, runs interleaved so machine noise hits both;
 * the smallest `-X heapsize` at which the OTA completes, for a 0.5 MiB and a
   1.5 MiB image, with lib/ota and the shim compiled by mpy-cross as a board
-  loads them.
+  loads them (the shim, standing in for the firmware's C code, loads itself
+  precompiled).
 
     .venv/bin/python tools/bench_ota.py [--rounds 3]
 """
@@ -78,9 +79,6 @@ def compile_tree(src, dst):
             out = os.path.join(dst, rel[:-3] + ".mpy")
             os.makedirs(os.path.dirname(out), exist_ok=True)
             subprocess.run([MPY_CROSS, "-o", out, os.path.join(root, name)], check=True)
-        for name in files:
-            if name.endswith(".bin"):
-                shutil.copy(os.path.join(root, name), os.path.join(dst, name))
 
 
 def run(script, board, path, heap=None):
@@ -127,8 +125,8 @@ def main():
         server, base, _ = start_server(serve_dir, log=lambda *a: None)
         compiled = os.path.join(work, "mpy")
         compile_tree(LIB_DIR, os.path.join(compiled, "lib"))
-        compile_tree(SHIM_DIR, os.path.join(compiled, "shim"))
-        path = ":".join([os.path.join(compiled, "shim"), os.path.join(compiled, "lib"), ".frozen"])
+        # The shim loads itself precompiled (tools/shim/_mpy.py).
+        path = ":".join([SHIM_DIR, os.path.join(compiled, "lib"), ".frozen"])
         template = tempfile.mkdtemp(dir=work)
         run("import esp32", template, path)            # makes a fresh flash file
 

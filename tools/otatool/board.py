@@ -23,6 +23,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 
 import otatool
 
@@ -97,9 +98,10 @@ class Board:
         if path:
             os.remove(path)
 
-    def boot(self, env=None, timeout=60, script=None, capture=True):
+    def boot(self, env=None, timeout=60, script=None, capture=True, on_line=None):
         """One power-on running boot.py and main.py (or `script`, source
-        text, instead); `env` adds to the environment. -> Boot"""
+        text, instead); `env` adds to the environment; `on_line(text)` sees
+        each line the board prints as it prints it. -> Boot"""
         self.create()
         full = dict(os.environ)
         full.update(MICROPYPATH=otatool.SHIM_DIR + ":.frozen", OTA_BOARD=self.path,
@@ -108,29 +110,41 @@ class Board:
         args = "lib=%r" % self.lib + (", script=%r" % script if script is not None else "")
         cmd = [_micropython(), "-X", "heapsize=%s" % self.heap,
                "-c", "import _boot; _boot.run(%s)" % args]
-        out = subprocess.PIPE if capture else None
+        out = subprocess.PIPE if capture or on_line else None
         with subprocess.Popen(cmd, env=full, cwd=self.fs_dir, stdout=out, stderr=out,
                               text=True) as proc:
-            try:
-                stdout, stderr = proc.communicate(timeout=timeout)
-                reason = self._reason(proc.returncode)
-            except subprocess.TimeoutExpired:
+            fired = []
+
+            def kill():
+                fired.append(True)
                 proc.kill()
+
+            watchdog = threading.Timer(timeout, kill)
+            watchdog.start()
+            try:
+                lines = []
+                if on_line:
+                    for line in proc.stdout:
+                        lines.append(line)
+                        on_line(line.rstrip("\n"))
                 stdout, stderr = proc.communicate()
-                reason = "timeout"
+                stdout = "".join(lines) + (stdout or "")
+            finally:
+                watchdog.cancel()
+            reason = "timeout" if fired else self._reason(proc.returncode)
         found = _LOADED.findall(stderr or "")
         slot = self._label(int(found[-1], 16)) if found else None
         self._last_slot = slot or self._last_slot
         return Boot(reason, stdout, stderr, proc.returncode, slot)
 
-    def run(self, boots=3, env=None, timeout=60, capture=True, on_boot=None):
+    def run(self, boots=3, env=None, timeout=60, capture=True, on_boot=None, on_line=None):
         """Boot, and boot again after each reset, panic, soft reset or power
         cut, at most `boots` times. The fault variables in `env`
         (OTA_POWER_CUT_AT, ...) apply to the first boot only. -> [Boot]"""
         done = []
         env = dict(env or {})
         while len(done) < boots:
-            b = self.boot(env, timeout, capture=capture)
+            b = self.boot(env, timeout, capture=capture, on_line=on_line)
             done.append(b)
             if on_boot:
                 on_boot(len(done), b)

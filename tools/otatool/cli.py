@@ -16,6 +16,7 @@ COMMANDS = [
     "serve",
     "sign",
     "board",
+    "demo",
 ]
 
 

@@ -17,14 +17,11 @@ import machine  # noqa: F401
 import _chip
 
 FS = _chip.DIR + "/fs"
-_host = vfs.VfsPosix()  # no root: takes host paths as they are
-
-
-class _BoardFs(vfs.VfsPosix):
-    # VfsPosix builds both paths of a rename in one buffer, so two absolute
-    # paths fail (HOST-BOARD-NOTES.md); littlefs on a board has no such bug.
-    def rename(self, old, new):
-        _host.rename(*[FS + p if p[0] == "/" else p for p in (old, new)])
+# A plain VfsPosix: the unix port cannot import modules from a mounted
+# subclass of it (its import_stat then reads the wrong object), and imports
+# from /lib matter more than the one trap that remains: os.rename with two
+# absolute paths fails here (HOST-BOARD-NOTES.md), so board code renames
+# with paths relative to the cwd "/", which littlefs boards handle alike.
 
 
 def _run_file(name, g):
@@ -56,7 +53,7 @@ def run(script=None, lib=None):
     # script: source to run instead of boot.py/main.py; lib: a host
     # directory mounted as /lib (development: the repo's lib/)
     vfs.umount("/")
-    vfs.mount(_BoardFs(FS), "/")
+    vfs.mount(vfs.VfsPosix(FS), "/")
     if lib:
         vfs.mount(vfs.VfsPosix(lib), "/lib")
     os.chdir("/")
