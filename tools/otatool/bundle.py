@@ -37,7 +37,7 @@ import os
 import re
 import struct
 
-from otatool.cli import CliError
+from otatool.cli import CliError, write_output
 
 MAGIC = b"OTAB"
 FORMAT = 1
@@ -206,11 +206,7 @@ def cmd_bundle(args):
         data = make_bundle(args.src_dir, args.version, args.project, args.delete, args.secure_version)
     except (ValueError, OSError) as e:
         raise CliError(str(e))
-    try:
-        with open(args.output, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        raise CliError("%s: %s" % (args.output, e.strerror or e))
+    write_output(args.output, data)
     d = read_bundle_header(data)
     print("%s: app bundle %s%s, %d files (%d bytes), %d deletions, %d bytes"
           % (args.output, d["version"], " of " + d["project_name"] if d["project_name"] else "",

@@ -24,6 +24,15 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
 
 
+def write_output(path, data):
+    """Write a file the user asked for, or fail in one line."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise CliError("%s: %s" % (path, e.strerror or e))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="otatool", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

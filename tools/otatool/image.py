@@ -7,7 +7,7 @@ import sys
 
 from otatool import LIB_DIR
 from otatool.appimage import CHIP_IDS, make_app_image
-from otatool.cli import CliError
+from otatool.cli import CliError, write_output
 
 MAX_IMAGE = 16 << 20  # the largest app partition ESP-IDF can map
 
@@ -70,11 +70,7 @@ def cmd_make(args):
                               secure_version=args.secure_version, project_name=args.project)
     except ValueError as e:
         raise CliError(str(e))
-    try:
-        with open(args.output, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        raise CliError("%s: %s" % (args.output, e.strerror or e))
+    write_output(args.output, data)
     print("%s: %s app image %s, %d bytes" % (args.output, args.chip, args.version, len(data)))
     return 0
 

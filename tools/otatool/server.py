@@ -62,6 +62,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from otatool import campaigns
 from otatool.campaigns import Conflict, Invalid, NotFound, Store
+from otatool.serve import byte_range
 
 log = logging.getLogger("otatool.server")
 
@@ -461,24 +462,11 @@ async def check(request):
 
 
 def _byte_range(header, size):
-    """(start, end) of a single `bytes=` range, None to ignore the header
-    (RFC 9110 lets a server ignore what it does not support), or
-    HTTPRequestRangeNotSatisfiable."""
-    unit, _, spec = header.partition("=")
-    first, dash, last = spec.strip().partition("-")
-    if unit.strip() != "bytes" or not dash or "," in spec:
-        return None
-    try:
-        if first == "":
-            start, end = max(size - int(last), 0), size
-        else:
-            start = int(first)
-            end = min(int(last) + 1, size) if last else size
-    except ValueError:
-        return None
-    if start >= size or start >= end:
+    """serve.byte_range, with a 416 raised as aiohttp wants it."""
+    r = byte_range(header, size)
+    if r == "unsatisfiable":
         raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": "bytes */%d" % size})
-    return start, end
+    return r
 
 
 async def firmware(request):
