@@ -3,9 +3,13 @@
 # submodule ota.check would replace the function ota.check by the module.
 #
 #   offer = ota.check("https://ota.example.com", TOKEN, cert_pem=CA)
-#   if offer:   # {url, version, size, sha256, kind, campaign}
+#   if offer:   # {url, version, size, sha256, kind, campaign[, manifest]}
 #       ...ota.update(offer["url"], sha256=offer["sha256"], size=offer["size"], ...)
 #       ota.checkin.report(server, TOKEN, offer["campaign"], "installed")
+#
+# `manifest`, when the admin uploaded one with the image, is the URL of its
+# signed manifest: a board with a public key installs through it instead,
+# ota.begin(offer["manifest"], public_key=KEY, ...) (see main.py).
 #
 # The check-in says which version runs; the server alone decides whether an
 # update is due, so a board never compares versions itself. The device token
@@ -107,6 +111,8 @@ def _offer(raw):
     for name, typ in _FIELDS:
         if not isinstance(offer.get(name), typ):
             raise OTAError(ESP_ERR_INVALID_RESPONSE, "check answer without %s" % name)
+    if not isinstance(offer.get("manifest", ""), str):
+        raise OTAError(ESP_ERR_INVALID_RESPONSE, "check answer: manifest is not a URL")
     return offer
 
 

@@ -27,8 +27,8 @@ password, prints it once and stores only its scrypt hash;
     POST /admin/devices    {"user", "project"?, "name"?, "token"?} -> 201 {"token"}
     GET  /admin/users | /admin/projects[?user=] | /admin/devices[?user=&project=]
     DELETE /admin/devices/<token>
-    POST /admin/ota/upload multipart file                          -> 201 file
-    POST /admin/ota/start  multipart file + fields (or query):     -> 201
+    POST /admin/ota/upload multipart file [+ manifest]             -> 201 file
+    POST /admin/ota/start  multipart file [+ manifest] + fields (or query): -> 201
          token=T | user=U [project=P] | none (every device);
          allow_downgrade=1, max_attempts=N, url=U (devices fetch the image
          there, e.g. a CDN, instead of /ota/fw/<id>)
@@ -40,10 +40,27 @@ Device API (the device token is its credential, in the query or the
 X-OTA-Token header):
 
     GET  /ota/check?token=&version=&build=&chip=
-         -> 204 nothing due | 200 {url, version, size, sha256, kind, campaign}
+         -> 204 nothing due | 200 {url, version, size, sha256, kind, campaign
+                                   [, manifest]}
     GET  /ota/fw/<id>   the image; Range/206, If-Range, ETag = "sha256"
+    GET  /ota/fw/<id>/manifest.json   its signed manifest, if one was uploaded
+    GET  /ota/fw/<id>/<name>          the image again, when <name> is the
+                                      manifest's relative url
     POST /ota/report    {token, campaign, state, error?, progress?} -> 204
          state: downloading | installed | confirmed | rolled_back | failed
+
+Signed updates: the private key never comes here. The publisher signs on
+their own machine (`otatool sign app.bin --key K --url app.bin` writes
+app.manifest.json) and uploads the manifest with the image, as the multipart
+field `manifest` (`curl -F file=@app.bin -F manifest=@app.manifest.json`).
+The server checks that the manifest describes that image (kind, version,
+size, sha256; the signature is the boards' to check) and that its url is
+absolute or a bare file name, which it then serves next to the manifest.
+The check answer carries the manifest's URL, not the manifest: the answer
+stays a few hundred bytes for a board with little RAM, and the board fetches
+the manifest with the same call as from static hosting
+(ota.begin(manifest_url, public_key=...)). A board with a public key takes
+the image from the signed manifest's url and ignores the offer's `url`.
 """
 import asyncio
 import base64
