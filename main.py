@@ -11,6 +11,7 @@
 #   allow_http  true to allow plain http (development only)
 #   kind        what this board updates: "firmware" (default) or "bundle"
 #               (the app's files in /app, where ota.boot() looks)
+import gc
 import json
 import os
 
@@ -46,7 +47,7 @@ def running(cfg):
     if cfg.get("kind") == "bundle":
         b = st["bundle"]
         return (b["installed"] or {"version": "0"})["version"], b["state"] not in ("new", "pend")
-    return ota.running_app()["version"], st["running_state"] != "PENDING_VERIFY"
+    return ota.running_app()["version"], st.get("running_state") != "PENDING_VERIFY"
 
 
 def show_progress(done, total):
@@ -63,6 +64,7 @@ def install(cfg, kw, url, version, sha256=None, size=None):
         # chip and version before it fetches the image the manifest names,
         # whose size and sha256 the manifest binds.
         kw = dict(kw, public_key=cfg["public_key"].strip())
+    gc.collect()   # the check-in's leftovers: room for the buffers to come
     with ota.begin(url, target=target, sha256=sha256, size=size, on_progress=show_progress,
                    **kw) as h:
         new = h.get_img_desc()
@@ -107,11 +109,13 @@ def report_confirmed(cfg, kw, version):
     try:
         with open(PENDING) as f:
             pending = json.load(f)
-    except (OSError, ValueError):
-        return
+    except OSError:
+        return              # nothing to report
+    except ValueError:
+        pending = {}        # unreadable: drop it rather than stumble on it each boot
     # Another version runs: the update was rolled back, which the server
     # works out from this boot's check-in. Same version: boot.py confirmed it.
-    if pending["version"] != version or tell(cfg, kw, pending["campaign"], "confirmed"):
+    if pending.get("version") != version or tell(cfg, kw, pending["campaign"], "confirmed"):
         os.remove(PENDING)
 
 
@@ -137,7 +141,7 @@ def campaign_update(cfg, kw, version):
         new = install(cfg, kw, url, version, offer["sha256"], offer["size"])
         if new is None:
             raise ota.OTAError(ota.ESP_ERR_INVALID_VERSION, "offer is the running version")
-    except ota.OTAError as e:
+    except Exception as e:   # OTAError (its str() starts with the code's name), MemoryError...
         tell(cfg, kw, campaign, "failed", str(e))
         raise
     with open(PENDING, "w") as f:
@@ -148,6 +152,10 @@ def campaign_update(cfg, kw, version):
 
 
 def main():
+    # This file was just compiled from source: free the compiler's garbage
+    # before the update's modules load, or they land scattered across the
+    # heap and leave no 4 KiB block for the flash sector buffer.
+    gc.collect()
     cfg = load_config()
     try:
         kw = connection_options(cfg)
@@ -161,8 +169,12 @@ def main():
     except Exception as e:
         # Whatever went wrong with the update, the app still starts.
         print("ota: update failed:", e)
+    # The application itself: app_main.py (named after ESP-IDF's app_main(),
+    # and not app.py, which `import app` would not find: the bundle
+    # directory /app comes first, as a package). With app bundles it lives
+    # in /app, which ota.boot() put on sys.path.
     try:
-        import app   # the application itself
+        import app_main
     except ImportError:
         pass
 

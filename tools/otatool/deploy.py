@@ -33,8 +33,8 @@ DEFAULT_CONFIG = {
     "token": None,        # with this device's token
     "ca": None,           # board path of the CA certificate (PEM); set by --ca
     "allow_http": False,  # plain http (development only)
-    "kind": "firmware",   # or "bundle"
-    "app_dir": "/app",    # bundle directory
+    "kind": "firmware",   # or "bundle" (the app in /app)
+    "public_key": None,   # base64 Ed25519 key: install only signed manifests
 }
 
 # Index: the native architecture field of sys.implementation._mpy (bits

@@ -7,6 +7,14 @@ once, a local CA and a server certificate for localhost, 127.0.0.1 and ::1
 (plus the --bind address) and prints the CA file to give the board as
 `cert_pem`.
 
+Signed manifests are served like any file, as application/json when the name
+ends in .json. Put the image and its manifest side by side, the manifest
+naming the image relatively (`otatool sign app-1.2.0.bin --url app-1.2.0.bin`
+writes app-1.2.0.manifest.json), and point the board's url at a manifest:
+either that one, or one fixed name each release overwrites
+(`-o DIR/latest.manifest.json`), so boards configured once find every new
+release; a board refuses a manifest that is not newer than what it runs.
+
 The standard library's ThreadingHTTPServer rather than aiohttp: a thread per
 connection keeps a slow board from blocking the others, which is all a
 development server needs; the range and validator logic stays explicit and
@@ -83,7 +91,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._finish(t0, 404, 0, b"not found\n")
         st = os.stat(path)
         size, etag = st.st_size, file_etag(st)
-        headers = {"ETag": etag, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream",
+        ctype = "application/json" if path.endswith(".json") else "application/octet-stream"
+        headers = {"ETag": etag, "Accept-Ranges": "bytes", "Content-Type": ctype,
                    "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True)}
         if etag in [t.strip() for t in self.headers.get("If-None-Match", "").split(",")]:
             return self._finish(t0, 304, 0, None, headers)

@@ -69,6 +69,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import ssl
 import sys
 import threading
@@ -111,6 +112,9 @@ _JSON_MAX = 64 * 1024   # admin JSON bodies
 _REPORT_MAX = 1024      # device reports
 _FIELD_MAX = 128        # token, version, build, chip
 _FORM_SLACK = 64 * 1024  # multipart framing and fields around the file
+_MANIFEST_MAX = 2048    # what a board reads of a manifest (lib/ota/manifest.py)
+MANIFEST_NAME = "manifest.json"
+_MANIFEST_URL = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # a bare file name
 STORE = web.AppKey("store", Store)
 CONFIG = web.AppKey("config", dict)
 ADMIN = web.RequestKey("admin", str)
@@ -184,6 +188,7 @@ def make_app(config):
         web.get("/admin/ota/status", status),
         web.get("/ota/check", check),
         web.get("/ota/fw/{id}", firmware),
+        web.get("/ota/fw/{id}/{name}", signed_file),
         web.post("/ota/report", report),
     ])
     return app
@@ -350,7 +355,8 @@ def describe_upload(data):
 
 
 async def _form(request):
-    """(fields, (file name, bytes) or None) of a multipart request, bounded."""
+    """(fields, (file name, bytes) or None) of a multipart request, bounded.
+    A signed manifest (file or text field `manifest`) is fields["manifest"]."""
     limit = request.app[CONFIG]["max_upload"]
     if request.content_length is not None and request.content_length > limit + _FORM_SLACK:
         # Refuse before reading: the body may be gigabytes.
@@ -364,41 +370,87 @@ async def _form(request):
             data = value.file.read(limit + 1)
             if len(data) > limit:
                 raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
-            upload = (os.path.basename(value.filename or "upload.bin"), data)
+            if key == "manifest":
+                fields[key] = data
+            else:
+                upload = (os.path.basename(value.filename or "upload.bin"), data)
         else:
             fields[key] = value
     return fields, upload
 
 
-def _store_upload(app, name, data):
+def check_manifest(data, info):
+    """The signed fields of a manifest (`otatool sign` output) uploaded with
+    the image described by `info`; ValueError unless it describes exactly
+    that image and a board could fetch the image from its url. The signature
+    is not checked: that is the boards' job, with their public key."""
+    if len(data) > _MANIFEST_MAX:
+        raise ValueError("larger than the %d bytes a board reads" % _MANIFEST_MAX)
+    try:
+        env = json.loads(data)
+        fields = json.loads(base64.b64decode(env["manifest"], validate=True))
+        base64.b64decode(env["sig"], validate=True)
+        url = fields["url"]
+    except (ValueError, KeyError, TypeError):  # binascii.Error is a ValueError
+        raise ValueError("not a signed manifest (`otatool sign` makes one)") from None
+    for key in ("kind", "version", "size", "sha256"):
+        if fields.get(key) != info[key]:
+            raise ValueError("its %s %r is not the image's %r" % (key, fields.get(key), info[key]))
+    if not (isinstance(url, str) and (url.startswith(("http://", "https://"))
+                                      or _MANIFEST_URL.fullmatch(url) and url != MANIFEST_NAME)):
+        raise ValueError("its url %r is neither absolute nor a bare file name" % (url,))
+    return fields
+
+
+def _blob(app, fid, manifest=False):
+    return os.path.join(app[CONFIG]["files"], fid + (".manifest.json" if manifest else ".bin"))
+
+
+def _write(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _store_upload(app, name, data, manifest=None):
     try:
         info = describe_upload(data)
     except ValueError as e:
         raise Invalid("not a firmware image or app bundle: %s" % e)
     info["size"] = len(data)
     info["sha256"] = hashlib.sha256(data).hexdigest()
+    if isinstance(manifest, str):
+        manifest = manifest.encode()
+    if manifest is not None:
+        try:
+            check_manifest(manifest, info)
+        except ValueError as e:
+            raise Invalid("manifest: %s" % e)
     row = app[STORE].add_file(name, info)
-    path = os.path.join(app[CONFIG]["files"], row["id"] + ".bin")
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    _write(_blob(app, row["id"]), data)
+    # Without a new manifest an earlier one stays: the id is the image's
+    # content, so it still describes it.
+    if manifest is not None:
+        _write(_blob(app, row["id"], manifest=True), manifest)
     return row
 
 
 async def upload(request):
-    _, up = await _form(request)
+    fields, up = await _form(request)
     if up is None:
         raise Invalid("multipart upload with a file is required")
-    row = _store_upload(request.app, *up)
+    row = _store_upload(request.app, *up, fields.get("manifest"))
     log.info("admin %s uploaded %s (%s %s)", request[ADMIN], row["file_name"], row["kind"],
              row["version"])
-    return web.json_response(_file_json(row), status=201)
+    return web.json_response(_file_json(request.app, row), status=201)
 
 
-def _file_json(row):
-    return {k: row[k] for k in ("id", "file_name", "kind", "chip", "version", "project_name",
-                                "size", "sha256")}
+def _file_json(app, row):
+    d = {k: row[k] for k in ("id", "file_name", "kind", "chip", "version", "project_name",
+                             "size", "sha256")}
+    d["signed"] = os.path.exists(_blob(app, row["id"], manifest=True))
+    return d
 
 
 def _flag(fields, key):
@@ -421,7 +473,7 @@ async def start(request):
     fields, up = await _form(request)
     store = request.app[STORE]
     if up is not None:
-        row = _store_upload(request.app, *up)
+        row = _store_upload(request.app, *up, fields.get("manifest"))
     elif fields.get("fileName"):
         row = store.file_by_name(fields["fileName"])
     else:
@@ -473,9 +525,12 @@ async def check(request):
     if c is None:
         return web.Response(status=204)
     base = request.app[CONFIG]["public_url"] or "%s://%s" % (request.scheme, request.host)
-    url = c["url"] or "%s/ota/fw/%s" % (base.rstrip("/"), c["file_id"])
-    return web.json_response({"url": url, "version": c["version"], "size": c["size"],
-                              "sha256": c["sha256"], "kind": c["kind"], "campaign": c["id"]})
+    fw = "%s/ota/fw/%s" % (base.rstrip("/"), c["file_id"])
+    offer = {"url": c["url"] or fw, "version": c["version"], "size": c["size"],
+             "sha256": c["sha256"], "kind": c["kind"], "campaign": c["id"]}
+    if os.path.exists(_blob(request.app, c["file_id"], manifest=True)):
+        offer["manifest"] = "%s/%s" % (fw, MANIFEST_NAME)
+    return web.json_response(offer)
 
 
 def _byte_range(header, size):
@@ -484,6 +539,25 @@ def _byte_range(header, size):
     if r == "unsatisfiable":
         raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": "bytes */%d" % size})
     return r
+
+
+async def signed_file(request):
+    """/ota/fw/<id>/manifest.json, and the image under the name the
+    manifest's relative url gives it."""
+    row = request.app[STORE].file(request.match_info["id"])
+    if row is None:  # else the id is a known one, safe in a path
+        raise NotFound("no such image")
+    try:
+        with open(_blob(request.app, row["id"], manifest=True), "rb") as f:
+            manifest = f.read()
+    except OSError:
+        raise NotFound("no manifest for this image")
+    name = request.match_info["name"]
+    if name == MANIFEST_NAME:
+        return web.Response(body=manifest, content_type="application/json")
+    if json.loads(base64.b64decode(json.loads(manifest)["manifest"]))["url"] != name:
+        raise NotFound("no such file")
+    return await firmware(request)
 
 
 async def firmware(request):
@@ -506,7 +580,7 @@ async def firmware(request):
     resp = web.StreamResponse(status=status, headers=headers)
     await resp.prepare(request)
     if request.method != "HEAD":
-        with open(os.path.join(request.app[CONFIG]["files"], row["id"] + ".bin"), "rb") as f:
+        with open(_blob(request.app, row["id"]), "rb") as f:
             f.seek(start)
             left = end - start
             while left:

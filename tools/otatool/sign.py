@@ -176,7 +176,18 @@ def register(sub):
                    help="private key file to create (default: %s)" % DEFAULT_KEYFILE)
     k.set_defaults(func=cmd_keygen)
 
-    s = sub.add_parser("sign", help="write the signed manifest of an app image or bundle")
+    s = sub.add_parser(
+        "sign", help="write the signed manifest of an app image or bundle",
+        description="Write the signed manifest of an app image or bundle: FILE.manifest.json "
+                    "next to it unless -o says otherwise (app-1.2.0.bin -> "
+                    "app-1.2.0.manifest.json).",
+        epilog="Publishing with static hosting (`otatool serve DIR`, nginx, a CDN): put the "
+               "image and the manifest in one directory, sign with --url set to the image's "
+               "file name (a URL relative to the manifest), and set the board's url to the "
+               "manifest, e.g. -o DIR/latest.manifest.json overwritten by each release. With "
+               "`otatool server`, upload the manifest with the image (field `manifest`); the "
+               "server serves the image under that relative name. The board needs only the "
+               "public key that `otatool keygen` printed.")
     s.add_argument("file", metavar="IMAGE_OR_BUNDLE")
     s.add_argument("--key", required=True, help="private key file from `otatool keygen`")
     s.add_argument("--url", required=True,
@@ -188,5 +199,7 @@ def register(sub):
     s.add_argument("--project", help="check the update's project name")
     s.add_argument("--secure-version", type=int,
                    help="bundles: anti-rollback counter (default 0); firmware: check it")
-    s.add_argument("-o", "--output", help="manifest file (default: FILE with .manifest.json)")
+    s.add_argument("-o", "--output",
+                   help="manifest file (default: FILE with its extension replaced by "
+                        ".manifest.json)")
     s.set_defaults(func=cmd_sign)
