@@ -1,0 +1,198 @@
+# ota.updater: what main.py does at every boot, as a module so that it
+# ships compiled with the library (a board with ESP8266-size RAM cannot
+# compile this much source at boot): look for an update, install it, reboot
+# into it, and tell a campaign server how it went.
+#
+# Settings come from ota_config.json (written by `otatool deploy`):
+#   url         where the update is: the image or bundle itself or, when
+#               public_key is set, its signed manifest (`otatool sign`); or
+#   server, token   a campaign server (`otatool server`) that says what to
+#               fetch and hears how it went
+#   public_key  the publisher's Ed25519 key (`otatool keygen` prints it): then
+#               only updates with a manifest signed by that key install
+#   ca          path of the CA certificate (PEM) that signs the server's TLS cert
+#   allow_http  true to allow plain http (development only)
+#   kind        what this board updates: "firmware" (default) or "bundle"
+#               (the app's files in /app, where ota.boot() looks)
+#   wifi_ssid, wifi_password   join this network first (boards with Wi-Fi)
+import gc
+import json
+import os
+
+import machine
+import ota
+
+# The campaign and version installed but not yet reported as confirmed: the
+# report can only go out after the reboot, once boot.py confirmed the version.
+PENDING = "ota_pending.json"
+
+
+def load_config():
+    try:
+        with open("ota_config.json") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def connection_options(cfg):
+    kw = {"allow_http": bool(cfg.get("allow_http"))}
+    if cfg.get("ca"):
+        with open(cfg["ca"]) as f:
+            kw["cert_pem"] = f.read()
+    return kw
+
+
+def running(cfg):
+    # (version, confirmed) of what this board updates. Until boot.py has
+    # confirmed a new version it may still be rolled back, so nothing is
+    # installed over it and its success is not reported yet.
+    st = ota.status()
+    if cfg.get("kind") == "bundle":
+        b = st["bundle"]
+        return (b["installed"] or {"version": "0"})["version"], b["state"] not in ("new", "pend")
+    return ota.running_app()["version"], st.get("running_state") != "PENDING_VERIFY"
+
+
+_shown = [-1]
+
+
+def show_progress(done, total):
+    # A line per 5 %: enough for a person (or `otatool demo`) to follow, few
+    # enough for a serial console.
+    step = done * 20 // total if total > 0 else -1
+    if step != _shown[0]:
+        _shown[0] = step
+        print("ota: %d/%d bytes" % (done, total))
+
+
+def install(cfg, kw, url, version, sha256=None, size=None):
+    # Download, check and stage the update at url. -> its desc, or None when
+    # it is the version that runs already.
+    target = ota.AppBundle() if cfg.get("kind") == "bundle" else None
+    if cfg.get("public_key"):
+        # url is then a signed manifest: the client checks its signature,
+        # chip and version before it fetches the image the manifest names,
+        # whose size and sha256 the manifest binds.
+        kw = dict(kw, public_key=cfg["public_key"].strip())
+    gc.collect()   # the check-in's leftovers: room for the buffers to come
+    with ota.begin(url, target=target, sha256=sha256, size=size, on_progress=show_progress,
+                   **kw) as h:
+        new = h.get_img_desc()
+        if new["version"] == version:
+            print("ota: already running", version)
+            return None
+        print("ota: installing", new["project_name"], new["version"])
+        while h.perform() == ota.IN_PROGRESS:
+            pass
+        h.finish()
+    return new
+
+
+def static_update(cfg, kw, version):
+    try:
+        new = install(cfg, kw, cfg["url"], version)
+    except ota.OTAError as e:
+        if e.code != ota.ESP_ERR_INVALID_VERSION:
+            raise
+        # The URL still serves this version (or an older one): not a failure.
+        print("ota: no update:", e.msg)
+        return
+    if new:
+        print("ota: update installed, rebooting")
+        machine.reset()
+
+
+def tell(cfg, kw, campaign, state, error=None):
+    # A report that does not get through stops nothing: the server also
+    # learns from the version each check-in carries (and sees a rollback as
+    # old -> new -> old). False only when the server could not be reached,
+    # i.e. when trying again later may help.
+    try:
+        ota.report(cfg["server"], cfg["token"], campaign, state, error=error, **kw)
+    except ota.OTAError as e:
+        print("ota: report %s failed: %s" % (state, e))
+        return e.http_status is not None
+    return True
+
+
+def report_confirmed(cfg, kw, version):
+    try:
+        with open(PENDING) as f:
+            pending = json.load(f)
+    except OSError:
+        return              # nothing to report
+    except ValueError:
+        pending = {}        # unreadable: drop it rather than stumble on it each boot
+    # Another version runs: the update was rolled back, which the server
+    # works out from this boot's check-in. Same version: boot.py confirmed it.
+    if pending.get("version") != version or tell(cfg, kw, pending["campaign"], "confirmed"):
+        os.remove(PENDING)
+
+
+def campaign_update(cfg, kw, version):
+    report_confirmed(cfg, kw, version)
+    kind = cfg.get("kind", "firmware")
+    # For firmware, check() reads the running app's version and build date
+    # itself; a bundle's version is the one to tell.
+    offer = ota.check(cfg["server"], cfg["token"], version=version if kind == "bundle" else None,
+                      **kw)
+    if not offer:
+        return
+    campaign = offer["campaign"]
+    url = offer.get("manifest") if cfg.get("public_key") else offer["url"]
+    try:
+        if offer["kind"] != kind:
+            raise ota.OTAError(ota.ESP_ERR_INVALID_VERSION,
+                               "offer is a %s, this board updates %s" % (offer["kind"], kind))
+        if not url:
+            raise ota.OTAError(ota.ESP_ERR_OTA_VALIDATE_FAILED,
+                               "offer has no signed manifest and this board has a public_key")
+        tell(cfg, kw, campaign, "downloading")
+        new = install(cfg, kw, url, version, offer["sha256"], offer["size"])
+        if new is None:
+            raise ota.OTAError(ota.ESP_ERR_INVALID_VERSION, "offer is the running version")
+    except Exception as e:   # OTAError (its str() starts with the code's name), MemoryError...
+        tell(cfg, kw, campaign, "failed", str(e))
+        raise
+    with open(PENDING, "w") as f:
+        json.dump({"campaign": campaign, "version": new["version"]}, f)
+    tell(cfg, kw, campaign, "installed")
+    print("ota: update installed, rebooting")
+    machine.reset()
+
+
+def join_wifi(cfg):
+    # Boards with Wi-Fi: join the configured network, waiting at most 20 s.
+    # Without `network` (the unix port) or without settings, nothing to do.
+    if not cfg.get("wifi_ssid"):
+        return
+    import network
+    import time
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    if not wlan.isconnected():
+        wlan.connect(cfg["wifi_ssid"], cfg.get("wifi_password", ""))
+        for _ in range(200):
+            if wlan.isconnected():
+                return
+            time.sleep_ms(100)
+        raise OSError("Wi-Fi: could not join %s" % cfg["wifi_ssid"])
+
+
+def run():
+    gc.collect()
+    cfg = load_config()
+    try:
+        join_wifi(cfg)
+        kw = connection_options(cfg)
+        version, confirmed = running(cfg)
+        if not confirmed:
+            print("ota: %s is not confirmed: no update until it is" % version)
+        elif cfg.get("server"):
+            campaign_update(cfg, kw, version)
+        elif cfg.get("url"):
+            static_update(cfg, kw, version)
+    except Exception as e:
+        # Whatever went wrong with the update, the app still starts.
+        print("ota: update failed:", e)
