@@ -5,13 +5,15 @@ full image check."""
 import ast
 import json
 import os
+import sysconfig
 
 import pytest
 
-from conftest import REPO, run_mpy
+from conftest import run_mpy
 from shimutil import OTA_1, device, fresh_board, image, state
 
-STUB = os.path.join(REPO, ".venv", "lib", "python3.11", "site-packages", "esp32.pyi")
+# micropython-esp32-stubs installs esp32.pyi into site-packages
+STUB = os.path.join(sysconfig.get_paths()["purelib"], "esp32.pyi")
 
 # Where ports/esp32/esp32_partition.c and the stubs disagree: call -> what the
 # firmware does ("ok" or the exception's type).
