@@ -33,31 +33,6 @@ ESP_ERR_HTTP_NOT_MODIFIED = const(0x7009)
 ESP_ERR_HTTP_INCOMPLETE_DATA = const(0x700C)
 IN_PROGRESS = const(0x9001)  # ESP_ERR_HTTPS_OTA_IN_PROGRESS
 
-_NAMES = {
-    0: "ESP_OK",
-    -1: "ESP_FAIL",
-    0x101: "ESP_ERR_NO_MEM",
-    0x102: "ESP_ERR_INVALID_ARG",
-    0x103: "ESP_ERR_INVALID_STATE",
-    0x104: "ESP_ERR_INVALID_SIZE",
-    0x105: "ESP_ERR_NOT_FOUND",
-    0x106: "ESP_ERR_NOT_SUPPORTED",
-    0x107: "ESP_ERR_TIMEOUT",
-    0x108: "ESP_ERR_INVALID_RESPONSE",
-    0x10A: "ESP_ERR_INVALID_VERSION",
-    0x1503: "ESP_ERR_OTA_VALIDATE_FAILED",
-    0x1504: "ESP_ERR_OTA_SMALL_SEC_VER",
-    0x1505: "ESP_ERR_OTA_ROLLBACK_FAILED",
-    0x1506: "ESP_ERR_OTA_ROLLBACK_INVALID_STATE",
-    0x6001: "ESP_ERR_FLASH_OP_FAIL",
-    0x6002: "ESP_ERR_FLASH_OP_TIMEOUT",
-    0x7001: "ESP_ERR_HTTP_MAX_REDIRECT",
-    0x7002: "ESP_ERR_HTTP_CONNECT",
-    0x7009: "ESP_ERR_HTTP_NOT_MODIFIED",
-    0x700C: "ESP_ERR_HTTP_INCOMPLETE_DATA",
-    0x9001: "ESP_ERR_HTTPS_OTA_IN_PROGRESS",
-}
-
 
 class OTAError(Exception):
     # code: the esp_err_t value; name: its symbolic name; http_status: the
@@ -65,9 +40,23 @@ class OTAError(Exception):
     def __init__(self, code, msg="", http_status=None):
         super().__init__(code, msg)
         self.code = code
-        self.name = _NAMES.get(code, "ESP_ERR_0x%X" % code)
         self.msg = msg
         self.http_status = http_status
+
+    @property
+    def name(self):
+        # The module constant with this value: the constants carry ESP-IDF's
+        # names, so no second table of names costs a board RAM.
+        code = self.code
+        if code == IN_PROGRESS:
+            return "ESP_ERR_HTTPS_OTA_IN_PROGRESS"
+        if code == OK:
+            return "ESP_OK"
+        g = globals()
+        for k in g:
+            if k.startswith("ESP_") and g[k] == code:
+                return k
+        return "ESP_ERR_0x%X" % code
 
     def __str__(self):
         return "%s: %s" % (self.name, self.msg) if self.msg else self.name

@@ -89,7 +89,11 @@ class AppBundle:
         self._buf = bytearray(bufsize)
         self._mv = memoryview(self._buf)
         self._ph = _IDLE
-        self._desc = self._f = self._hdr = self._it = None
+        # Every attribute is made here, while the heap is still roomy: one
+        # added later regrows the instance's table when the heap is full.
+        self._desc = self._f = self._hdr = self._it = self._hash = self._fh = None
+        self._want = self._name = self._prev = None
+        self._size = self._bs = self._fill = self._left = self._n = self._dlen = self._need = 0
 
     # -- Target interface (ARCHITECTURE.md) ----------------------------------
 
@@ -171,6 +175,7 @@ class AppBundle:
         try:
             if self._ph != _DONE:
                 raise OTAError(_VALIDATE_FAILED, "truncated bundle")
+            self._buf = self._mv = None     # all in: the swap gets its room
             m = self.meta
             # A directory the swap must create cannot be a file of the app
             # now: refused here, before the commit point.

