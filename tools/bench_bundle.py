@@ -28,6 +28,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+
+import benchutil  # noqa: E402
 BIN = os.path.dirname(sys.executable)
 
 from otatool.bundle import build, read_bundle_header  # noqa: E402
@@ -49,20 +51,26 @@ ota.update(%r, allow_http=True, target=ota.AppBundle("/app"))
 print("ok")
 """
 
-TARGET_ONLY = """
-import ota
-gc.collect()
+# The bundle target fed from /in.bundle instead of the network.
+FEED = """
 class Client:
     def get_image_size(self):
         return os.stat("/in.bundle")[6]
-t = ota.AppBundle("/app")
-t.begin(Client())
-with open("/in.bundle", "rb") as f:
-    n = 1
-    while n:
-        n = f.readinto(t.window())
-        t.commit(n)
-t.finish()
+def feed(t):
+    t.begin(Client())
+    with open("/in.bundle", "rb") as f:
+        n = 1
+        while n:
+            n = f.readinto(t.window())
+            t.commit(n)
+    t.finish()
+"""
+
+TARGET_ONLY = """
+import ota
+gc.collect()
+""" + FEED + """
+feed(ota.AppBundle("/app"))
 print("ok")
 """
 
@@ -119,21 +127,12 @@ print("ms", best_ota, best_bare, best_files)
 TARGET_TIMED = r"""
 import ota, hashlib
 import ota.bundle_boot as bb
-class Client:
-    def get_image_size(self):
-        return os.stat("/in.bundle")[6]
+""" + FEED + r"""
 for bs in (1024, 4096):
     best_t = best_b = 1 << 30
     for i in range(%d):
         t0 = time.ticks_us()
-        t = ota.AppBundle("/app", allow_downgrade=True, bufsize=bs)
-        t.begin(Client())
-        with open("/in.bundle", "rb") as f:
-            n = 1
-            while n:
-                n = f.readinto(t.window())
-                t.commit(n)
-        t.finish()
+        feed(ota.AppBundle("/app", allow_downgrade=True, bufsize=bs))
         best_t = min(best_t, time.ticks_diff(time.ticks_us(), t0))
         bb.boot("/app")
         bb.mark_app_valid("/app")
@@ -186,27 +185,15 @@ def fresh_board(root, bundle):
     return fs
 
 
-def smallest_heap(code, root, bundle, mpy_path, span=4):
-    # Bisect to 1 KiB, then go up until every size from there to `span` KiB
-    # above completes too: the heap's fragmentation makes single sizes pass
-    # or fail by chance.
+def smallest_heap(code, root, bundle, mpy_path):
+    # In KiB, every size up to 4 KiB above completing too.
     def works(kb):
         r = run(code, fresh_board(root, bundle), mpy_path, kb)
         return r.returncode == 0 and "ok" in r.stdout
-    lo, hi = 8, 256
-    if not works(hi):
-        raise SystemExit("does not complete even with %d KiB" % hi)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if works(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    while True:
-        failed = [kb for kb in range(lo, lo + span + 1) if not works(kb)]
-        if not failed:
-            return lo
-        lo = failed[-1] + 1
+    kb = benchutil.smallest_heap(works, 8, 256, grain=1, span=4)
+    if kb is None:
+        raise SystemExit("does not complete even with 256 KiB")
+    return kb
 
 
 def main():

@@ -32,6 +32,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import benchutil  # noqa: E402
+
 from otatool import LIB_DIR, SHIM_DIR  # noqa: E402
 from otatool.appimage import make_app_image  # noqa: E402
 from otatool.serve import start_server  # noqa: E402
@@ -121,25 +123,10 @@ def run(script, template, work, path, heap=None):
     return None
 
 
-def smallest_heap(script, template, work, path, lo=8 * 1024, hi=96 * 1024, span=4096, step=512):
-    # Bisect to 256 bytes, then go up until every size from there to
-    # `span` above completes (in `step`s). None if `hi` does not complete.
-    def works(heap):
-        return run(script, template, work, path, heap) is not None
-    if not works(hi):
-        return None
-    while hi - lo > 256:
-        mid = (lo + hi) // 2 // 256 * 256
-        if works(mid):
-            hi = mid
-        else:
-            lo = mid
-    start = hi
-    while True:
-        failed = [h for h in range(start, start + span + 1, step) if not works(h)]
-        if not failed:
-            return start
-        start = failed[-1] + 256
+def smallest_heap(script, template, work, path, lo=8 * 1024, hi=96 * 1024):
+    # To 256 bytes, every size up to 4 KiB above completing too.
+    return benchutil.smallest_heap(lambda heap: run(script, template, work, path, heap) is not None,
+                                   lo, hi, grain=256, span=4096, step=512)
 
 
 def main():

@@ -54,25 +54,13 @@ _FINISHED = const(5)
 
 
 def newer(a, b):
-    # Is version a newer than b? Semantic: 1.10 > 1.9, 1.2 == 1.2.0, and a
-    # pre-release ("-rc1") ranks below its release. Any other string: newer
-    # when different.
-    k = []
+    # Is version a newer than b (ota.version's order)? A version that is not
+    # semantic counts as newer whenever it differs.
+    from ota.version import version_key
     try:
-        for v in (a, b):
-            if v[:1] in ("v", "V"):
-                v = v[1:]
-            i = v.find("-")
-            pre = "" if i < 0 else v[i + 1:]
-            nums = []
-            for x in (v if i < 0 else v[:i]).split("."):
-                nums.append(int(x))
-            while len(nums) > 1 and nums[-1] == 0:
-                nums.pop()
-            k.append((nums, not pre, pre))
+        return version_key(a) > version_key(b)
     except ValueError:
         return a != b
-    return k[0] > k[1]
 
 
 class AppBundle:

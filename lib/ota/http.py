@@ -59,18 +59,6 @@ _LINE = bytearray(128)
 _B1 = bytearray(1)
 
 
-def pem_to_der(pem):
-    # ota.certs.pem_to_der (kept here for callers of this module's API)
-    from ota.certs import pem_to_der
-    return pem_to_der(pem)
-
-
-def der_certs(der):
-    # ota.certs.der_certs (kept here for callers of this module's API)
-    from ota.certs import der_certs
-    return der_certs(der)
-
-
 def _split(url):
     # "scheme://host:port/path?q#f" -> ("scheme://host:port", "/path?q")
     i = url.find("://") + 3

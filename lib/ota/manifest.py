@@ -28,6 +28,8 @@
 import binascii
 import json
 
+from ota.version import version_key
+
 from ota import (OTAError, ESP_ERR_INVALID_ARG, ESP_ERR_INVALID_SIZE,
                  ESP_ERR_INVALID_VERSION, ESP_ERR_OTA_SMALL_SEC_VER,
                  ESP_ERR_OTA_VALIDATE_FAILED)
@@ -66,32 +68,6 @@ def public_key_bytes(public_key):
         raise OTAError(ESP_ERR_INVALID_ARG,
                        "public_key must be 32 bytes or their base64 (otatool keygen prints it)")
     return bytes(public_key)
-
-
-def version_key(version):
-    """Sort key of a version string, SemVer 2.0 precedence: an optional
-    leading "v", dot-separated numbers compared as numbers ("1.10" > "1.9",
-    "1.2" == "1.2.0"), then an optional "-pre.release" that ranks below the
-    release itself; "+build" metadata is ignored. ValueError otherwise."""
-    v = version[1:] if version[:1] in ("v", "V") else version
-    v = v.split("+", 1)[0]
-    core, sep, pre = v.partition("-")
-    nums = []
-    for part in core.split("."):
-        if not part.isdigit():
-            raise ValueError("version %r is not dotted numbers" % version)
-        nums.append(int(part))
-    while len(nums) > 1 and nums[-1] == 0:
-        nums.pop()
-    if not sep:
-        return tuple(nums), (1,)
-    ids = []
-    for part in pre.split("."):
-        if not part:
-            raise ValueError("version %r has an empty pre-release part" % version)
-        # numeric identifiers rank below alphanumeric ones
-        ids.append((0, int(part), "") if part.isdigit() else (1, 0, part))
-    return tuple(nums), (0, tuple(ids))
 
 
 def _check_fields(m):

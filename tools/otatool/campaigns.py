@@ -29,10 +29,11 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import re
 import secrets
 import sqlite3
 import time
+
+from otatool import device_module
 
 STATES = ("downloading", "installed", "confirmed", "rolled_back", "failed")
 FAILED = ("failed", "rolled_back")
@@ -75,23 +76,17 @@ class Conflict(ValueError):
 
 # --- versions ---------------------------------------------------------------
 
-_VERSION = re.compile(r"v?(\d+(?:\.\d+)*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]*)?")
-
-
 def version_key(text):
     """Sort key of a semantic version ("1.10.0" > "1.9.3", "2.0.0-rc1" <
-    "2.0.0", "1.2" == "1.2.0"), or None when `text` is not one."""
-    m = _VERSION.fullmatch(text.strip()) if text else None
-    if not m:
+    "2.0.0", "1.2" == "1.2.0"), or None when `text` is not one. The board's
+    own ordering (lib/ota/version.py), so the server offers only what a
+    board accepts as newer."""
+    if not text:
         return None
-    nums = [int(x) for x in m.group(1).split(".")]
-    while len(nums) > 1 and nums[-1] == 0:
-        nums.pop()
-    if m.group(2) is None:
-        return (tuple(nums), 1, ())
-    # SemVer 11.4: numeric identifiers sort numerically and before alphanumeric ones.
-    pre = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in m.group(2).split("."))
-    return (tuple(nums), 0, pre)
+    try:
+        return device_module("ota.version").version_key(text.strip())
+    except ValueError:
+        return None
 
 
 def same_version(a, b):

@@ -3,9 +3,8 @@
 Checking runs the DEVICE's streaming validator (lib/ota/image.py) under
 CPython, so the host accepts exactly what a board will accept.
 """
-import sys
 
-from otatool import LIB_DIR
+from otatool import device_module
 from otatool.appimage import CHIP_IDS, make_app_image
 from otatool.cli import CliError, write_output
 
@@ -13,11 +12,7 @@ MAX_IMAGE = 16 << 20  # the largest app partition ESP-IDF can map
 
 
 def _device_validator():
-    if LIB_DIR not in sys.path:
-        sys.path.insert(0, LIB_DIR)
-    from ota import OTAError
-    from ota.image import ImageValidator
-    return ImageValidator, OTAError
+    return device_module("ota.image").ImageValidator, device_module("ota").OTAError
 
 
 def describe_image(data, chip=None):

@@ -17,17 +17,14 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from otatool import LIB_DIR
+from otatool import device_module
 from otatool.cli import CliError
 
 DEFAULT_KEYFILE = "ota-signing-key.pem"
 
 
 def _device():
-    if LIB_DIR not in sys.path:
-        sys.path.insert(0, LIB_DIR)
-    from ota import OTAError, manifest
-    return manifest, OTAError
+    return device_module("ota.manifest"), device_module("ota").OTAError
 
 
 def public_key_b64(private_key):
