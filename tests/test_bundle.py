@@ -99,7 +99,7 @@ def show(name, value):
 # mkdir, rmdir; open for writing, write, close of such a file) and cuts the
 # power at change number CUT.
 CUT = r'''
-import ota, ota.bundle, ota.bundle_boot
+import ota, ota.bundle, ota.swap
 changes = [0]
 def change():
     changes[0] += 1
@@ -133,7 +133,7 @@ def counting_open(p, mode="r"):
         change()
         return CountingFile(_open(p, mode))
     return _open(p, mode)
-for m in (ota.bundle, ota.bundle_boot):
+for m in (ota.bundle, ota.swap):
     m.os = CountingOs()
     m.open = counting_open
 '''
@@ -184,7 +184,7 @@ def script(board, body, data=None, mount=None):
     if data is not None:
         (board / "in.bundle").write_bytes(data)
         head += "DATA = open(%r, 'rb').read()\n" % str(board / "in.bundle")
-    return head + (mount or posix(board)) + "import ota, ota.bundle_boot as bb\n" + body
+    return head + (mount or posix(board)) + "import ota, ota.bundle_boot as bb, ota.swap as swap\n" + body
 
 
 @pytest.fixture(scope="session")
@@ -279,7 +279,7 @@ def test_update_replaces_named_files_deletes_listed_and_keeps_config(v1_board, b
                              "show('desc', t.desc())\n"
                              "show('tree', tree('/app'))\n"
                              "show('boot', bb.boot('/app'))\n"
-                             "show('running', bb.running_desc('/app'))\n", bundles[1]), v1_board)
+                             "show('running', swap.running_desc('/app'))\n", bundles[1]), v1_board)
     assert shown(r, "desc")["version"] == "1.10.0"
     assert shown(r, "desc")["project_name"] == "demo"
     t = shown(r, "tree")
@@ -296,7 +296,7 @@ def test_unconfirmed_bundle_rolls_back_on_its_second_boot(v1_board, bundles):
     r = run(script(v1_board, "show('first', bb.boot('/app'))\nshow('tree', tree('/app'))\n"), v1_board)
     assert shown(r, "first") == "pending" and shown(r, "tree") == v2_tree()
     r = run(script(v1_board, "show('second', bb.boot('/app'))\nshow('tree', tree('/app'))\n"
-                             "show('running', bb.running_desc('/app'))\n"
+                             "show('running', swap.running_desc('/app'))\n"
                              "show('third', bb.boot('/app'))\n"), v1_board)
     assert shown(r, "second") == "rolled_back"
     assert shown(r, "tree") == v1_tree()
@@ -310,7 +310,7 @@ def test_confirmed_bundle_stays_and_rollback_on_request_restores_the_previous(v1
     r = run(script(v1_board, "bb.boot('/app')\nbb.mark_app_valid('/app')\n"
                              "show('again', bb.boot('/app'))\nshow('tree', tree('/app'))\n"
                              "bb.rollback('/app')\nshow('back', tree('/app'))\n"
-                             "show('running', bb.running_desc('/app'))\n"
+                             "show('running', swap.running_desc('/app'))\n"
                              "try:\n    bb.rollback('/app')\nexcept ota.OTAError as e:\n"
                              "    show('err', e.name)\n"), v1_board)
     assert shown(r, "again") == "valid" and shown(r, "tree") == v2_tree()
@@ -323,7 +323,7 @@ def test_first_bundle_over_a_plain_app_rolls_back_to_the_plain_app(tmp_path, bun
     board = tmp_path / "board"
     write_files(str(board / "fs" / "app"), V0)
     r = run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.rollback('/app')\n"
-                          "show('tree', tree('/app'))\nshow('running', bb.running_desc('/app'))\n",
+                          "show('tree', tree('/app'))\nshow('running', swap.running_desc('/app'))\n",
                    bundles[0]), board)
     assert shown(r, "tree") == digest_tree(V0)
     assert shown(r, "running") is None
@@ -335,7 +335,7 @@ def test_new_update_is_refused_until_the_installed_bundle_is_confirmed(v1_board,
     r = run(script(v1_board, "try:\n    feed(ota.AppBundle('/app'), DATA)\nexcept ota.OTAError as e:\n"
                              "    show('err', e.name)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n"
                              "feed(ota.AppBundle('/app'), DATA)\n"
-                             "show('running', bb.running_desc('/app'))\n", v3), v1_board)
+                             "show('running', swap.running_desc('/app'))\n", v3), v1_board)
     assert shown(r, "err") == "ESP_ERR_OTA_ROLLBACK_INVALID_STATE"
     assert shown(r, "running")["version"] == "1.11.0"
 
@@ -653,7 +653,7 @@ def server(tmp_path, bundles):
     srv.server_close()
 
 
-UPDATE_PATH = ("__init__.py", "client.py", "http.py", "bundle.py", "bundle_boot.py")
+UPDATE_PATH = ("__init__.py", "client.py", "http.py", "bundle.py", "swap.py", "version.py")
 
 
 @pytest.fixture(scope="session")

@@ -35,8 +35,9 @@ def rollback(reboot=True):
     # OTA, is what "back" means there.
     import ota.bundle_boot as bundle_boot
     from ota.otadata import running_state, PENDING_VERIFY
+    from ota.swap import get_state
     Partition = _partition()
-    if Partition is None or bundle_boot.get_state(APP + ".ota") in ("new", "pend"):
+    if Partition is None or get_state(APP + ".ota") in ("new", "pend"):
         bundle_boot.rollback(APP)
     elif running_state() != PENDING_VERIFY:
         try:
@@ -52,7 +53,7 @@ def running_app():
     # The esp_app_desc_t of the running image as a dict; on a board without
     # firmware OTA, the installed app bundle's (None if never bundled).
     if _partition() is None:
-        from ota.bundle_boot import running_desc
+        from ota.swap import running_desc
         return running_desc(APP)
     from ota.firmware import running_partition, read_app
     return read_app(running_partition(), bytearray(512))[1]
@@ -61,9 +62,9 @@ def running_app():
 def status():
     # Everything a person wants to print about the two app slots.
     import ota.otadata as otadata
-    import ota.bundle_boot as bundle_boot
-    bundle = {"dir": APP, "state": bundle_boot.get_state(APP + ".ota"),
-              "installed": bundle_boot.running_desc(APP)}
+    import ota.swap as swap
+    bundle = {"dir": APP, "state": swap.get_state(APP + ".ota"),
+              "installed": swap.running_desc(APP)}
     Partition = _partition()
     if Partition is None:
         return {"bundle": bundle}

@@ -15,7 +15,7 @@
 #          stored
 #   _DATA  each file straight into new/<index>, its SHA-256 checked when its
 #          last byte lands
-#   _DONE  all in: finish() runs the journaled swap of ota.bundle_boot
+#   _DONE  all in: finish() runs the journaled swap of ota.swap
 # Any failure raises OTAError and deletes staging; the app is untouched.
 #
 # Few functions, attributes and messages on purpose: on an ESP8266 this
@@ -27,7 +27,7 @@ import os
 import struct
 
 from ota import const, OTAError
-import ota.bundle_boot as bb
+import ota.swap as swap
 
 # esp_err_t values (as in ota/__init__.py), inlined by const().
 _INVALID_ARG = const(0x102)
@@ -87,7 +87,7 @@ class AppBundle:
             chip = os.uname().machine.split()[-1].lower()
         elif chip != "esp8266":
             chip = os.getenv("OTA_CHIP") or "esp32"
-        d = bb.running_desc(self.app) or {"version": "0", "secure_version": 0}
+        d = swap.running_desc(self.app) or {"version": "0", "secure_version": 0}
         return chip, d["version"], d["secure_version"]
 
     def kept(self, url):
@@ -97,7 +97,7 @@ class AppBundle:
 
     def begin(self, client):
         try:
-            st = bb.get_state(self.meta)
+            st = swap.get_state(self.meta)
             if st != "none" and st != "valid":
                 raise OTAError(_ROLLBACK_INVALID_STATE, "confirm the installed bundle first")
             self._size = client.get_image_size()
@@ -107,8 +107,8 @@ class AppBundle:
             self._fill = 0
             self._left = _FIXED
             m = self.meta
-            bb.mkdir(m)
-            bb.discard(m, m + "/new")
+            swap.mkdir(m)
+            swap.discard(m, m + "/new")
             os.mkdir(m + "/new")
             self._f = open(m + "/new/hdr", "wb")
             self._hash = hashlib.sha256()
@@ -169,7 +169,7 @@ class AppBundle:
             m = self.meta
             # A directory the swap must create cannot be a file of the app
             # now: refused here, before the commit point.
-            for _, kind, name, _, _ in bb.entries(m + "/new/hdr"):
+            for _, kind, name, _, _ in swap.entries(m + "/new/hdr"):
                 i = name.find("/")
                 while kind == 0 and i > 0:
                     try:
@@ -178,13 +178,13 @@ class AppBundle:
                     except OSError:
                         break
                     i = name.find("/", i + 1)
-            if bb.get_state(m) == "valid":
-                bb.put_state(m, "none")     # old/ is about to go
-            bb.discard(m, m + "/old")
+            if swap.get_state(m) == "valid":
+                swap.put_state(m, "none")     # old/ is about to go
+            swap.discard(m, m + "/old")
             os.mkdir(m + "/old")
-            bb.put_state(m, "swap")         # the commit point
+            swap.put_state(m, "swap")         # the commit point
             self._ph = _FINISHED
-            bb.install(self.app, m)
+            swap.install(self.app, m)
         except Exception as e:
             raise self._fail(e)
 
@@ -202,7 +202,7 @@ class AppBundle:
         if self._ph != _IDLE:
             self._ph = _IDLE
             try:
-                bb.discard(self.meta, self.meta + "/new")
+                swap.discard(self.meta, self.meta + "/new")
             except OSError:
                 pass
 
@@ -234,7 +234,7 @@ class AppBundle:
         if self._size >= 0 and self._size != hlen + dlen:
             raise OTAError(_VALIDATE_FAILED, "%d bytes, not the bundle's %d"
                            % (self._size, hlen + dlen))
-        self._desc = bb.desc_of(b)
+        self._desc = swap.desc_of(b)
         self._size = hlen + dlen
         self._room(self._size)
         mv = self._mv[:_FIXED]
@@ -250,7 +250,7 @@ class AppBundle:
         # at an older version; going on installs only a newer one (unless
         # allow_downgrade), and never one with a lower secure_version. A
         # version that is not semantic counts as newer whenever it differs.
-        d, cur = self._desc, bb.running_desc(self.app)
+        d, cur = self._desc, swap.running_desc(self.app)
         if cur is None:
             return
         if d["secure_version"] < cur["secure_version"]:
@@ -277,7 +277,7 @@ class AppBundle:
                 raise OTAError(_VALIDATE_FAILED, "header: SHA-256 mismatch")
         used, data, need, prev = _FIXED + 32, 0, self._hlen, ""
         try:
-            for _, kind, name, size, _ in bb.entries(hdr):
+            for _, kind, name, size, _ in swap.entries(hdr):
                 for c in name:
                     if c < " " or c > "~" or c in _BAD:
                         raise ValueError
@@ -300,7 +300,7 @@ class AppBundle:
             raise OTAError(_VALIDATE_FAILED, "bad bundle header")
         self._room(need)
         self._ph = _DATA
-        self._it = bb.entries(hdr)
+        self._it = swap.entries(hdr)
         self._entry = None
 
     def _next(self):
