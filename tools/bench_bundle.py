@@ -5,7 +5,8 @@
 * Smallest heap (-X heapsize, to 1 KiB; every size up to 4 KiB above
   completes too) that completes
   ota.update(url, target=ota.AppBundle("/app")) of a bundle with that many
-  files and bytes, lib/ota compiled by mpy-cross as a board loads it; and the
+  files and bytes, lib/ota compiled as `otatool deploy --mpy` does for an
+  ESP8266-class board (no line numbers), in the board's /lib; and the
   same for the target alone, fed from a file on the board (no HTTP client):
   the bundle code's own share.
 * Throughput in one run over loopback HTTP: ota.update (download, per-file
@@ -35,13 +36,15 @@ BIN = os.path.dirname(sys.executable)
 from otatool.bundle import build, read_bundle_header  # noqa: E402
 from otatool.serve import start_server  # noqa: E402
 
-MOUNT = """
-import os, sys, vfs, time, gc
+# As an ESP8266 board starts: firmware modules (here the emulated `esp`)
+# first, then the board's filesystem is "/" and sys.path the firmware's; the
+# library is in /lib as `otatool deploy --mpy` puts it on a small board.
+START = """
+import esp, os, sys, vfs, time, gc
 vfs.umount("/")
 vfs.mount(vfs.VfsPosix(%r), "/")
-vfs.mount(vfs.VfsPosix("/"), "/host")
-sys.path[:] = [("/host" + p) if p[:1] == "/" else p for p in sys.path]
 os.chdir("/")
+sys.path[:] = ["", ".frozen", "/lib"]
 """
 
 UPDATE = """
@@ -158,37 +161,40 @@ for bs in (1024, 4096):
 """
 
 
-def compile_lib(out):
-    os.makedirs(os.path.join(out, "ota"))
-    src = os.path.join(REPO, "lib", "ota")
-    for name in sorted(os.listdir(src)):
-        if name.endswith(".py"):
-            subprocess.run([os.path.join(BIN, "mpy-cross")] + os.environ.get("MPYFLAGS", "").split() + ["-o",
-                            os.path.join(out, "ota", name[:-3] + ".mpy"), os.path.join(src, name)],
-                           check=True)
+def compile_lib():
+    """lib/ota as `otatool deploy --mpy` compiles it for a small board."""
+    from otatool.deploy import compiled, package_files
+    r = subprocess.run([os.path.join(BIN, "micropython"), "-c", "import sys; print(sys.implementation._mpy)"],
+                       capture_output=True, text=True, check=True)
+    return compiled(package_files(REPO), int(r.stdout), lines=False)
 
 
-def run(code, fs, mpy_path, heap=None):
-    env = dict(os.environ, MICROPYPATH=":".join([mpy_path, os.path.join(REPO, "tools", "shim"), ".frozen"]),
+def run(code, fs, heap=None):
+    env = dict(os.environ, MICROPYPATH=":".join([os.path.join(REPO, "tools", "shim"), ".frozen"]),
                OTA_CHIP="esp8266")
     cmd = [os.path.join(BIN, "micropython")] + (["-X", "heapsize=%dk" % heap] if heap else [])
-    return subprocess.run(cmd + ["-c", (MOUNT % fs) + code], env=env, capture_output=True,
+    return subprocess.run(cmd + ["-c", (START % fs) + code], env=env, capture_output=True,
                           text=True, timeout=300)
 
 
-def fresh_board(root, bundle):
+def fresh_board(root, bundle, lib):
     fs = os.path.join(root, "fs")
     shutil.rmtree(fs, ignore_errors=True)
     os.makedirs(os.path.join(fs, "app"))
     with open(os.path.join(fs, "in.bundle"), "wb") as f:
         f.write(bundle)
+    for rel, data in lib:
+        path = os.path.join(fs, "lib", rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
     return fs
 
 
-def smallest_heap(code, root, bundle, mpy_path):
+def smallest_heap(code, root, bundle, lib):
     # In KiB, every size up to 4 KiB above completing too.
     def works(kb):
-        r = run(code, fresh_board(root, bundle), mpy_path, kb)
+        r = run(code, fresh_board(root, bundle, lib), kb)
         return r.returncode == 0 and "ok" in r.stdout
     kb = benchutil.smallest_heap(works, 8, 256, grain=1, span=4)
     if kb is None:
@@ -213,18 +219,17 @@ def main():
         f.write(bundle)
     server, base, _ = start_server(www, log=lambda *a: None)
     try:
-        mpy = os.path.join(root, "mpy")
-        compile_lib(mpy)
+        lib = compile_lib()
         url = base + "/app.bundle"
         print("bundle: %d files, %d bytes of files, %d bytes in all" % (args.files, args.size, len(bundle)))
-        kb = smallest_heap(UPDATE % url, root, bundle, mpy)
+        kb = smallest_heap(UPDATE % url, root, bundle, lib)
         print("smallest heap, ota.update over HTTP:        %3d KiB (budget: 32 KiB)" % kb)
-        kb = smallest_heap(TARGET_ONLY, root, bundle, mpy)
+        kb = smallest_heap(TARGET_ONLY, root, bundle, lib)
         print("smallest heap, AppBundle fed from a file:   %3d KiB" % kb)
         port = int(base.rsplit(":", 1)[1])
         d = read_bundle_header(bundle)
         sizes = [d["header_size"]] + [f["size"] for f in d["files"]]
-        r = run("SIZES = %r\n" % sizes + TIMED % (args.runs, port, port, url), fresh_board(root, bundle), mpy)
+        r = run("SIZES = %r\n" % sizes + TIMED % (args.runs, port, port, url), fresh_board(root, bundle, lib))
         if r.returncode:
             raise SystemExit(r.stdout + r.stderr)
         ota_ms, bare_ms, files_ms = [int(x) for x in r.stdout.split("ms", 1)[1].split()]
@@ -235,7 +240,7 @@ def main():
         print("ratio ota / bare loop, one file:            %5.0f %%" % (100.0 * bare_ms / ota_ms))
         print("ratio ota / bare loop, same files:          %5.0f %% (goal >= 85 %%)"
               % (100.0 * files_ms / ota_ms))
-        r = run("SIZES = %r\n" % sizes + TARGET_TIMED % args.runs, fresh_board(root, bundle), mpy)
+        r = run("SIZES = %r\n" % sizes + TARGET_TIMED % args.runs, fresh_board(root, bundle, lib))
         if r.returncode:
             raise SystemExit(r.stdout + r.stderr)
         for line in r.stdout.splitlines():

@@ -44,6 +44,9 @@ MPY_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7e
              "armv7emdp", "xtensa", "xtensawin", "rv32imc", "rv64imc")
 
 BOARD_LIB = "/lib"
+# Below this heap (ESP8266-class boards) .mpy files leave out line numbers:
+# ~1 KiB less heap for ota's modules; tracebacks still name the function.
+SMALL_HEAP = 64 * 1024
 
 
 def register(subparsers):
@@ -87,7 +90,11 @@ def deploy_command(args):
     with board_session(args.port, args.timeout, args.reset) as board:
         if args.mpy:
             sys_mpy = board.eval("getattr(__import__('sys').implementation, '_mpy', 0)")
-            package = compiled(package, sys_mpy)
+            heap = board.eval("__import__('gc').mem_free() + __import__('gc').mem_alloc()")
+            lines = heap >= SMALL_HEAP
+            if not lines:
+                print("note: a %d KiB heap: modules compiled without line numbers" % (heap // 1024))
+            package = compiled(package, sys_mpy, lines)
         lib = [(BOARD_LIB + "/" + rel, data) for rel, data in package]
         sync(board, lib + others, BOARD_LIB + "/ota")
     if args.reset:
@@ -175,20 +182,21 @@ def mpy_target(sys_mpy):
     return sys_mpy & 0xFF, (sys_mpy >> 8) & 3, MPY_ARCHS[arch], sys_mpy >> 16
 
 
-def compiled(package, sys_mpy):
-    """package_files with every .py compiled by mpy-cross for this board."""
+def compiled(package, sys_mpy, lines=True):
+    """package_files with every .py compiled by mpy-cross for this board;
+    lines=False leaves out line numbers."""
     version, sub, march, flags = mpy_target(sys_mpy)
     files = []
     with tempfile.TemporaryDirectory(prefix="otatool-mpy-") as tmp:
         for rel, data in package:
             if rel.endswith(".py"):
-                rel, data = rel[:-3] + ".mpy", mpy_cross(rel, data, march, flags, tmp)
+                rel, data = rel[:-3] + ".mpy", mpy_cross(rel, data, march, flags, tmp, lines)
                 check_mpy_header(rel, data, version, sub)
             files.append((rel, data))
     return files
 
 
-def mpy_cross(rel, source, march, flags, tmp):
+def mpy_cross(rel, source, march, flags, tmp, lines=True):
     """Compile one module; `rel` (ota/x.py) is the name tracebacks show."""
     src = os.path.join(tmp, "in.py")
     out = os.path.join(tmp, "out.mpy")
@@ -199,6 +207,8 @@ def mpy_cross(rel, source, march, flags, tmp):
         cmd.append("-march=" + march)
     if flags:
         cmd.append("-march-flags=%d" % flags)
+    if not lines:
+        cmd += ["-X", "no-source-lines"]
     r = subprocess.run(cmd + [src], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         lines = (r.stderr or r.stdout).strip().splitlines() or ["exit status %d" % r.returncode]
