@@ -1,6 +1,5 @@
 """The image factory makes what esptool itself accepts as real app images."""
 import hashlib
-import os
 import re
 import struct
 import subprocess

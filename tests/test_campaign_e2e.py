@@ -8,17 +8,15 @@ bootloader, and the server's status says exactly that."""
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 
-from conftest import LIB, REPO
+from conftest import REPO, compile_ota
 from otatool import campaigns, server
 from otatool.appimage import make_app_image
 from otatool.board import Board
 from shimutil import fresh_board
 
-from test_bundle import MPY_CROSS
 from test_campaign_server import PASSWORD, Api
 
 # Stands in for an app's own checks (boot.py runs selftest.run()): a build
@@ -34,13 +32,7 @@ def run():
 def board_lib(tmp_path_factory):
     """lib/ota compiled by mpy-cross, once: a board's heap cannot compile
     the package from source."""
-    out = tmp_path_factory.mktemp("board-lib") / "ota"
-    out.mkdir()
-    for name in sorted(os.listdir(os.path.join(LIB, "ota"))):
-        if name.endswith(".py"):
-            subprocess.run([MPY_CROSS, "-o", str(out / (name[:-3] + ".mpy")),
-                            os.path.join(LIB, "ota", name)], check=True)
-    return str(out)
+    return os.path.join(compile_ota(tmp_path_factory.mktemp("board-lib")), "ota")
 
 
 # The GC heap of the emulated ESP32: the ~110 KB a stock ESP32_GENERIC board

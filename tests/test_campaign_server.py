@@ -11,7 +11,6 @@ import http.client
 import io
 import json
 import logging
-import os
 import secrets
 import socket
 import ssl

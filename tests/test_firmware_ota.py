@@ -4,7 +4,6 @@ Every test runs `ota` on the MicroPython unix port against the shim board,
 fetching real esptool-made images from a real loopback HTTP(S) server.
 """
 import json
-import os
 import shutil
 
 import pytest

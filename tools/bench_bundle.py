@@ -36,11 +36,11 @@ BIN = os.path.dirname(sys.executable)
 from otatool.bundle import build, read_bundle_header  # noqa: E402
 from otatool.serve import start_server  # noqa: E402
 
-# As an ESP8266 board starts: firmware modules (here the emulated `esp`)
-# first, then the board's filesystem is "/" and sys.path the firmware's; the
-# library is in /lib as `otatool deploy --mpy` puts it on a small board.
+# As an ESP8266 board starts: the board's filesystem is "/" and sys.path the
+# firmware's; the library is in /lib as `otatool deploy --mpy` puts it on a
+# small board.
 START = """
-import esp, os, sys, vfs, time, gc
+import os, sys, vfs, time, gc
 vfs.umount("/")
 vfs.mount(vfs.VfsPosix(%r), "/")
 os.chdir("/")

@@ -23,12 +23,13 @@ _VALIDATE_FAILED = const(0x1503)
 _HTTP_CONNECT = const(0x7002)
 _HTTP_INCOMPLETE_DATA = const(0x700C)
 
-# States, as esp_https_ota.c names them (plus the two ends).
+# States, as esp_https_ota.c names them (plus the two ends); one bit each,
+# so that the states a call may run in are one int (see _expect).
 _BEGIN = const(1)          # connected, nothing read yet
 _IN_PROGRESS = const(2)    # body streaming
-_DATA_END = const(3)       # the server sent the whole entity
-_FINISHED = const(4)       # finish() succeeded: the new image is bootable
-_CLOSED = const(5)         # aborted or failed: nothing became bootable
+_DATA_END = const(4)       # the server sent the whole entity
+_FINISHED = const(8)       # finish() succeeded: the new image is bootable
+_CLOSED = const(16)        # aborted or failed: nothing became bootable
 
 
 class Handle:
@@ -102,7 +103,7 @@ class Handle:
     # -- the ESP-IDF calls ---------------------------------------------------
 
     def perform(self):
-        self._expect((_BEGIN, _IN_PROGRESS, _DATA_END), "perform")
+        self._expect(_BEGIN | _IN_PROGRESS | _DATA_END, "perform")
         if self._state == _DATA_END:
             return _OK
         self._state = _IN_PROGRESS
@@ -131,7 +132,7 @@ class Handle:
     def get_img_desc(self):
         # Reads on only until the target has parsed the app descriptor
         # (the first ~300 bytes): a caller can skip an image it already runs.
-        self._expect((_BEGIN, _IN_PROGRESS, _DATA_END, _FINISHED), "get_img_desc")
+        self._expect(_BEGIN | _IN_PROGRESS | _DATA_END | _FINISHED, "get_img_desc")
         while self._target.desc() is None:
             if self.perform() == _OK and self._target.desc() is None:
                 self._close(None)
@@ -139,13 +140,12 @@ class Handle:
         return self._target.desc()
 
     def finish(self):
-        self._expect((_BEGIN, _IN_PROGRESS, _DATA_END), "finish")
+        self._expect(_BEGIN | _IN_PROGRESS | _DATA_END, "finish")
         try:
             if self._state != _DATA_END or not self._target.complete():
                 raise OTAError(_VALIDATE_FAILED, "image incomplete: %d bytes received" % self._read)
             if self._size is not None and self._read != self._size:
-                raise OTAError(_VALIDATE_FAILED, "received %d bytes, expected %d"
-                               % (self._read, self._size))
+                raise OTAError(_VALIDATE_FAILED, "%d bytes, expected %d" % (self._read, self._size))
             if self._hash and self._hash.digest() != self._sha256:
                 raise OTAError(_VALIDATE_FAILED, "sha256 of the download does not match")
             self._dl.close()
@@ -157,7 +157,7 @@ class Handle:
 
     def abort(self):
         # After a failure everything is already closed: aborting again is fine.
-        self._expect((_BEGIN, _IN_PROGRESS, _DATA_END, _CLOSED), "abort")
+        self._expect(_BEGIN | _IN_PROGRESS | _DATA_END | _CLOSED, "abort")
         if self._state != _CLOSED:
             self._close(None)
 
@@ -183,7 +183,7 @@ class Handle:
             self._hash.update(data)
 
     def _expect(self, states, call):
-        if self._state not in states:
+        if not self._state & states:
             raise OTAError(_INVALID_STATE, "%s() not allowed now" % call)
 
     def _close(self, exc):

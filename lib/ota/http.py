@@ -16,10 +16,14 @@
 #   windows of a fixed size (esp_https_ota's partial_http_download) on one
 #   kept-alive connection where the server allows it.
 #
+# What a plain download (one 200 answer framed by Content-Length, never cut)
+# does not need is in ota.http_extra: chunked framing, 206 answers, resuming.
+# It is imported the first time one of them happens, so a board that never
+# needs them does not give them heap.
+#
 # Errors are ota.OTAError with the esp_err_t codes of DESIGN.md.
 import errno
 import socket
-import time
 
 from ota import const, OTAError
 
@@ -36,7 +40,6 @@ _NOT_MODIFIED = const(0x7009)
 _INCOMPLETE_DATA = const(0x700C)
 
 _MAX_REDIRECTS = const(10)
-_BACKOFF_MS = const(100)  # before the first resume attempt; doubles each time
 _MAX_LINE = const(4096)  # longest head or chunk-size line accepted
 
 # States (explicit, as in esp_https_ota.c).
@@ -45,10 +48,10 @@ _BODY = const(1)  # a response head is read; its body, or the next request, foll
 _DONE = const(2)  # the whole entity was delivered; the connection is closed
 
 # Body framing (_chunk); _left counts the bytes to go in the body or chunk.
-_PLAIN = const(0)  # Content-Length (or a Content-Range); _left -1: until EOF
-_SIZE = const(1)  # chunked: the first chunk-size line is due
-_CRLF = const(2)  # chunked: when _left is 0, CRLF and the next size line are due
-_LAST = const(3)  # chunked: the last chunk and the trailers are read
+_PLAIN = const(0)  # Content-Length (or a Content-Range); _left -1: until EOF.
+#                    Also after the last chunk of a chunked body.
+_CHUNKED = const(1)  # chunked: the first chunk-size line is due (ota.http_extra
+#                      decodes the framing and has the other states)
 
 # Head and chunk-size lines are read a byte at a time into _B1 and collected
 # in _LINE (grown for a longer line, up to _MAX_LINE). Module buffers rather
@@ -129,8 +132,6 @@ class Download:
             raise OTAError(_INVALID_ARG, "http:// refused without allow_http=True")
         if scheme == "https" and not cert_der:
             raise OTAError(_INVALID_ARG, "https:// needs cert_pem")
-        if range_size is not None and range_size < 1:
-            raise OTAError(_INVALID_ARG, "range_size must be > 0")
         self.url = url
         # The CA certificates (DER), until the first TLS connection makes
         # them the SSLContext kept for the next ones.
@@ -177,8 +178,9 @@ class Download:
                     # How many bytes this read may ask for; 0: this
                     # response's body is done. A chunk-size line first when
                     # one is due.
-                    if self._chunk and self._chunk != _LAST and not self._left:
-                        self._chunk_head()
+                    if self._chunk and not self._left:
+                        import ota.http_extra as extra
+                        extra.chunk_head(self)
                     want = len(mv)
                     if 0 <= self._left < want:
                         want = self._left
@@ -220,32 +222,6 @@ class Download:
             except OSError:
                 pass
 
-    # -- body framing -----------------------------------------------------
-
-    def _chunk_head(self):
-        # [CRLF ending the previous chunk] "hex-size[;ext]" CRLF; size 0 is the
-        # last chunk, and trailer lines up to an empty one follow.
-        if self._chunk == _CRLF and self._readline():
-            n = 0  # data where the CRLF should be
-        else:
-            n = self._readline()
-        line = _LINE
-        size = i = 0
-        while i < n and line[i] not in b"; \t":
-            d = line[i] - 0x30 if line[i] <= 0x39 else (line[i] | 0x20) - 0x57
-            if d < 0 or d > 15 or (line[i] > 0x39 and d < 10):
-                break
-            size = size * 16 + d
-            i += 1
-        if not i or (i < n and line[i] not in b"; \t"):
-            raise OTAError(_INVALID_RESPONSE, "bad chunk")
-        self._left = size
-        self._chunk = _CRLF
-        if not size:
-            while self._readline():  # trailers
-                pass
-            self._chunk = _LAST
-
     def _readline(self):
         # One line into _LINE (CRLF stripped) by one-byte reads: heads and
         # chunk-size lines only, never body data. Returns its length.
@@ -267,29 +243,10 @@ class Download:
     # -- requests -------------------------------------------------------------
 
     def _resume(self, code):
-        # Ask for the rest from self.offset. code None: the response ended
-        # before the entity (the next Range window, or a server that sent
-        # less than asked): at once, on the kept-alive connection if any.
-        # Otherwise a cut or stall (code says which): Range with If-Range,
-        # bounded attempts with back-off; the budget refills when bytes
-        # arrive, so a long download survives many separate cuts, and one
-        # that makes no progress fails with the code of its first fault.
-        while True:
-            if code:
-                self.close()
-                if self._tries >= self._retries:
-                    raise OTAError(code, "gave up after %d resume attempts at byte %d of %d"
-                                   % (self._retries, self.offset, self.size))
-                time.sleep(_BACKOFF_MS / 1000 * (1 << self._tries))
-                self._tries += 1
-            elif not self._keep:
-                self.close()
-            try:
-                return self._open(False)
-            except OTAError as e:
-                if e.code != _CONNECT and e.code != _TIMEOUT:  # worth a retry
-                    raise
-                code = code or e.code
+        # Ask for the rest from self.offset after a cut or stall (code: its
+        # error) or at the end of a response (None): ota.http_extra.
+        import ota.http_extra as extra
+        extra.resume(self, code)
 
     def _open(self, first):
         # Request the entity from self.offset, follow redirects, read the head
@@ -317,20 +274,8 @@ class Download:
             self.size = left
             self.etag = etag
         elif status == 206:
-            cr = h.get("content-range", "")
-            try:
-                a = int(cr[cr.index(" ") + 1:cr.index("-")])
-                left = int(cr[cr.index("-") + 1:cr.index("/")]) + 1 - a
-                total = cr[cr.index("/") + 1:]
-                total = -1 if total == "*" else int(total)
-            except ValueError:
-                a = -1
-            if a != self.offset or left < 1 or (clen and int(clen) != left):
-                raise OTAError(_INVALID_RESPONSE, "206 not at byte %d: %s" % (self.offset, cr))
-            if changed or (total >= 0 and self.size >= 0 and total != self.size):
-                raise OTAError(_INVALID_RESPONSE, "the image changed on the server")
-            if total >= 0:
-                self.size = total
+            import ota.http_extra as extra
+            left = extra.partial(self, h.get("content-range", ""), left, changed)
             self.etag = etag or self.etag
         elif status == 200:
             raise OTAError(_INVALID_RESPONSE, "the image changed on the server" if changed
@@ -340,7 +285,7 @@ class Download:
         else:
             raise OTAError(_FAIL, "HTTP %d from %s" % (status, url), status)
         chunked = h.get("transfer-encoding", "").lower().endswith("chunked")
-        self._chunk = _SIZE if chunked else _PLAIN
+        self._chunk = _CHUNKED if chunked else _PLAIN
         self._left = 0 if chunked else left
         self._state = _BODY
 

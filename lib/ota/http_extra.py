@@ -1,0 +1,85 @@
+# ota.http_extra: what ota.http's Download needs only when a download is not
+# one plain 200 answer framed by Content-Length: chunked framing, a 206
+# (partial) answer, and asking for the rest after a cut, a stall or at the
+# end of a Range window. Download imports it the first time one of them
+# happens: a board that never needs them does not give them heap. Functions
+# of the Download `dl` they work on, part of its class in all but file.
+import time
+
+from ota import const, OTAError
+from ota.http import _LINE
+
+# esp_err_t values (as in ota/__init__.py), inlined by const().
+_TIMEOUT = const(0x107)
+_INVALID_RESPONSE = const(0x108)
+_CONNECT = const(0x7002)
+
+_BACKOFF_MS = const(100)  # before the first resume attempt; doubles each time
+
+# Chunked framing states of dl._chunk (0 and 1 as in ota.http: plain, and
+# the first chunk-size line due); dl._left counts the bytes left in a chunk.
+_PLAIN = const(0)  # after the last chunk and its trailers
+_CRLF = const(2)   # when dl._left is 0: CRLF, then the next size line
+
+
+def chunk_head(dl):
+    # [CRLF ending the previous chunk] "hex-size[;ext]" CRLF; size 0 is the
+    # last chunk, and trailer lines up to an empty one follow.
+    n = 0 if dl._chunk == _CRLF and dl._readline() else dl._readline()
+    try:
+        size = int(bytes(_LINE[:n]).split(b";")[0], 16)
+    except ValueError:      # also no size at all, or data where CRLF belongs
+        size = -1
+    if size < 0:
+        raise OTAError(_INVALID_RESPONSE, "bad chunk")
+    dl._left = size
+    dl._chunk = _CRLF
+    if not size:
+        while dl._readline():  # trailers
+            pass
+        dl._chunk = _PLAIN
+
+
+def partial(dl, cr, clen, changed):
+    # A 206 answer with Content-Range `cr` must continue at dl.offset and be
+    # of the same entity. Returns the bytes it holds.
+    try:
+        a = int(cr[cr.index(" ") + 1:cr.index("-")])
+        left = int(cr[cr.index("-") + 1:cr.index("/")]) + 1 - a
+        total = cr[cr.index("/") + 1:]
+        total = -1 if total == "*" else int(total)
+    except ValueError:
+        a = -1
+    if a != dl.offset or left < 1 or (clen >= 0 and clen != left):
+        raise OTAError(_INVALID_RESPONSE, "206 not at byte %d: %s" % (dl.offset, cr))
+    if changed or (total >= 0 and dl.size >= 0 and total != dl.size):
+        raise OTAError(_INVALID_RESPONSE, "the image changed on the server")
+    if total >= 0:
+        dl.size = total
+    return left
+
+
+def resume(dl, code):
+    # Ask for the rest from dl.offset. code None: the response ended before
+    # the entity (the next Range window, or a server that sent less than
+    # asked): at once, on the kept-alive connection if any. Otherwise a cut
+    # or stall (code says which): Range with If-Range, bounded attempts with
+    # back-off; the budget refills when bytes arrive, so a long download
+    # survives many separate cuts, and one that makes no progress fails with
+    # the code of its first fault.
+    while True:
+        if code:
+            dl.close()
+            if dl._tries >= dl._retries:
+                raise OTAError(code, "gave up after %d resume attempts at byte %d of %d"
+                               % (dl._retries, dl.offset, dl.size))
+            time.sleep(_BACKOFF_MS / 1000 * (1 << dl._tries))
+            dl._tries += 1
+        elif not dl._keep:
+            dl.close()
+        try:
+            return dl._open(False)
+        except OTAError as e:
+            if e.code != _CONNECT and e.code != _TIMEOUT:  # worth a retry
+                raise
+            code = code or e.code
