@@ -96,7 +96,7 @@ def show(name, value):
 # mkdir, rmdir; open for writing, write, close of such a file) and cuts the
 # power at change number CUT.
 CUT = r'''
-import ota, ota.bundle, ota.swap
+import ota, ota.bundle, ota.journal
 changes = [0]
 def change():
     changes[0] += 1
@@ -130,7 +130,7 @@ def counting_open(p, mode="r"):
         change()
         return CountingFile(_open(p, mode))
     return _open(p, mode)
-for m in (ota.bundle, ota.swap):
+for m in (ota.bundle, ota.journal):
     m.os = CountingOs()
     m.open = counting_open
 '''
@@ -181,7 +181,7 @@ def script(board, body, data=None, mount=None):
     if data is not None:
         (board / "in.bundle").write_bytes(data)
         head += "DATA = open(%r, 'rb').read()\n" % str(board / "in.bundle")
-    return head + (mount or posix(board)) + "import ota, ota.bundle_boot as bb, ota.swap as swap\n" + body
+    return head + (mount or posix(board)) + "import ota, ota.bundle_boot as bb, ota.journal as journal\n" + body
 
 
 @pytest.fixture(scope="session")
@@ -276,7 +276,7 @@ def test_update_replaces_named_files_deletes_listed_and_keeps_config(v1_board, b
                              "show('desc', t.desc())\n"
                              "show('tree', tree('/app'))\n"
                              "show('boot', bb.boot('/app'))\n"
-                             "show('running', swap.running_desc('/app'))\n", bundles[1]), v1_board)
+                             "show('running', journal.running_desc('/app'))\n", bundles[1]), v1_board)
     assert shown(r, "desc")["version"] == "1.10.0"
     assert shown(r, "desc")["project_name"] == "demo"
     t = shown(r, "tree")
@@ -293,7 +293,7 @@ def test_unconfirmed_bundle_rolls_back_on_its_second_boot(v1_board, bundles):
     r = run(script(v1_board, "show('first', bb.boot('/app'))\nshow('tree', tree('/app'))\n"), v1_board)
     assert shown(r, "first") == "pending" and shown(r, "tree") == v2_tree()
     r = run(script(v1_board, "show('second', bb.boot('/app'))\nshow('tree', tree('/app'))\n"
-                             "show('running', swap.running_desc('/app'))\n"
+                             "show('running', journal.running_desc('/app'))\n"
                              "show('third', bb.boot('/app'))\n"), v1_board)
     assert shown(r, "second") == "rolled_back"
     assert shown(r, "tree") == v1_tree()
@@ -307,7 +307,7 @@ def test_confirmed_bundle_stays_and_rollback_on_request_restores_the_previous(v1
     r = run(script(v1_board, "bb.boot('/app')\nbb.mark_app_valid('/app')\n"
                              "show('again', bb.boot('/app'))\nshow('tree', tree('/app'))\n"
                              "bb.rollback('/app')\nshow('back', tree('/app'))\n"
-                             "show('running', swap.running_desc('/app'))\n"
+                             "show('running', journal.running_desc('/app'))\n"
                              "try:\n    bb.rollback('/app')\nexcept ota.OTAError as e:\n"
                              "    show('err', e.name)\n"), v1_board)
     assert shown(r, "again") == "valid" and shown(r, "tree") == v2_tree()
@@ -320,7 +320,7 @@ def test_first_bundle_over_a_plain_app_rolls_back_to_the_plain_app(tmp_path, bun
     board = tmp_path / "board"
     write_files(str(board / "fs" / "app"), V0)
     r = run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.rollback('/app')\n"
-                          "show('tree', tree('/app'))\nshow('running', swap.running_desc('/app'))\n",
+                          "show('tree', tree('/app'))\nshow('running', journal.running_desc('/app'))\n",
                    bundles[0]), board)
     assert shown(r, "tree") == digest_tree(V0)
     assert shown(r, "running") is None
@@ -332,7 +332,7 @@ def test_new_update_is_refused_until_the_installed_bundle_is_confirmed(v1_board,
     r = run(script(v1_board, "try:\n    feed(ota.AppBundle('/app'), DATA)\nexcept ota.OTAError as e:\n"
                              "    show('err', e.name)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n"
                              "feed(ota.AppBundle('/app'), DATA)\n"
-                             "show('running', swap.running_desc('/app'))\n", v3), v1_board)
+                             "show('running', journal.running_desc('/app'))\n", v3), v1_board)
     assert shown(r, "err") == "ESP_ERR_OTA_ROLLBACK_INVALID_STATE"
     assert shown(r, "running")["version"] == "1.11.0"
 
@@ -379,7 +379,7 @@ def test_lower_secure_version_is_refused_even_when_downgrades_are_allowed(tmp_pa
     run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n",
                build({"main.py": b"1"}, "2.0.0", secure_version=3)), board)
     r = run(script(board, "t = ota.AppBundle('/app', allow_downgrade=True)\n"
-                          "show('current', t.current())\n"
+                          "from ota.manifest import installed\nshow('current', installed(t))\n"
                           "try:\n    feed(t, DATA)\nexcept ota.OTAError as e:\n    show('err', e.name)\n",
                    build({"main.py": b"2"}, "3.0.0", secure_version=2)), board,
             env={"OTA_CHIP": "esp8266"})
@@ -390,14 +390,15 @@ def test_lower_secure_version_is_refused_even_when_downgrades_are_allowed(tmp_pa
 def test_current_of_a_never_bundled_app_is_version_0(tmp_path):
     board = tmp_path / "board"
     write_files(str(board / "fs" / "app"), V0)
-    r = run(script(board, "show('current', ota.AppBundle('/app').current())\n"), board,
+    r = run(script(board, "from ota.manifest import installed\n"
+                          "show('current', installed(ota.AppBundle('/app')))\n"), board,
             env={"OTA_CHIP": "esp32s3"})
     assert shown(r, "current") == ["esp32s3", "0", 0]
 
 
 def test_signed_manifest_update_installs_a_bundle(v1_board, bundles, tmp_path):
     # The publisher signs the bundle; the board checks the manifest against
-    # AppBundle.current() and the download against the manifest.
+    # what the AppBundle replaces and the download against the manifest.
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from otatool.serve import start_server
     from otatool.sign import make_manifest, public_key_b64, sign_manifest
@@ -695,19 +696,19 @@ def test_esp8266_profile_updates_in_a_32k_heap_from_compiled_code(v1_board, serv
         "ota.update(%r, allow_http=True, target=ota.AppBundle('/app'))\n"
         "import ota.bundle_boot as bb\n"
         "print('boot', bb.boot('/app'))\n" % (server + "/v2.bundle"))
-    r = run(src, v1_board, heap="32k", env={"OTA_CHIP": "esp8266"}, path=":".join([SHIM, ".frozen"]),
+    r = run(src, v1_board, heap=os.environ.get("XHEAP", "32k"), env={"OTA_CHIP": "esp8266"}, path=":".join([SHIM, ".frozen"]),
             check=False)
     if r.returncode and "MemoryError" in r.stderr + r.stdout:
-        pytest.xfail("the whole update path does not fit a 32 KiB heap yet")
+        pytest.xfail("the whole update path does not fit a 32 KiB heap yet" + r.stdout + r.stderr)
     assert r.stdout.split() == ["boot", "pending"]
-    r = run(script(v1_board, "show('tree', tree('/app'))\n"
-                             "import esp\nshow('flash', [esp.flash_id(), esp.flash_size()])\n"
-                             "try:\n    import esp32\n    show('esp32', True)\n"
-                             "except ImportError:\n    show('esp32', False)\n"),
-            v1_board, env={"OTA_CHIP": "esp8266"})
+    r = run(script(v1_board, "show('tree', tree('/app'))\n"), v1_board)
     assert shown(r, "tree") == v2_tree()
-    assert shown(r, "flash") == [0x1640EF, 4 << 20]  # the ESP8266 profile
-    assert shown(r, "esp32") is False               # no firmware OTA on an ESP8266
+    # That was the ESP8266 profile: its `esp` module, and no esp32 module (no
+    # firmware OTA on an ESP8266).
+    r = run("import esp\nprint(esp.flash_id(), esp.flash_size())\n"
+            "try:\n    import esp32\nexcept ImportError:\n    print('no esp32')\n",
+            v1_board, env={"OTA_CHIP": "esp8266"})
+    assert r.stdout.split() == [str(0x1640EF), str(4 << 20), "no", "esp32"]
 
 
 def test_esp8266_bundle_target_alone_fits_a_32k_heap_for_100_files(tmp_path, compiled_lib):

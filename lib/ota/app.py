@@ -35,7 +35,7 @@ def rollback(reboot=True):
     # OTA, is what "back" means there.
     import ota.bundle_boot as bundle_boot
     from ota.otadata import running_state, PENDING_VERIFY
-    from ota.swap import get_state
+    from ota.journal import get_state
     Partition = _partition()
     if Partition is None or get_state(APP + ".ota") in ("new", "pend"):
         bundle_boot.rollback(APP)
@@ -53,7 +53,7 @@ def running_app():
     # The esp_app_desc_t of the running image as a dict; on a board without
     # firmware OTA, the installed app bundle's (None if never bundled).
     if _partition() is None:
-        from ota.swap import running_desc
+        from ota.journal import running_desc
         return running_desc(APP)
     from ota.firmware import running_partition, read_app
     return read_app(running_partition(), bytearray(512))[1]
@@ -62,9 +62,9 @@ def running_app():
 def status():
     # Everything a person wants to print about the two app slots.
     import ota.otadata as otadata
-    import ota.swap as swap
-    bundle = {"dir": APP, "state": swap.get_state(APP + ".ota"),
-              "installed": swap.running_desc(APP)}
+    import ota.journal as journal
+    bundle = {"dir": APP, "state": journal.get_state(APP + ".ota"),
+              "installed": journal.running_desc(APP)}
     Partition = _partition()
     if Partition is None:
         return {"bundle": bundle}

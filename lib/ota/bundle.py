@@ -1,8 +1,9 @@
 # ota.bundle: the app-bundle target, ota.AppBundle("/app").
 #
 # Receives a bundle (format: tools/otatool/bundle.py) through the Target
-# interface of ARCHITECTURE.md with one buffer of `bufsize` bytes and
-# nothing that grows with the bundle:
+# interface of ARCHITECTURE.md with one buffer of `bufsize` bytes (512 by
+# default: an ESP8266 has the heap for little more; a larger buffer means
+# fewer perform() calls) and nothing that grows with the bundle:
 #   _FIX   the 80-byte fixed part, gathered in the buffer: magic, format,
 #          sizes; desc() from here on; a first free-space check
 #   _HEAD  the rest of the header, straight to staging new/hdr. First the
@@ -15,7 +16,8 @@
 #          stored
 #   _DATA  each file straight into new/<index>, its SHA-256 checked when its
 #          last byte lands
-#   _DONE  all in: finish() runs the journaled swap of ota.swap
+#   _DONE  all in: finish() runs the journaled swap of ota.swap (imported
+#          only then: until then its heap goes to the download)
 # Any failure raises OTAError and deletes staging; the app is untouched.
 #
 # Few functions, attributes and messages on purpose: on an ESP8266 this
@@ -27,7 +29,7 @@ import os
 import struct
 
 from ota import const, OTAError
-import ota.swap as swap
+import ota.journal as journal
 
 # esp_err_t values (as in ota/__init__.py), inlined by const().
 _INVALID_ARG = const(0x102)
@@ -58,7 +60,7 @@ _FINISHED = const(5)
 class AppBundle:
     kind = "bundle"     # what a signed manifest must name
 
-    def __init__(self, path="/app", allow_downgrade=False, bufsize=1024):
+    def __init__(self, path="/app", allow_downgrade=False, bufsize=512):
         path = path.rstrip("/")
         if path[:1] != "/" or "/./" in path + "/" or "/../" in path + "/" or bufsize < 512:
             raise OTAError(_INVALID_ARG, "app path must be absolute, like /app")
@@ -76,20 +78,6 @@ class AppBundle:
 
     # -- Target interface (ARCHITECTURE.md) ----------------------------------
 
-    def current(self):
-        # (chip, version, secure_version) installed now, for a signed
-        # manifest's checks. The chip: sys.platform, refined on an ESP32 by the
-        # MCU name that ends os.uname().machine ("... with ESP32S3"); on the
-        # host, the emulated board's profile.
-        import sys
-        chip = sys.platform
-        if chip == "esp32":
-            chip = os.uname().machine.split()[-1].lower()
-        elif chip != "esp8266":
-            chip = os.getenv("OTA_CHIP") or "esp32"
-        d = swap.running_desc(self.app) or {"version": "0", "secure_version": 0}
-        return chip, d["version"], d["secure_version"]
-
     def kept(self, url):
         # A cut bundle download starts over (files are small; the staging
         # directory is discarded at the next boot anyway).
@@ -97,7 +85,7 @@ class AppBundle:
 
     def begin(self, client):
         try:
-            st = swap.get_state(self.meta)
+            st = journal.get_state(self.meta)
             if st != "none" and st != "valid":
                 raise OTAError(_ROLLBACK_INVALID_STATE, "confirm the installed bundle first")
             self._size = client.get_image_size()
@@ -107,8 +95,8 @@ class AppBundle:
             self._fill = 0
             self._left = _FIXED
             m = self.meta
-            swap.mkdir(m)
-            swap.discard(m, m + "/new")
+            journal.mkdir(m)
+            journal.discard(m, m + "/new")
             os.mkdir(m + "/new")
             self._f = open(m + "/new/hdr", "wb")
             self._hash = hashlib.sha256()
@@ -167,23 +155,13 @@ class AppBundle:
                 raise OTAError(_VALIDATE_FAILED, "truncated bundle")
             self._buf = self._mv = None     # all in: the swap gets its room
             m = self.meta
-            # A directory the swap must create cannot be a file of the app
-            # now: refused here, before the commit point.
-            for _, kind, name, _, _ in swap.entries(m + "/new/hdr"):
-                i = name.find("/")
-                while kind == 0 and i > 0:
-                    try:
-                        if not os.stat(self.app + "/" + name[:i])[0] & 0x4000:
-                            raise OTAError(_VALIDATE_FAILED, name[:i] + " is a file")
-                    except OSError:
-                        break
-                    i = name.find("/", i + 1)
-            if swap.get_state(m) == "valid":
-                swap.put_state(m, "none")     # old/ is about to go
-            swap.discard(m, m + "/old")
+            if journal.get_state(m) == "valid":
+                journal.put_state(m, "none")     # old/ is about to go
+            journal.discard(m, m + "/old")
             os.mkdir(m + "/old")
-            swap.put_state(m, "swap")         # the commit point
+            journal.put_state(m, "swap")         # the commit point
             self._ph = _FINISHED
+            import ota.swap as swap
             swap.install(self.app, m)
         except Exception as e:
             raise self._fail(e)
@@ -202,7 +180,7 @@ class AppBundle:
         if self._ph != _IDLE:
             self._ph = _IDLE
             try:
-                swap.discard(self.meta, self.meta + "/new")
+                journal.discard(self.meta, self.meta + "/new")
             except OSError:
                 pass
 
@@ -234,7 +212,7 @@ class AppBundle:
         if self._size >= 0 and self._size != hlen + dlen:
             raise OTAError(_VALIDATE_FAILED, "%d bytes, not the bundle's %d"
                            % (self._size, hlen + dlen))
-        self._desc = swap.desc_of(b)
+        self._desc = journal.desc_of(b)
         self._size = hlen + dlen
         self._room(self._size)
         mv = self._mv[:_FIXED]
@@ -250,7 +228,7 @@ class AppBundle:
         # at an older version; going on installs only a newer one (unless
         # allow_downgrade), and never one with a lower secure_version. A
         # version that is not semantic counts as newer whenever it differs.
-        d, cur = self._desc, swap.running_desc(self.app)
+        d, cur = self._desc, journal.running_desc(self.app)
         if cur is None:
             return
         if d["secure_version"] < cur["secure_version"]:
@@ -277,7 +255,7 @@ class AppBundle:
                 raise OTAError(_VALIDATE_FAILED, "header: SHA-256 mismatch")
         used, data, need, prev = _FIXED + 32, 0, self._hlen, ""
         try:
-            for _, kind, name, size, _ in swap.entries(hdr):
+            for _, kind, name, size, _ in journal.entries(hdr):
                 for c in name:
                     if c < " " or c > "~" or c in _BAD:
                         raise ValueError
@@ -294,13 +272,23 @@ class AppBundle:
                     used += 36
                     data += size
                     need += (size + self._bs - 1) // self._bs * self._bs
+                    # A directory the swap must create cannot be a file of
+                    # the app now.
+                    i = name.find("/")
+                    while i > 0:
+                        try:
+                            if not os.stat(self.app + "/" + name[:i])[0] & 0x4000:
+                                raise OTAError(_VALIDATE_FAILED, name[:i] + " is a file")
+                        except OSError:
+                            break
+                        i = name.find("/", i + 1)
         except ValueError:          # a cut or garbled entry, a non-ASCII name
             used = -1
         if used != self._hlen or data != self._size - self._hlen:
             raise OTAError(_VALIDATE_FAILED, "bad bundle header")
         self._room(need)
         self._ph = _DATA
-        self._it = swap.entries(hdr)
+        self._it = journal.entries(hdr)
         self._entry = None
 
     def _next(self):

@@ -1,8 +1,9 @@
 # ota.bundle_boot: what boot.py and ota.mark_app_valid() / ota.rollback()
 # do to an app bundle: replay a swap a power cut interrupted, roll back a
-# bundle that booted without being confirmed, confirm. The swap itself and
-# its journal are ota.swap; see there for the states.
-from ota.swap import discard, get_state, install, put_state, undo
+# bundle that booted without being confirmed, confirm. The swap itself is
+# ota.swap, its journal ota.journal (see there for the states).
+from ota.journal import discard, get_state, put_state
+from ota.swap import install, undo
 
 
 def boot(app="/app"):

@@ -172,6 +172,27 @@ def resolve_url(manifest_url, url):
     return join_url(manifest_url, url)
 
 
+def installed(target):
+    """(chip, version, secure_version) of what `target` would replace: the
+    running firmware image's, or for an app bundle the board's chip and the
+    installed bundle's (version "0" if the app was never bundled). The chip:
+    sys.platform, refined on an ESP32 by the MCU name that ends
+    os.uname().machine ("... with ESP32S3"); on the host, the emulated
+    board's profile."""
+    if target.kind == "firmware":
+        return target.current()
+    import os
+    import sys
+    from ota.journal import running_desc
+    chip = sys.platform
+    if chip == "esp32":
+        chip = os.uname().machine.split()[-1].lower()
+    elif chip != "esp8266":
+        chip = os.getenv("OTA_CHIP") or "esp32"
+    d = running_desc(target.app) or {"version": "0", "secure_version": 0}
+    return chip, d["version"], d["secure_version"]
+
+
 def signed_image(url, public_key, allow_downgrade, target, options):
     """For ota.begin(..., public_key=): fetch the signed manifest at `url`
     (Download options as for the image), verify it and check it against
@@ -189,6 +210,6 @@ def signed_image(url, public_key, allow_downgrade, target, options):
     if m["kind"] != target.kind:
         raise OTAError(ESP_ERR_INVALID_VERSION,
                        "manifest is for a %s, this update installs a %s" % (m["kind"], target.kind))
-    chip, version, secure_version = target.current()
+    chip, version, secure_version = installed(target)
     check_manifest(m, chip, version, secure_version, allow_downgrade)
     return resolve_url(url, m["url"]), m["sha256"], m["size"]
