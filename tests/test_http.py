@@ -17,7 +17,8 @@ from faultserver import FaultServer
 from otatool.serve import ensure_certs, start_server
 
 sys.path.insert(0, LIB)
-from ota.http import join_url, parse_url  # noqa: E402 (device code, importable on CPython)
+from ota.http import parse_url  # noqa: E402 (device code, importable on CPython)
+from ota.http_extra import join_url  # noqa: E402
 
 ESP_FAIL = -1
 ESP_ERR_INVALID_ARG = 0x102

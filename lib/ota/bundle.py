@@ -24,6 +24,7 @@
 # module shares the heap with the HTTP client, and each costs heap before
 # any code runs (64-bit unix port: ~80 bytes a function, ~35 an attribute
 # name, ~70 a message).
+import gc
 import hashlib
 import os
 import struct
@@ -63,7 +64,7 @@ class AppBundle:
     def __init__(self, path="/app", allow_downgrade=False, bufsize=512):
         path = path.rstrip("/")
         if path[:1] != "/" or "/./" in path + "/" or "/../" in path + "/" or bufsize < 512:
-            raise OTAError(_INVALID_ARG, "app path must be absolute, like /app")
+            raise OTAError(_INVALID_ARG, "app path must be absolute")
         self.app = path
         self.meta = path + ".ota"
         self._fs = path[:path.rfind("/")] or "/"    # where app and meta live
@@ -234,12 +235,20 @@ class AppBundle:
         if d["secure_version"] < cur["secure_version"]:
             raise OTAError(_SMALL_SEC_VER, "secure_version %d < installed %d"
                            % (d["secure_version"], cur["secure_version"]))
-        from ota.version import version_key
+        import sys
+        loaded = "ota.version" in sys.modules
+        gc.collect()    # the code loads into the holes of what begin() freed
+        import ota.version
         a, b = d["version"], cur["version"]
         try:
-            newer = version_key(a) > version_key(b)
+            newer = ota.version.version_key(a) > ota.version.version_key(b)
         except ValueError:
             newer = a != b
+        if not loaded:
+            # Needed once per update: unloaded again, so that its heap is
+            # free for the swap in finish() (an ESP8266 has no more).
+            del sys.modules["ota.version"]
+            del ota.version
         if not (newer or self.allow_downgrade):
             raise OTAError(_INVALID_VERSION, "%s is not newer than the installed %s" % (a, b))
 
@@ -304,7 +313,7 @@ class AppBundle:
                 if e[1] == 0:
                     break
             else:
-                self._it = self._entry = None
+                self._it = self._entry = self._hash = None
                 self._ph = _DONE
                 return
             self._entry = e

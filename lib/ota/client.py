@@ -41,7 +41,7 @@ class Handle:
             raise OTAError(_INVALID_ARG, "size must be a positive int")
         if partial_http_download and not (isinstance(max_http_request_size, int)
                                           and max_http_request_size > 0):
-            raise OTAError(_INVALID_ARG, "partial_http_download needs max_http_request_size > 0")
+            raise OTAError(_INVALID_ARG, "max_http_request_size must be > 0")
         self._read = 0
         self._state = _CLOSED
         self._dl = None
@@ -145,7 +145,8 @@ class Handle:
             if self._state != _DATA_END or not self._target.complete():
                 raise OTAError(_VALIDATE_FAILED, "image incomplete: %d bytes received" % self._read)
             if self._size is not None and self._read != self._size:
-                raise OTAError(_VALIDATE_FAILED, "%d bytes, expected %d" % (self._read, self._size))
+                raise OTAError(_VALIDATE_FAILED, "server has %d bytes, expected %d"
+                               % (self._read, self._size))
             if self._hash and self._hash.digest() != self._sha256:
                 raise OTAError(_VALIDATE_FAILED, "sha256 of the download does not match")
             self._dl.close()

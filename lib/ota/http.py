@@ -16,10 +16,10 @@
 #   windows of a fixed size (esp_https_ota's partial_http_download) on one
 #   kept-alive connection where the server allows it.
 #
-# What a plain download (one 200 answer framed by Content-Length, never cut)
-# does not need is in ota.http_extra: chunked framing, 206 answers, resuming.
-# It is imported the first time one of them happens, so a board that never
-# needs them does not give them heap.
+# What a plain download (one 200 answer framed by Content-Length, never cut
+# or redirected) does not need is in ota.http_extra: redirects, chunked
+# framing, 206 answers, resuming. It is imported the first time one of them
+# happens, so a board that never needs them does not give them heap.
 #
 # Errors are ota.OTAError with the esp_err_t codes of DESIGN.md.
 import errno
@@ -96,24 +96,6 @@ def parse_url(url):
     return scheme, host, port, path
 
 
-def join_url(base, loc):
-    # A Location header resolved against the URL that sent it (RFC 3986 5.2:
-    # absolute, scheme-relative, absolute-path, relative path, query). Dot
-    # segments are left to the server, which normalizes them anyway.
-    i = loc.find("://")
-    if i > 0 and loc[:i].isalpha():
-        return loc
-    origin, path = _split(base)
-    if loc.startswith("//"):
-        return origin[:origin.find(":") + 1] + loc
-    path = path.split("?")[0]
-    if loc.startswith("?"):
-        return origin + path + loc
-    if loc.startswith("/"):
-        return origin + loc
-    return origin + path[:path.rfind("/") + 1] + loc
-
-
 def _fault(e):
     # The error code a failed read or connection means. CPython raises
     # socket.timeout (no errno); MicroPython OSError(ETIMEDOUT), or EAGAIN on
@@ -127,11 +109,7 @@ def _fault(e):
 class Download:
     def __init__(self, url, cert_der=None, headers=None, timeout_ms=10000,
                  allow_http=False, range_size=None, retries=3):
-        scheme = parse_url(url)[0]
-        if scheme == "http" and not allow_http:
-            raise OTAError(_INVALID_ARG, "http:// refused without allow_http=True")
-        if scheme == "https" and not cert_der:
-            raise OTAError(_INVALID_ARG, "https:// needs cert_pem")
+        # The URL is checked by the first request, before any connection.
         self.url = url
         # The CA certificates (DER), until the first TLS connection makes
         # them the SSLContext kept for the next ones.
@@ -258,7 +236,8 @@ class Download:
             status, h = self._exchange(url)
             if status not in (301, 302, 303, 307, 308) or "location" not in h:
                 break
-            url = join_url(url, h["location"])
+            import ota.http_extra as extra
+            url = extra.join_url(url, h["location"])
             self.close()
         else:
             raise OTAError(_MAX_REDIRECT, "more than %d redirects" % _MAX_REDIRECTS)
@@ -355,8 +334,12 @@ class Download:
     def _connect(self, url):
         self.close()
         scheme, host, port, _ = parse_url(url)
-        if (scheme == "http" and not self._allow_http) or (scheme == "https" and not self._tls):
-            raise OTAError(_INVALID_ARG, "redirect to %s:// refused" % scheme)
+        # Also where a redirect leads: plain http only when allowed, https
+        # only with the CA to check it.
+        if scheme == "http" and not self._allow_http:
+            raise OTAError(_INVALID_ARG, "http:// needs allow_http=True")
+        if scheme == "https" and not self._tls:
+            raise OTAError(_INVALID_ARG, "https:// needs cert_pem")
         sock = None
         try:
             addrs = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
@@ -385,19 +368,3 @@ class Download:
         # MicroPython streams: readinto(buf, n) fills n bytes (fewer only at
         # EOF) and allocates nothing. CPython sockets: recv_into(buf, n).
         self._rd = getattr(sock, "readinto", None) or sock.recv_into
-
-
-def read_body(dl, limit):
-    # The whole body of a small answer (a check-in reply, a manifest) as
-    # bytes, or None when it is longer than `limit` bytes.
-    if dl.size > limit:
-        return None
-    buf = bytearray(limit + 1)
-    mv = memoryview(buf)
-    n = 0
-    while n <= limit:
-        k = dl.readinto(mv[n:])
-        if not k:
-            break
-        n += k
-    return bytes(mv[:n]) if n <= limit else None

@@ -1,13 +1,14 @@
 # ota.http_extra: what ota.http's Download needs only when a download is not
-# one plain 200 answer framed by Content-Length: chunked framing, a 206
-# (partial) answer, and asking for the rest after a cut, a stall or at the
-# end of a Range window. Download imports it the first time one of them
-# happens: a board that never needs them does not give them heap. Functions
-# of the Download `dl` they work on, part of its class in all but file.
+# one plain 200 answer framed by Content-Length: a redirect, chunked
+# framing, a 206 (partial) answer, and asking for the rest after a cut, a
+# stall or at the end of a Range window; and reading a small answer whole
+# (check-in replies, manifests). Download imports it the first time one of
+# them happens: a board that never needs them does not give them heap. The
+# functions of a Download `dl` are part of its class in all but file.
 import time
 
 from ota import const, OTAError
-from ota.http import _LINE
+from ota.http import _LINE, _split
 
 # esp_err_t values (as in ota/__init__.py), inlined by const().
 _TIMEOUT = const(0x107)
@@ -20,6 +21,24 @@ _BACKOFF_MS = const(100)  # before the first resume attempt; doubles each time
 # the first chunk-size line due); dl._left counts the bytes left in a chunk.
 _PLAIN = const(0)  # after the last chunk and its trailers
 _CRLF = const(2)   # when dl._left is 0: CRLF, then the next size line
+
+
+def join_url(base, loc):
+    # A Location header resolved against the URL that sent it (RFC 3986 5.2:
+    # absolute, scheme-relative, absolute-path, relative path, query). Dot
+    # segments are left to the server, which normalizes them anyway.
+    i = loc.find("://")
+    if i > 0 and loc[:i].isalpha():
+        return loc
+    origin, path = _split(base)
+    if loc.startswith("//"):
+        return origin[:origin.find(":") + 1] + loc
+    path = path.split("?")[0]
+    if loc.startswith("?"):
+        return origin + path + loc
+    if loc.startswith("/"):
+        return origin + loc
+    return origin + path[:path.rfind("/") + 1] + loc
 
 
 def chunk_head(dl):
@@ -83,3 +102,19 @@ def resume(dl, code):
             if e.code != _CONNECT and e.code != _TIMEOUT:  # worth a retry
                 raise
             code = code or e.code
+
+
+def read_body(dl, limit):
+    # The whole body of a small answer (a check-in reply, a manifest) as
+    # bytes, or None when it is longer than `limit` bytes.
+    if dl.size > limit:
+        return None
+    buf = bytearray(limit + 1)
+    mv = memoryview(buf)
+    n = 0
+    while n <= limit:
+        k = dl.readinto(mv[n:])
+        if not k:
+            break
+        n += k
+    return bytes(mv[:n]) if n <= limit else None

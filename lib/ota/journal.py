@@ -113,8 +113,8 @@ def put_state(m, word):
 
 def desc_of(hdr):
     # The fixed part of a header -> the esp_app_desc_t-like dict of ota.
-    return {"version": bytes(hdr[16:48]).split(b"\x00")[0].decode(),
-            "project_name": bytes(hdr[48:80]).split(b"\x00")[0].decode(),
+    return {"version": bytes(hdr[16:48]).split(b"\x00", 1)[0].decode(),
+            "project_name": bytes(hdr[48:80]).split(b"\x00", 1)[0].decode(),
             "idf_ver": "", "date": "", "time": "", "secure_version": hdr[10] | hdr[11] << 8}
 
 

@@ -168,7 +168,7 @@ def resolve_url(manifest_url, url):
     URL the manifest was fetched from: resolved as the download resolves a
     redirect's Location (RFC 3986 section 5.2; dot segments are left to the
     server)."""
-    from ota.http import join_url
+    from ota.http_extra import join_url
     return join_url(manifest_url, url)
 
 
@@ -197,7 +197,8 @@ def signed_image(url, public_key, allow_downgrade, target, options):
     """For ota.begin(..., public_key=): fetch the signed manifest at `url`
     (Download options as for the image), verify it and check it against
     what `target` holds now. -> (image url, sha256, size)"""
-    from ota.http import Download, read_body
+    from ota.http import Download
+    from ota.http_extra import read_body
     dl = Download(url, **options)
     try:
         dl.start()
