@@ -262,7 +262,7 @@ class AppBundle:
             f.seek(self._hlen - 32)
             if f.read() != self._hash.digest():
                 raise OTAError(_VALIDATE_FAILED, "header: SHA-256 mismatch")
-        used, data, need, prev = _FIXED + 32, 0, self._hlen, ""
+        used, data, need, prev, seen = _FIXED + 32, 0, self._hlen, "", None
         try:
             for _, kind, name, size, _ in journal.entries(hdr):
                 for c in name:
@@ -282,8 +282,10 @@ class AppBundle:
                     data += size
                     need += (size + self._bs - 1) // self._bs * self._bs
                     # A directory the swap must create cannot be a file of
-                    # the app now.
-                    i = name.find("/")
+                    # the app now. Entries are sorted: once per directory.
+                    d = name[:name.rfind("/") + 1]
+                    i = d.find("/") if d != seen else -1
+                    seen = d
                     while i > 0:
                         try:
                             if not os.stat(self.app + "/" + name[:i])[0] & 0x4000:
