@@ -1,0 +1,64 @@
+"""lib/ota runs on the firmware of real boards, not only on the unix port the
+other tests use: what stock ESP8266 firmware leaves out must not be used.
+
+The unix port has every feature, so a call to str.partition() passes every
+other test and still fails on an ESP8266 (ports/esp8266/mpconfigport.h sets
+MICROPY_PY_BUILTINS_STR_PARTITION, _STR_SPLITLINES, _STR_CENTER and
+MICROPY_PY_DELATTR_SETATTR to 0). These tests read the source instead.
+"""
+import ast
+import os
+
+import pytest
+
+from conftest import LIB
+
+MODULES = sorted(n for n in os.listdir(os.path.join(LIB, "ota")) if n.endswith(".py"))
+
+# Methods of str/bytes the ESP8266 firmware is built without.
+MISSING_METHODS = {"partition", "rpartition", "splitlines", "center"}
+# Builtins it is built without.
+MISSING_BUILTINS = {"setattr", "delattr", "compile", "execfile"}
+# Modules no MicroPython firmware has (house rule: no CPython-only modules).
+CPYTHON_ONLY = {"typing", "dataclasses", "pathlib", "abc", "enum", "functools", "itertools",
+                "contextlib", "threading", "subprocess", "logging", "shutil", "tempfile"}
+
+
+def tree(name):
+    with open(os.path.join(LIB, "ota", name)) as f:
+        return ast.parse(f.read(), name)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_no_feature_the_esp8266_firmware_leaves_out(name):
+    found = []
+    for node in ast.walk(tree(name)):
+        if isinstance(node, ast.Attribute) and node.attr in MISSING_METHODS:
+            found.append((node.lineno, ".%s()" % node.attr))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id in MISSING_BUILTINS:
+            found.append((node.lineno, "%s()" % node.func.id))
+    assert found == [], "%s uses what ESP8266 firmware has not: %s" % (
+        name, ", ".join("line %d: %s" % f for f in sorted(found)))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_no_cpython_only_module_is_imported(name):
+    imported = set()
+    for node in ast.walk(tree(name)):
+        if isinstance(node, ast.Import):
+            imported.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module.split(".")[0])
+    assert imported & CPYTHON_ONLY == set(), name
+
+
+def test_the_check_finds_what_it_looks_for(tmp_path, monkeypatch):
+    # The version_key of an earlier session: fine on the unix port, an
+    # AttributeError on an ESP8266.
+    (tmp_path / "ota").mkdir()
+    (tmp_path / "ota" / "v.py").write_text('core, sep, pre = "1.2-rc1".partition("-")\n'
+                                           'setattr(object(), "x", 1)\n')
+    monkeypatch.setattr("test_device_code.LIB", str(tmp_path))
+    with pytest.raises(AssertionError, match=r"line 1: \.partition\(\), line 2: setattr\(\)"):
+        test_no_feature_the_esp8266_firmware_leaves_out("v.py")
