@@ -227,11 +227,31 @@ def test_deploy_mpy_of_the_real_library_imports_and_replaces_the_sources(board):
     assert otatool("deploy", "--port", tty, "--no-reset").returncode == 0
     r = otatool("deploy", "--port", tty, "--no-reset", "--mpy")
     assert r.returncode == 0, r.stderr
+    assert "without line numbers" not in r.stdout       # a roomy heap keeps them
     names = {p.name for p in (fs / "lib" / "ota").iterdir()}
     expected = {rel[:-3] + ".mpy" if rel.endswith(".py") else rel for rel in lib_ota_files()}
     assert names == expected
     r = mpremote(tty, "exec", "import ota; print(ota.OK, ota.__file__)")
     assert r.stdout.startswith("0 /lib/ota/__init__.mpy"), r.stdout + r.stderr
+
+
+def test_deploy_mpy_to_an_esp8266_class_heap_leaves_out_line_numbers(tmp_path):
+    # Below 64 KiB of heap every KiB counts: the same modules without line
+    # numbers, smaller, still importable; tracebacks name the function.
+    from otatool.deploy import compiled, package_files
+    fs = tmp_path / "fs"
+    with serve_pty(fs, heap="48k") as tty:
+        r = otatool("deploy", "--port", tty, "--no-reset", "--mpy")
+        assert r.returncode == 0, r.stderr
+        assert "KiB heap: modules compiled without line numbers" in r.stdout
+        r = mpremote(tty, "exec", "import ota.http\nota.http.parse_url('ftp://x')")
+    assert 'File "ota/http.py", line 1, in parse_url' in r.stdout + r.stderr
+    sys_mpy = int(subprocess.run([MICROPYTHON, "-c", "import sys; print(sys.implementation._mpy)"],
+                                 capture_output=True, text=True, timeout=30).stdout)
+    with_lines = dict(compiled(package_files(REPO), sys_mpy))
+    for rel, data in with_lines.items():
+        if rel.endswith(".mpy"):
+            assert len((fs / "lib" / rel).read_bytes()) < len(data), rel
 
 
 def test_unix_port_arch_is_read_from_sys_implementation():
