@@ -61,13 +61,13 @@ def running_app():
 
 def status():
     # Everything a person wants to print about the two app slots.
-    import ota.otadata as otadata
     import ota.journal as journal
     bundle = {"dir": APP, "state": journal.get_state(APP + ".ota"),
               "installed": journal.running_desc(APP)}
     Partition = _partition()
     if Partition is None:
         return {"bundle": bundle}
+    import ota.otadata as otadata
     running = Partition(Partition.RUNNING)
     slots = [p.info()[4] for p in Partition.find(Partition.TYPE_APP)]
     act = otadata.active()

@@ -1,9 +1,10 @@
 # ota.bundle_boot: what boot.py and ota.mark_app_valid() / ota.rollback()
 # do to an app bundle: replay a swap a power cut interrupted, roll back a
 # bundle that booted without being confirmed, confirm. The swap itself is
-# ota.swap, its journal ota.journal (see there for the states).
+# ota.swap, its journal ota.journal (see there for the states). ota.swap is
+# imported only when there is a swap to run: most boots find none, and
+# what they import stays in the heap that main.py's update then needs.
 from ota.journal import discard, get_state, put_state
-from ota.swap import install, undo
 
 
 def boot(app="/app"):
@@ -14,12 +15,14 @@ def boot(app="/app"):
     m = app + ".ota"
     st = get_state(m)
     if st == "swap":
+        from ota.swap import install
         try:
             install(app, m)
         except OSError:
             return "rolled_back"            # install() undid it
         st = "new"
     if st == "undo" or st == "pend":
+        from ota.swap import undo
         undo(app, m)
         return "rolled_back"
     discard(m, m + "/new")                  # a download cut by the reset
@@ -43,4 +46,5 @@ def rollback(app="/app"):
     if get_state(m) not in ("valid", "new", "pend"):
         from ota import OTAError, ESP_ERR_OTA_ROLLBACK_FAILED
         raise OTAError(ESP_ERR_OTA_ROLLBACK_FAILED, "no previous app bundle kept")
+    from ota.swap import undo
     undo(app, m)
