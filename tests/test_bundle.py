@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from conftest import LIB, SHIM, run_cpython, run_mpy
+from conftest import LIB, SHIM, run_cpython, run_mpy, unix_port_mpy
 from otatool import cli
 from otatool.bundle import build, check_name, make_bundle, read_bundle_header
 
@@ -656,7 +656,7 @@ def compiled_lib():
     """lib/ota as `otatool deploy --mpy` puts it on an ESP8266-class board
     (mpy-cross for this interpreter, no line numbers): [(path, bytes)]."""
     from otatool.deploy import compiled, package_files
-    sys_mpy = int(run_mpy("import sys; print(sys.implementation._mpy)", None).stdout)
+    sys_mpy = unix_port_mpy()
     return compiled(package_files(os.path.dirname(LIB)), sys_mpy, lines=False)
 
 

@@ -19,7 +19,7 @@ import tomllib
 
 import pytest
 
-from conftest import MICROPYTHON, REPO
+from conftest import MICROPYTHON, REPO, unix_port_mpy
 from otatool import cli, deploy, flash
 from otatool.ptyboard import serve_pty
 
@@ -213,8 +213,7 @@ def test_deploy_mpy_compiles_native_code_for_the_boards_arch_and_it_imports(boar
     assert r.returncode == 0, r.stderr
     ota_dir = fs / "lib" / "ota"
     assert sorted(p.name for p in ota_dir.iterdir()) == ["__init__.mpy", "fast.mpy"]
-    sys_mpy = int(subprocess.run([MICROPYTHON, "-c", "import sys; print(sys.implementation._mpy)"],
-                                 capture_output=True, text=True, timeout=30).stdout)
+    sys_mpy = unix_port_mpy()
     header = (ota_dir / "fast.mpy").read_bytes()[:4]
     assert header[0:1] == b"M" and header[1] == sys_mpy & 0xFF
     assert header[2] >> 2 == (sys_mpy >> 10) & 0x0F != 0  # native code for this arch
@@ -246,8 +245,7 @@ def test_deploy_mpy_to_an_esp8266_class_heap_leaves_out_line_numbers(tmp_path):
         assert "KiB heap: modules compiled without line numbers" in r.stdout
         r = mpremote(tty, "exec", "import ota.http\nota.http.parse_url('ftp://x')")
     assert 'File "ota/http.py", line 1, in parse_url' in r.stdout + r.stderr
-    sys_mpy = int(subprocess.run([MICROPYTHON, "-c", "import sys; print(sys.implementation._mpy)"],
-                                 capture_output=True, text=True, timeout=30).stdout)
+    sys_mpy = unix_port_mpy()
     with_lines = dict(compiled(package_files(REPO), sys_mpy))
     for rel, data in with_lines.items():
         if rel.endswith(".mpy"):
@@ -255,8 +253,7 @@ def test_deploy_mpy_to_an_esp8266_class_heap_leaves_out_line_numbers(tmp_path):
 
 
 def test_unix_port_arch_is_read_from_sys_implementation():
-    sys_mpy = int(subprocess.run([MICROPYTHON, "-c", "import sys; print(sys.implementation._mpy)"],
-                                 capture_output=True, text=True, timeout=30).stdout)
+    sys_mpy = unix_port_mpy()
     version, sub, march, flags = deploy.mpy_target(sys_mpy)
     assert (version, sub, flags) == (6, 3, 0)
     expected = {"x86_64": "x64", "i686": "x86", "armv7l": "armv7m"}.get(platform.machine())
