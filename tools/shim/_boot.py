@@ -14,9 +14,9 @@ try:
 except ImportError:  # the ESP8266 profile
     pass
 import machine  # noqa: F401
-import _chip
+import _env
 
-FS = _chip.DIR + "/fs"
+FS = _env.DIR + "/fs"
 # A plain VfsPosix: the unix port cannot import modules from a mounted
 # subclass of it (its import_stat then reads the wrong object), and imports
 # from /lib matter more than the one trap that remains: os.rename with two

@@ -13,9 +13,11 @@
 #    such a fall back, so the boot partition and the running one differ.
 #
 # Imported by the helper (_idf.py) at power-on.
-import _chip
+import _env
 import _flash
+import _image
 import _otadata as od
+import _part
 
 FACTORY = -1
 SECTOR = 4096
@@ -23,7 +25,7 @@ _log = None  # the UART: set by boot()
 
 
 def _first(ptype, sub):
-    r = _flash.find(ptype, sub)
+    r = _part.find(ptype, sub)
     return r[0] if r else None
 
 
@@ -70,10 +72,7 @@ def _select(ota_info, slots, factory):
 def _loads(p):
     # try_load_partition(): a full verify, as bootloader_load_image() does
     # without CONFIG_BOOTLOADER_SKIP_VALIDATE_*.
-    import _image
-
-    b = _chip
-    why = _image.verify(_flash, p[2], p[3], b.CHIP, b.CHIP_ID, b.CHIP_REV)
+    why = _image.verify(_flash, p[2], p[3], _env.CHIP)
     if why:
         _log("E esp_image: " + why)
     return why is None
@@ -84,7 +83,7 @@ def boot(log):
     global _log
     _log = log
     ota_info = _first(1, 0x00)
-    slots = [p for p in _chip.parts if p[0] == 0 and 0x10 <= p[1] < 0x20]
+    slots = [p for p in _part.table if p[0] == 0 and 0x10 <= p[1] < 0x20]
     slots.sort(key=lambda p: p[1])
     factory = _first(0, 0x00)
     start, initial = _select(ota_info, slots, factory)

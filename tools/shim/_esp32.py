@@ -4,11 +4,10 @@
 # from check_esp_err, OSError(ENOENT) for no such partition) and NOR flash
 # underneath. Only Partition: the rest of the firmware's esp32 module has
 # nothing to do with updates.
-import _chip
-import _flash
+import _chip  # the power-on
+import _part
 
-_chip.power_on()
-if not _chip.parts:
+if not _part.table:
     raise ImportError("no module named 'esp32'")  # an ESP8266 has none
 
 _NATIVE = 4096  # the flash sector; smaller block sizes go through a cache
@@ -27,19 +26,19 @@ class Partition:
         pid = args[0]
         if type(pid) is int:
             if pid == 0:
-                part = _flash.at(_chip.idf("boot_partition")[0])
+                part = _part.at(_chip.idf("boot_partition")[0])
             elif pid == 1:
-                part = _chip.running
+                part = _part.running
             else:
                 raise ValueError()
         else:
-            part = (_flash.find(0, 0xFF, pid) + _flash.find(1, 0xFF, pid) + [None])[0]
+            part = (_part.find(0, 0xFF, pid) + _part.find(1, 0xFF, pid) + [None])[0]
         _init(self, part, args[1] if len(args) == 2 else _NATIVE)
 
     @staticmethod
     def find(type=TYPE_APP, subtype=0xFF, label=None, block_size=_NATIVE):
         return [_init(object.__new__(Partition), p, block_size)
-                for p in _flash.find(type, subtype, label)]
+                for p in _part.find(type, subtype, label)]
 
     def info(self):
         return self._p
@@ -51,7 +50,7 @@ class Partition:
         buf, a = self._args(args)
         if isinstance(buf, bytes):
             raise TypeError("object with buffer protocol required")
-        _flash.part_io(self._p, a, buf, 0)
+        _part.io(self._p, a, buf, 0)
 
     def writeblocks(self, *args):
         # writeblocks(block_num, buf): erase, then program;
@@ -60,10 +59,10 @@ class Partition:
         buf, a = self._args(args)
         if len(args) == 2:
             if self._bs >= _NATIVE:
-                _flash.part_io(self._p, a, len(buf), 2)
+                _part.io(self._p, a, len(buf), 2)
             else:
                 self._erase_small(a, len(buf))
-        _flash.part_io(self._p, a, buf, 1)
+        _part.io(self._p, a, buf, 1)
 
     def _args(self, args):
         # -> buf, byte offset in the partition (a uint32_t in the C code)
@@ -80,12 +79,12 @@ class Partition:
         top = a + n
         while s < top:
             if o or top < s + _NATIVE:
-                _flash.part_io(p, s, cache, 0)
-            _flash.part_io(p, s, _NATIVE, 2)
+                _part.io(p, s, cache, 0)
+            _part.io(p, s, _NATIVE, 2)
             if o:
-                _flash.part_io(p, s, memoryview(cache)[:o], 1)
+                _part.io(p, s, memoryview(cache)[:o], 1)
             if top < s + _NATIVE:
-                _flash.part_io(p, top, memoryview(cache)[top - s:], 1)
+                _part.io(p, top, memoryview(cache)[top - s:], 1)
             o = 0
             s += _NATIVE
 
@@ -104,7 +103,7 @@ class Partition:
         if op == 6:
             if self._bs != _NATIVE:
                 return -22  # -EINVAL
-            _flash.part_io(self._p, (arg * _NATIVE) & 0xFFFFFFFF, _NATIVE, 2)
+            _part.io(self._p, (arg * _NATIVE) & 0xFFFFFFFF, _NATIVE, 2)
             return 0
 
     def set_boot(self):
@@ -114,7 +113,7 @@ class Partition:
     def get_next_update(self):
         # esp_ota_get_next_update_partition(): the OTA slot after this one,
         # else the first one
-        slots = sorted((p for p in _flash.find(0) if 0x10 <= p[1] < 0x20), key=lambda p: p[1])
+        slots = sorted((p for p in _part.find(0) if 0x10 <= p[1] < 0x20), key=lambda p: p[1])
         i = slots.index(self._p) + 1 if self._p in slots else 0
         return _init(object.__new__(Partition), (slots[i:] + slots + [None])[0], _NATIVE)
 

@@ -1,5 +1,6 @@
-# The board's 4 MiB NOR flash (DIR/flash.bin) and ESP-IDF's partition access
-# on it (esp_partition_read / write / erase_range).
+# The board's 4 MiB NOR flash (DIR/flash.bin): read, sector erase and
+# program by address, as the SPI flash driver does them; _part builds
+# ESP-IDF's partition access on it.
 #
 # NOR rules: erase sets whole 4096-byte sectors to 0xFF; programming can only
 # clear bits (new = old AND data), so a write over unerased bytes corrupts
@@ -11,13 +12,19 @@
 #                        as ESP-IDF reports it: OSError(-0x6001, ...)
 #   OTA_FAIL_WRITE_AT=N  the same for a program
 #   OTA_FLASH_LOG=path   append "N erase|write 0xADDR LEN[ fail| cut]"
+#
+# The bottom layer of the board: imports no shim module but _env. What it
+# must tell the layers above goes through halt(), which the chip replaces.
 import os
 
-import _chip as c
+import _env
 
 SECTOR = 4096
 SIZE = 0x400000
 CUT = int(os.getenv("OTA_POWER_CUT_AT") or 0)
+# this power-on's [flash operations so far, op of the pending erase fault,
+# op of the pending write fault]; the helper process (_idf) carries them on
+counts = [0, int(os.getenv("OTA_FAIL_ERASE_AT") or 0), int(os.getenv("OTA_FAIL_WRITE_AT") or 0)]
 
 try:
     import micropython
@@ -46,21 +53,29 @@ except ImportError:  # CPython
         dst[:n] = b"\xff" * n
 
 
+def halt(note):
+    # The board stops at once: at a power cut (note "") and at a panic
+    # (_part, note "panic"). This one just ends the process, which is all the
+    # helper process needs; the chip puts _chip.die in its place, which
+    # first leaves `note` for the next power-on.
+    _env.kill()
+
+
 def ops():
     # flash operations in this power-on so far (tests pick N by it)
-    return c.counts[0]
+    return counts[0]
 
 
 def open_flash():
     global _f, _log
-    path = c.DIR + "/flash.bin"
-    _f = open(path, "r+b") if c.MPY else open(path, "r+b", buffering=0)
-    _log = c.LOG and (open(c.LOG, "a") if c.MPY else open(c.LOG, "a", buffering=1))
+    path, log = _env.DIR + "/flash.bin", _env.LOG
+    _f = open(path, "r+b") if _env.MPY else open(path, "r+b", buffering=0)
+    _log = log and (open(log, "a") if _env.MPY else open(log, "a", buffering=1))
 
 
 def read(addr, buf):
     if addr < 0 or addr + len(buf) > SIZE:
-        raise c.esp_error(0x102)
+        raise _env.esp_error(0x102)
     _f.seek(addr)
     _f.readinto(buf)
 
@@ -101,7 +116,7 @@ def _work(n):
 
 
 def _op(kind, addr, n):
-    k = c.counts
+    k = counts
     k[0] += 1
     f = 1 if kind == "erase" else 2
     note = ""
@@ -113,48 +128,9 @@ def _op(kind, addr, n):
     if _log:
         _log.write("%d %s 0x%06x %d%s\n" % (k[0], kind, addr, n, note))
     if note == " cut":
-        c.die("")
+        halt("")
     if note:
-        raise c.esp_error(0x6001)
-
-
-def find(ptype, sub=0xFF, label=None):
-    # esp_partition_find(): table order; 0xFF is "any" type / subtype
-    return [p for p in c.parts
-            if (ptype == 0xFF or p[0] == ptype) and (sub == 0xFF or p[1] == sub)
-            and (label is None or p[4] == label)]
-
-
-def at(addr):
-    return ([p for p in c.parts if p[2] == addr] or [None])[0]
-
-
-def part_io(p, off, buf, kind):
-    # esp_partition_read / write / erase_range (partition_target.c):
-    # kind 0 reads into buf, 1 programs buf, 2 erases buf (a length) bytes
-    n = buf if kind == 2 else len(buf)
-    if off > p[3]:
-        raise c.esp_error(0x102)
-    if n > p[3] - off:
-        raise c.esp_error(0x104)
-    if kind == 2 and n % SECTOR:
-        raise c.esp_error(0x104)
-    if kind == 2 and off % SECTOR:
-        raise c.esp_error(0x102)
-    a = p[2] + off
-    if kind:
-        # CONFIG_SPI_FLASH_DANGEROUS_WRITE_ABORTS (ESP-IDF's default): writing
-        # the bootloader, the partition table or the running app aborts.
-        r = c.running
-        if a <= 0x8C00 or r[2] <= a < r[2] + r[3] or a < r[2] < a + n:
-            print("abort() was called: unsafe flash write at 0x%x" % a)
-            c.die("panic")
-    if kind == 0:
-        read(a, buf)
-    elif kind == 2:
-        erase(a, n)
-    elif n:
-        program(a, buf)
+        raise _env.esp_error(0x6001)
 
 
 _f = _log = _buf = None

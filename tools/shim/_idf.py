@@ -5,15 +5,16 @@
 #
 # Environment: OTA_IDF = "call [arg] ops fail_erase fail_write running_address"
 # (the caller's flash-operation state); the answer goes to DIR/idf:
-# "ops fail_erase fail_write error value", then the call's further lines.
+# "ops fail_erase fail_write error value", then the call's further lines. A
+# power cut during the call ends this process at once (_flash.halt), with no
+# answer: the caller then ends too.
 import os
 import sys
 
-import _chip as b
-import _flash as fl
-
-# chip: (esp_chip_id_t, chip revision major*100+minor)
-CHIPS = {"esp32": (0, 301), "esp32s3": (9, 2), "esp32c3": (5, 4), "esp8266": None}
+import _env
+import _flash
+import _part
+import _table
 
 
 def log(msg):
@@ -24,10 +25,8 @@ def log(msg):
 
 
 def _open_flash():
-    import _table
-
-    fl.open_flash()
-    b.parts = _table.parse(fl.read)
+    _flash.open_flash()
+    _part.table = _table.parse(_flash.read)
 
 
 def boot():
@@ -35,52 +34,50 @@ def boot():
     # flash on first use, read the partition table, run the bootloader.
     # -> (running address, [reset cause, partition lines...])
     try:
-        with open(b.DIR + "/rtc") as f:
+        with open(_env.DIR + "/rtc") as f:
             rtc = f.read().split()
     except OSError:
         rtc = []
-    open(b.DIR + "/rtc", "w").close()
+    open(_env.DIR + "/rtc", "w").close()
     cause = 1  # PWRON_RESET
     if rtc and rtc[0] in ("reset", "panic"):
         cause = 5  # SOFT_RESET
     elif rtc and rtc[0] == "soft":
         cause = int(rtc[2])
-    if CHIPS[b.CHIP] is None:
+    if not _env.ESP32:
         return 0, [str(cause)]
-    b.CHIP_ID, b.CHIP_REV = CHIPS[b.CHIP]
     try:
-        os.stat(b.DIR + "/flash.bin")
+        os.stat(_env.DIR + "/flash.bin")
     except OSError:
         import _factory
 
-        _factory.create(b.DIR, b.CHIP, b.SHIM)
+        _factory.create(_env.DIR, _env.CHIP, _env.SHIM)
     _open_flash()
-    if fl._log:
-        fl._log.write("# power-on\n")
-    if b.parts is None:
+    if _flash._log:
+        _flash._log.write("# power-on\n")
+    if _part.table is None:
         log("E boot: Failed to verify partition table")
-        raise b.esp_error(-1)
+        raise _env.esp_error(-1)
     if rtc and rtc[0] == "soft":  # the interpreter restarts on the same app
-        running = fl.at(int(rtc[1]))
+        running = _part.at(int(rtc[1]))
     else:
         import _bootloader
 
         running = _bootloader.boot(log)
     if running is None:
         log("E boot: No bootable app partitions in the partition table")
-        raise b.esp_error(-1)
-    return running[2], [str(cause)] + ["%d %d %d %d %s %d" % p for p in b.parts]
+        raise _env.esp_error(-1)
+    return running[2], [str(cause)] + ["%d %d %d %d %s %d" % p for p in _part.table]
 
 
 def app_call(name, arg, running):
     # esp_ota_ops for esp32.Partition -> an address (0: none)
     import _otaops as od
 
-    b.CHIP_ID, b.CHIP_REV = CHIPS[b.CHIP]
     _open_flash()
-    b.running = fl.at(running)
+    _part.running = _part.at(running)
     if name == "set_boot":
-        od.set_boot(fl.at(arg))
+        od.set_boot(_part.at(arg))
         return 0
     if name == "mark_valid":
         od.mark_valid()
@@ -93,7 +90,7 @@ def main():
     call = os.getenv("OTA_IDF").split()
     state = [int(x) for x in call[-4:]]
     call = call[:-4]
-    b.counts[:] = state[:3]
+    _flash.counts[:] = state[:3]
     err = value = 0
     more = []
     try:
@@ -103,8 +100,9 @@ def main():
             value = app_call(call[0], int(call[1]) if len(call) > 1 else 0, state[3])
     except OSError as e:
         err = -e.args[0]
-    with open(b.DIR + "/idf", "w") as f:
-        f.write("%d %d %d %d %d\n" % (b.counts[0], b.counts[1], b.counts[2], err, value))
+    k = _flash.counts
+    with open(_env.DIR + "/idf", "w") as f:
+        f.write("%d %d %d %d %d\n" % (k[0], k[1], k[2], err, value))
         f.write("\n".join(more))
 
 

@@ -12,12 +12,13 @@ MAX_SEGMENTS = 16
 SIXTEEN_MB = 0x1000000
 MMU_PAGE = 0x10000
 
-# SOC_IROM_LOW/HIGH, SOC_DROM_LOW/HIGH per chip: segments there are mapped
-# through the flash cache, not loaded.
-_MAPPED = {
-    "esp32": ((0x400D0000, 0x40400000), (0x3F400000, 0x3F800000)),
-    "esp32s3": ((0x42000000, 0x44000000), (0x3C000000, 0x3E000000)),
-    "esp32c3": ((0x42000000, 0x42800000), (0x3C000000, 0x3C800000)),
+# The emulated chips: esp_chip_id_t, the revision the chip reports
+# (major*100+minor), and SOC_IROM_LOW/HIGH, SOC_DROM_LOW/HIGH: segments there
+# are mapped through the flash cache, not loaded.
+CHIPS = {
+    "esp32": (0, 301, ((0x400D0000, 0x40400000), (0x3F400000, 0x3F800000))),
+    "esp32s3": (9, 2, ((0x42000000, 0x44000000), (0x3C000000, 0x3E000000))),
+    "esp32c3": (5, 4, ((0x42000000, 0x42800000), (0x3C000000, 0x3C800000))),
 }
 
 try:
@@ -46,16 +47,18 @@ except ImportError:  # CPython: fold the chunk as one big integer
 
 
 def _mapped(chip, addr):
-    for lo, hi in _MAPPED[chip]:
+    for lo, hi in CHIPS[chip][2]:
         if lo <= addr < hi:
             return True
     return False
 
 
-def verify(flash, start, part_size, chip, chip_id, chip_rev):
-    # flash: anything with read(address, buffer), e.g. the _flash module
+def verify(flash, start, part_size, chip):
+    # flash: anything with read(address, buffer), e.g. the _flash module;
+    # chip: the board's (a key of CHIPS).
     # None when the image at flash address `start` is valid, else the reason
     # (ESP-IDF's log message). Memory: one 1 KB buffer and a SHA-256 context.
+    chip_id, chip_rev = CHIPS[chip][:2]
     if part_size > SIXTEEN_MB:
         return "partition size 0x%x invalid, larger than 16MB" % part_size
     buf = bytearray(1024)

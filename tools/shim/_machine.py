@@ -1,13 +1,13 @@
 # The parts of `machine` an OTA needs, as the ESP32 (or, with
 # OTA_CHIP=esp8266, the ESP8266) firmware has them; machine.py exports them.
-import _chip
+import _chip  # the power-on
+import _env
 
-_chip.power_on()
-if _chip.CHIP == "esp8266":
-    PWRON_RESET, WDT_RESET, SOFT_RESET, DEEPSLEEP_RESET, HARD_RESET = 0, 1, 4, 5, 6
-else:
+if _env.ESP32:
     PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
-_mhz = 80 if _chip.CHIP == "esp8266" else 160  # the firmware's default CPU clock
+else:
+    PWRON_RESET, WDT_RESET, SOFT_RESET, DEEPSLEEP_RESET, HARD_RESET = 0, 1, 4, 5, 6
+_mhz = 160 if _env.ESP32 else 80  # the firmware's default CPU clock
 
 
 def reset():
@@ -35,7 +35,7 @@ def freq(*hz):
     global _mhz
     if not hz:
         return _mhz * 1000000
-    ok = {"esp8266": (80, 160), "esp32c3": (20, 40, 80, 160)}.get(_chip.CHIP, (20, 40, 80, 160, 240))
+    ok = {"esp8266": (80, 160), "esp32c3": (20, 40, 80, 160)}.get(_env.CHIP, (20, 40, 80, 160, 240))
     if hz[0] // 1000000 not in ok:
         raise ValueError("frequency must be one of %s MHz" % (ok,))
     _mhz = hz[0] // 1000000

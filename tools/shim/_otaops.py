@@ -5,16 +5,17 @@
 import struct
 import sys
 
-import _chip
+import _env
 import _flash
 import _image
 import _otadata as od
+import _part
 
 OTA_0 = 0x10
 
 
 def first(ptype, sub):
-    r = _flash.find(ptype, sub)
+    r = _part.find(ptype, sub)
     return r[0] if r else None
 
 
@@ -36,8 +37,8 @@ def _rewrite(p, entries, seq, i):
     e = entries[i]
     e[0] = seq
     e[3] = od.crc(seq)
-    _flash.part_io(p, i * od.SECTOR, od.SECTOR, 2)
-    _flash.part_io(p, i * od.SECTOR, struct.pack("<I20sII", *e), 1)
+    _part.io(p, i * od.SECTOR, od.SECTOR, 2)
+    _part.io(p, i * od.SECTOR, struct.pack("<I20sII", *e), 1)
 
 
 def _slots():
@@ -69,25 +70,25 @@ def boot_partition():
 
 def set_boot(part):
     # esp_ota_set_boot_partition(): a full image verify, then otadata
-    why = _image.verify(_flash, part[2], part[3], _chip.CHIP, _chip.CHIP_ID, _chip.CHIP_REV)
+    why = _image.verify(_flash, part[2], part[3], _env.CHIP)
     if why:
         sys.stderr.write("E esp_image: %s\n" % why)
-        raise _chip.esp_error(0x1503)
+        raise _env.esp_error(0x1503)
     if part[0] != 0:
-        raise _chip.esp_error(0x102)
+        raise _env.esp_error(0x102)
     if part[1] == 0x00:  # factory: erase otadata
         p = first(1, 0x00)
         if p is None:
-            raise _chip.esp_error(0x105)
-        _flash.part_io(p, 0, p[3], 2)
+            raise _env.esp_error(0x105)
+        _part.io(p, 0, p[3], 2)
         return
     p, e = read()
     if p is None:
-        raise _chip.esp_error(0x105)
+        raise _env.esp_error(0x105)
     n = len(_slots())
     slot = part[1] & 0x0F
     if slot >= n:
-        raise _chip.esp_error(0x102)
+        raise _env.esp_error(0x102)
     # esp_rewrite_ota_data()
     a = od.active(e)
     if a == -1:  # both entries unusable: seq slot+1 in sector 0
@@ -106,10 +107,10 @@ def mark_valid():
     # esp_ota_mark_app_valid_cancel_rollback()
     p, e = read()
     if p is None:
-        raise _chip.esp_error(0x105)
+        raise _env.esp_error(0x105)
     a = od.active(e)
     if a == -1 or not _slots():
-        raise _chip.esp_error(-1)  # "Running firmware is factory"
+        raise _env.esp_error(-1)  # "Running firmware is factory"
     if e[a][2] != od.VALID:
         e[a][2] = od.VALID
         _rewrite(p, e, e[a][0], a)

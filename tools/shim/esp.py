@@ -1,7 +1,8 @@
 # The `esp` module of the emulated board: the part of ports/esp8266/modesp.c
 # (and ports/esp32/modesp.c) that ota may ask about, with the values of an
-# ESP8266_GENERIC board with 4 MiB of flash. Stand-alone on purpose: it does
-# not import _board, so it costs an ESP8266-class heap almost nothing.
+# ESP8266_GENERIC board with 4 MiB of flash. Stand-alone on purpose: it
+# imports no other shim module, so it costs an ESP8266-class heap almost
+# nothing.
 #
 # Not emulated: flash_read/flash_write/flash_erase (ota never writes raw
 # flash on an ESP8266: its updates are app bundles on the filesystem),

@@ -2,5 +2,12 @@
 # loaded precompiled (see _mpy.py).
 import _mpy
 
-_mpy.imp("_esp32", globals())
-del _mpy
+if _mpy.load:  # the first import of esp32 or machine: the power-on
+    _mpy.load()
+import _env  # noqa: E402
+
+if not _env.ESP32:
+    raise ImportError("no module named 'esp32'")  # as on an ESP8266
+from _esp32 import *  # noqa: E402,F401,F403
+
+del _env, _mpy

@@ -2,5 +2,8 @@
 # built-in one): the names of _machine.py, loaded precompiled (see _mpy.py).
 import _mpy
 
-_mpy.imp("_machine", globals())
+if _mpy.load:  # the first import of esp32 or machine: the power-on
+    _mpy.load()
+from _machine import *  # noqa: E402,F401,F403
+
 del _mpy
