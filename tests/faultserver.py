@@ -35,9 +35,17 @@ starts at or before them meets them again):
     head_stall     read the request and never answer (for stall_s seconds)
     close_after    close the connection after each answer without saying so
                    (no "Connection: close"), as servers do with idle ones
+    extra_head     raw header lines (str, sent as they are: control characters
+                   included) added to the answer's head, redirects included
+    head_forever   after the status line, header lines of 64 bytes without
+                   end, this many seconds apart (0: as fast as the client reads)
+    head_drip      after the status line, one byte of a header line every this
+                   many seconds, without end (never a line feed)
+    trickle        send the body one byte every this many seconds
 
 Bounded: every socket has a timeout, stalls end at stall_s, and the server
-stops by itself after `lifetime` seconds.
+stops by itself after `lifetime` seconds (endless heads and trickles too).
+The log also has, per request, `head_sent`: bytes of an endless head sent.
 """
 import hashlib
 import posixpath
@@ -90,7 +98,8 @@ class FaultServer:
         r = dict(body=bytes(body), etag=_etag(body), drop_at=None, drop_times=1, stall_at=None,
                  stall_times=1, stall_s=30, cl_delta=0, chunked=0, redirect=None, status=None,
                  error_body=b"", new_body=None, change_after=None, ignore_range=False,
-                 head_stall=False, range_shift=0, close_after=False, requests=0, drops=0,
+                 head_stall=False, range_shift=0, close_after=False, extra_head=(),
+                 head_forever=None, head_drip=None, trickle=None, requests=0, drops=0,
                  stalls=0)
         unknown = set(knobs) - set(r)
         if unknown:
@@ -102,6 +111,11 @@ class FaultServer:
     def url(self, path, scheme=None):
         host = "[%s]" % self.host if ":" in self.host else self.host
         return "%s://%s:%d%s" % (scheme or ("https" if self._ctx else "http"), host, self.port, path)
+
+    @property
+    def connections(self):
+        # Connections accepted so far (0: nothing ever reached the server).
+        return self._conns
 
     def requests(self, path):
         return [e for e in self.log if e["path"] == path]
@@ -149,7 +163,7 @@ class FaultServer:
         # Send one response; True if the connection may carry another request.
         method, path, headers = req
         rec = dict(path=path, conn=conn_no, range=headers.get("range"), if_range=headers.get("if-range"),
-                   headers=headers, status=None, declared=None, sent=0, fault=None)
+                   headers=headers, status=None, declared=None, sent=0, fault=None, head_sent=0)
         with self._lock:
             self.log.append(rec)
         r = self.routes.get(posixpath.normpath(path.split("?")[0]))  # as servers resolve ../
@@ -161,9 +175,13 @@ class FaultServer:
         if r["head_stall"]:
             self._wait(r["stall_s"])
             return False
+        if r["head_forever"] is not None or r["head_drip"] is not None:
+            self._endless_head(conn, rec, r)
+            return False
         if r["redirect"]:
             status, loc = r["redirect"]
-            return self._simple(conn, rec, status, b"", keep, ["Location: %s" % loc])
+            return self._simple(conn, rec, status, b"", keep,
+                                ["Location: %s" % loc] + list(r["extra_head"]))
         if r["status"] is not None:
             return self._simple(conn, rec, r["status"], r["error_body"], keep, ["Content-Type: text/html"])
         body, etag = r["body"], r["etag"]
@@ -188,6 +206,7 @@ class FaultServer:
         else:
             head.append("Content-Length: %d" % (end - start))
             rec["declared"] = end - start
+        head += list(r["extra_head"])
         rec["status"] = status
         conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
         if method == "HEAD":
@@ -213,6 +232,13 @@ class FaultServer:
         data = body[start:max(start, cut)]
         if r["chunked"]:
             self._send_chunked(conn, rec, data, r["chunked"], fault is None)
+        elif r["trickle"] is not None:
+            for i in range(len(data)):
+                if not self._running():
+                    return False
+                conn.sendall(data[i:i + 1])
+                rec["sent"] += 1
+                self._wait(r["trickle"])
         else:
             conn.sendall(data)
             rec["sent"] = len(data)
@@ -220,6 +246,26 @@ class FaultServer:
             self._wait(r["stall_s"])
         return fault is None and keep and have_end >= end and r["cl_delta"] >= 0 \
             and not r["close_after"]
+
+    def _running(self):
+        return not self._stop.is_set() and time.monotonic() < self._deadline
+
+    def _endless_head(self, conn, rec, r):
+        # A status line, then header bytes until the client gives up (or the
+        # server stops): whole lines, or one byte at a time.
+        rec["status"] = 200
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        i = 0
+        while self._running():
+            if r["head_drip"] is not None:
+                piece, pause = b"a" if i else b"X-Drip: a", r["head_drip"]
+            else:
+                piece, pause = b"X-Filler-%08d: %s\r\n" % (i, b"f" * 43), r["head_forever"]
+            conn.sendall(piece)
+            rec["head_sent"] += len(piece)
+            i += 1
+            if pause:
+                self._wait(pause)
 
     def _send_chunked(self, conn, rec, data, size, last):
         for i in range(0, len(data), size):

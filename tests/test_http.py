@@ -70,13 +70,14 @@ print("RESULT " + json.dumps(r))
 
 
 def download(url, board_dir, runtime="mpy", cert_pem=None, cert_der=None, start=None, buf=4096,
-             timeout=60, **kw):
+             timeout=60, prelude="", **kw):
+    """SCRIPT on the board (prelude: device code run first): its RESULT."""
     kw.setdefault("allow_http", url.startswith("http:"))
     kw.setdefault("timeout_ms", 2000)
     params = dict(url=url, kw=kw, start=start or {}, buf=buf, cert_pem=cert_pem,
                   cert_der=cert_der.hex() if cert_der else None)
     run = run_mpy if runtime == "mpy" else run_cpython
-    p = run(SCRIPT % json.dumps(params), board_dir, timeout=timeout)
+    p = run(prelude + SCRIPT % json.dumps(params), board_dir, timeout=timeout)
     lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
     assert lines, "no result:\n%s\n%s" % (p.stdout, p.stderr)
     return json.loads(lines[-1][7:])

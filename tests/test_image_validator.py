@@ -178,9 +178,13 @@ def test_image_larger_than_the_partition_is_refused_before_its_end():
     assert check(data, 0, max_size=len(data))["ok"]
 
 
-def test_bytes_after_the_image_are_refused():
-    r = check(SMALL + b"\xff" * 16, 0)
-    assert (r["ok"], r["code"]) == (False, VALIDATE_FAILED) and "after the end" in r["msg"]
+@pytest.mark.parametrize("extra", [b"\xff" * 16, b"\0" * 16, b"\0" * 68 + b"\0" * 13, b"junk",
+                                   b"\xe7\x02" + b"\0" * 1214])
+def test_bytes_after_the_image_that_are_no_signature_block_are_refused(extra):
+    # 0xFF, zeros: the start of a Secure Boot v2 / v1 block, never finished
+    # (or one byte too long); 0xE7 not at a 4 KiB boundary.
+    r = check(SMALL + extra, 0)
+    assert (r["ok"], r["code"], r["complete"]) == (False, VALIDATE_FAILED, False), r
 
 
 @settings(max_examples=60, deadline=None)
@@ -404,3 +408,112 @@ def test_otatool_image_make_writes_an_image_esptool_reads(tmp_path):
     d = describe_image(open(path, "rb").read(), "esp32c3")
     assert (d["version"], d["project_name"], d["secure_version"]) == ("9.9.9", "made", 4)
     assert abs(d["length"] - 30000) <= 64
+
+
+# ---- images signed for Secure Boot ------------------------------------------------
+#
+# `espsecure sign-data` appends a signature block to an app image: v1 (ESP32)
+# a version word 0 and a 64-byte ECDSA signature; v2 0xFF up to the next 4 KiB
+# boundary and a 4 KiB sector of 1216-byte blocks (magic 0xE7, CRC-32). The
+# board accepts exactly those after an image and writes them to flash with it.
+
+ESPSECURE = os.path.join(os.path.dirname(sys.executable), "espsecure")
+
+
+def espsecure(*args):
+    out = subprocess.run([ESPSECURE, *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory):
+    """{name: (path, bytes)} of one app image signed by the real espsecure:
+    v1, v1 padded to 16 bytes as esptool's own test image is, v2 with an RSA
+    key, v2 with an ECDSA key, v2 with both (two blocks); plus the keys."""
+    d = tmp_path_factory.mktemp("signed")
+    app = d / "app.bin"
+    app.write_bytes(make_app_image(version="2.5.0", size=40000, project_name="secure"))
+    keys = {"v1": ("1", None), "rsa": ("2", "rsa3072"), "ecdsa": ("2", "ecdsa256")}
+    for name, (version, scheme) in keys.items():
+        espsecure("generate-signing-key", "--version", version,
+                  *(["--scheme", scheme] if scheme else []), str(d / (name + ".pem")))
+    out = {}
+
+    def sign(name, key, version, src, *more):
+        path = d / (name + ".bin")
+        espsecure("sign-data", "--version", version, "--keyfile", str(d / (key + ".pem")),
+                  *more, "-o", str(path), str(src))
+        out[name] = (str(path), path.read_bytes())
+
+    sign("v1", "v1", "1", app)
+    sign("v2-rsa", "rsa", "2", app)
+    sign("v2-ecdsa", "ecdsa", "2", app)
+    sign("v2-two-blocks", "ecdsa", "2", d / "v2-rsa.bin", "--append-signatures")
+    padded = d / "v1-padded.bin"
+    padded.write_bytes(out["v1"][1] + bytes(range(12)))   # to the 16-byte boundary
+    out["v1-padded"] = (str(padded), padded.read_bytes())
+    out["keys"] = d
+    return out
+
+
+SIGNED = ["v1", "v1-padded", "v2-rsa", "v2-ecdsa", "v2-two-blocks"]
+
+
+@pytest.mark.parametrize("name", SIGNED)
+def test_an_image_signed_for_secure_boot_validates_with_its_signature_block(signed, name, tmp_path):
+    path, data = signed[name]
+    version = "1" if name.startswith("v1") else "2"
+    key = "v1" if version == "1" else ("ecdsa" if name == "v2-ecdsa" else "rsa")
+    if name != "v1-padded":   # espsecure reads the signature from the file's end
+        espsecure("verify-signature", "--version", version, "--keyfile",
+                  str(signed["keys"] / (key + ".pem")), path)
+    assert esptool_verdict(path)          # esptool image-info still reads it
+    assert len(data) > 40000
+    for chunks in ([4096], [1], [333, 4097]):
+        r = check(data, 0, chunks=chunks)
+        assert r["ok"] and r["complete"], (chunks, r)
+        assert r["length"] == 40000 and r["desc"]["project_name"] == "secure"
+    got = run_on_unix_port([{"file": path, "chip_id": 0, "chunks": c} for c in ([4096], [7])],
+                           tmp_path)
+    assert [(r["ok"], r["length"]) for r in got] == [(True, 40000)] * 2
+
+
+def damaged(data, at, value):
+    b = bytearray(data)
+    b[at] = value
+    return bytes(b)
+
+
+def test_a_signature_block_that_is_not_well_formed_is_refused(signed, tmp_path):
+    v1, v2 = signed["v1"][1], signed["v2-rsa"][1]
+    sector = len(v2) - 4096       # where the v2 signature sector starts
+    cases = {
+        "v1 version word not 0": damaged(v1, 40001, 1),
+        "v1 cut in the signature": v1[:-1],
+        "v1 padded past 16 bytes": signed["v1-padded"][1] + b"\0",
+        "v2 padding not 0xFF": damaged(v2, sector - 1, 0),
+        "v2 bad magic": damaged(v2, sector, 0xE8),
+        "v2 unknown version": damaged(v2, sector + 1, 4),
+        "v2 CRC mismatch": damaged(v2, sector + 600, v2[sector + 600] ^ 1),
+        "v2 CRC itself": damaged(v2, sector + 1196, v2[sector + 1196] ^ 1),
+        "v2 block padding not zero": damaged(v2, sector + 1215, 1),
+        "v2 junk after the blocks": damaged(v2, len(v2) - 1, 0),
+        "v2 second block damaged": damaged(signed["v2-two-blocks"][1], sector + 1216 + 1, 9),
+        "v2 sector cut": v2[:-1],
+        "v2 data after the sector": v2 + b"\xff",
+        "v2 sector not at a 4 KiB boundary": v2[:40000] + v2[sector:],
+    }
+    for name, data in cases.items():
+        r = check(data, 0, chunks=(4096,))
+        assert (r["ok"], r["code"], r["complete"]) == (False, VALIDATE_FAILED, False), (name, r)
+    files = [image_file(tmp_path, data, "case%d.bin" % i) for i, data in enumerate(cases.values())]
+    got = run_on_unix_port([{"file": f, "chip_id": 0} for f in files], tmp_path)
+    assert [(r["ok"], r["code"]) for r in got] == [(False, VALIDATE_FAILED)] * len(cases)
+
+
+def test_a_signature_block_counts_against_the_partition_size(signed):
+    data = signed["v2-rsa"][1]
+    r = check(data, 0, max_size=len(data) - 1)
+    assert (r["ok"], r["code"]) == (False, INVALID_SIZE)
+    assert check(data, 0, max_size=len(data))["ok"]

@@ -153,19 +153,124 @@ def test_signature_whose_s_is_not_reduced_below_the_group_order_is_refused(tmp_p
     assert board_verify(tmp_path, cases) == [True, False]
 
 
-def test_non_canonical_point_encodings_are_refused(tmp_path):
-    # The identity point (x=0, y=1) as public key and s=0, R=identity make a
-    # "signature" of any message that the equation [s]B = R + [k]A accepts,
-    # so these cases differ from the accepted first one only in the
-    # encodings: y >= p, and x = 0 with the sign bit set.
-    ident = le32(1)
-    y_plus_p = le32(P + 1)
-    neg_zero = le32(1 | 1 << 255)
-    zero = le32(0)
-    cases = [(ident, "61", ident + zero),
-             (y_plus_p, "61", ident + zero), (neg_zero, "61", ident + zero),
-             (ident, "61", y_plus_p + zero), (ident, "61", neg_zero + zero)]
-    assert board_verify(tmp_path, cases) == [True, False, False, False, False]
+# "Taming the many EdDSAs" (Chalkias, Garillot, Nikolaenko, SSR 2020), the
+# twelve vectors of ed25519-speccheck's cases.txt as (public key, message,
+# signature) and what each tests. A strict verifier (small-order A and R
+# refused, canonical encodings only, S < L) accepts vector 3 alone, as
+# libsodium and ed25519-dalek's verify_strict do.
+TAMING = [
+    ("0: S=0, A and R of small order",
+     "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+     "8c93255d71dcab10e8f379c26200f3c7bd5f09d9bc3068d3ef4edeb4853022b6",
+     "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"
+     "0000000000000000000000000000000000000000000000000000000000000000", False),
+    ("1: A of small order, R mixed",
+     "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+     "9bd9f44f4dcc75bd531b56b2cd280b0bb38fc1cd6d1230e14861d861de092e79",
+     "f7badec5b8abeaf699583992219b7b223f1df3fbbea919844e3f7c554a43dd43"
+     "a5bb704786be79fc476f91d3f3f89b03984d8068dcf1bb7dfc6637b45450ac04", False),
+    ("2: A mixed, R of small order",
+     "f7badec5b8abeaf699583992219b7b223f1df3fbbea919844e3f7c554a43dd43",
+     "aebf3f2601a0c8c5d39cc7d8911642f740b78168218da8471772b35f9d35b9ab",
+     "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"
+     "8c4bd45aecaca5b24fb97bc10ac27ac8751a7dfe1baff8b953ec9f5833ca260e", False),
+    ("3: A and R mixed, both equations hold",
+     "cdb267ce40c5cd45306fa5d2f29731459387dbf9eb933b7bd5aed9a765b88d4d",
+     "9bd9f44f4dcc75bd531b56b2cd280b0bb38fc1cd6d1230e14861d861de092e79",
+     "9046a64750444938de19f227bb80485e92b83fdb4b6506c160484c016cc1852f"
+     "87909e14428a7a1d62e9f22f3d3ad7802db02eb2e688b6c52fcd6648a98bd009", True),
+    ("4: only the cofactored equation holds",
+     "cdb267ce40c5cd45306fa5d2f29731459387dbf9eb933b7bd5aed9a765b88d4d",
+     "e47d62c63f830dc7a6851a0b1f33ae4bb2f507fb6cffec4011eaccd55b53f56c",
+     "160a1cb0dc9c0258cd0a7d23e94d8fa878bcb1925f2c64246b2dee1796bed512"
+     "5ec6bc982a269b723e0668e540911a9a6a58921d6925e434ab10aa7940551a09", False),
+    ("5: only the cofactored equation holds, R of order L",
+     "cdb267ce40c5cd45306fa5d2f29731459387dbf9eb933b7bd5aed9a765b88d4d",
+     "e47d62c63f830dc7a6851a0b1f33ae4bb2f507fb6cffec4011eaccd55b53f56c",
+     "21122a84e0b5fca4052f5b1235c80a537878b38f3142356b2c2384ebad4668b7"
+     "e40bc836dac0f71076f9abe3a53f9c03c1ceeeddb658d0030494ace586687405", False),
+    ("6: S > L",
+     "442aad9f089ad9e14647b1ef9099a1ff4798d78589e66f28eca69c11f582a623",
+     "85e241a07d148b41e47d62c63f830dc7a6851a0b1f33ae4bb2f507fb6cffec40",
+     "e96f66be976d82e60150baecff9906684aebb1ef181f67a7189ac78ea23b6c0e"
+     "547f7690a0e2ddcd04d87dbc3490dc19b3b3052f7ff0538cb68afb369ba3a514", False),
+    ("7: S >> L",
+     "442aad9f089ad9e14647b1ef9099a1ff4798d78589e66f28eca69c11f582a623",
+     "85e241a07d148b41e47d62c63f830dc7a6851a0b1f33ae4bb2f507fb6cffec40",
+     "8ce5b96c8f26d0ab6c47958c9e68b937104cd36e13c33566acd2fe8d38aa1942"
+     "7e71f98a473474f2f13f06f97c20d58cc3f54b8bd0d272f42b695dd7e89a8c22", False),
+    ("8: R not canonical (x = 0 with the sign bit)",
+     "f7badec5b8abeaf699583992219b7b223f1df3fbbea919844e3f7c554a43dd43",
+     "9bedc267423725d473888631ebf45988bad3db83851ee85c85e241a07d148b41",
+     "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+     "03be9678ac102edcd92b0210bb34d7428d12ffc5df5f37e359941266a4e35f0f", False),
+    ("9: R not canonical, k computed from the reduced R",
+     "f7badec5b8abeaf699583992219b7b223f1df3fbbea919844e3f7c554a43dd43",
+     "9bedc267423725d473888631ebf45988bad3db83851ee85c85e241a07d148b41",
+     "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+     "ca8c5b64cd208982aa38d4936621a4775aa233aa0505711d8fdcfdaa943d4908", False),
+    ("10: A not canonical",
+     "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+     "e96b7021eb39c1a163b6da4e3093dcd3f21387da4cc4572be588fafae23c155b",
+     "a9d55260f765261eb9b84e106f665e00b867287a761990d7135963ee0a7d59dc"
+     "a5bb704786be79fc476f91d3f3f89b03984d8068dcf1bb7dfc6637b45450ac04", False),
+    ("11: A not canonical, k computed from the reduced A",
+     "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+     "39a591f5321bbe07fd5a23dc2f39d025d74526615746727ceefd6e82ae65c06f",
+     "a9d55260f765261eb9b84e106f665e00b867287a761990d7135963ee0a7d59dc"
+     "a5bb704786be79fc476f91d3f3f89b03984d8068dcf1bb7dfc6637b45450ac04", False),
+]
+
+# The eight points of small order ([8]P = identity), canonically encoded,
+# with their order: the identity (y = 1), (0, -1), the two with y = 0 (the
+# all-zero encoding is one) and four of order 8.
+SMALL_ORDER = [
+    ("0100000000000000000000000000000000000000000000000000000000000000", 1),
+    ("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", 2),
+    ("0000000000000000000000000000000000000000000000000000000000000000", 4),
+    ("0000000000000000000000000000000000000000000000000000000000000080", 4),
+    ("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", 8),
+    ("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85", 8),
+    ("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", 8),
+    ("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa", 8),
+]
+IDENTITY = SMALL_ORDER[0][0]
+
+
+def forgery(pk, order, text):
+    """A message starting with `text` and the "signature" R = identity, S = 0
+    that [S]B = R + [k]A accepts for a public key A of small `order`: k =
+    SHA-512(R || A || M) mod L a multiple of the order makes [k]A the
+    identity. No private key involved: (message hex, signature hex)."""
+    for i in range(1000):
+        msg = ("%s %d" % (text, i)).encode()
+        k = int.from_bytes(hashlib.sha512(bytes.fromhex(IDENTITY + pk) + msg).digest(),
+                           "little") % L
+        if k % order == 0:
+            return msg.hex(), IDENTITY + "00" * 32
+    raise AssertionError("no message found")
+
+
+@pytest.mark.parametrize("name,pk,msg,sig,ok", TAMING, ids=[t[0].split(":")[0] for t in TAMING])
+def test_the_taming_the_many_eddsas_vectors_verify_only_where_strict_rules_allow(
+        name, pk, msg, sig, ok, tmp_path):
+    assert board_verify(tmp_path, [(pk, msg, sig)]) == [ok]
+
+
+def test_a_small_order_public_key_verifies_no_forgery(tmp_path):
+    # Each of these forged "signatures" satisfies the verification equation
+    # (anyone can make them, for any message): only the key's order gives
+    # them away. The old verifier accepted every one.
+    cases = [(pk,) + forgery(pk, order, "install evil firmware") for pk, order in SMALL_ORDER]
+    assert board_verify(tmp_path, cases) == [False] * len(SMALL_ORDER)
+
+
+def test_non_canonical_encodings_of_a_key_are_refused(tmp_path):
+    # y >= p, and x = 0 with the sign bit set: other spellings of the
+    # identity and of (0, -1), never a key.
+    name, pk, msg, sig = RFC8032[1]
+    cases = [(pk, msg, sig)] + [(le32(y), msg, sig) for y in (P + 1, P, 1 | 1 << 255, P - 1 | 1 << 255)]
+    assert board_verify(tmp_path, cases) == [True] + [False] * 4
 
 
 def test_key_or_signature_of_the_wrong_length_is_refused(tmp_path):

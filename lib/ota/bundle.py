@@ -213,6 +213,19 @@ class AppBundle:
         if self._size >= 0 and self._size != hlen + dlen:
             raise OTAError(_VALIDATE_FAILED, "%d bytes, not the bundle's %d"
                            % (self._size, hlen + dlen))
+        # Version (required) and project name: up to 31 printable ASCII
+        # characters, then NULs only, as otatool writes them; anything else
+        # would break desc() users (decode, print, JSON reports). Checked
+        # in place: no garbage while the heap is at its fullest.
+        for i in (16, 48):
+            j = i
+            while j < i + 31 and 31 < b[j] < 127:
+                j += 1
+            k = j
+            while k < i + 32 and not b[k]:
+                k += 1
+            if k < i + 32 or j == 16:
+                raise OTAError(_VALIDATE_FAILED, "bad bundle header")
         self._desc = journal.desc_of(b)
         self._size = hlen + dlen
         self._room(self._size)

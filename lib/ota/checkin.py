@@ -13,7 +13,8 @@
 #
 # The check-in says which version runs; the server alone decides whether an
 # update is due, so a board never compares versions itself. The device token
-# travels in a header (X-OTA-Token), not in the URL that proxies log.
+# travels in a header (X-OTA-Token), not in the URL that proxies log, and
+# never to another origin a redirect names (ota.http drops it there).
 # Same transport as the image (ota.http): verified TLS, timeouts, no requests.
 import json
 
@@ -106,7 +107,7 @@ def _read_answer(dl):
 def _offer(raw):
     try:
         offer = json.loads(raw)
-    except ValueError:
+    except (ValueError, RuntimeError):  # RuntimeError: nested too deep (CPython)
         offer = None
     if not isinstance(offer, dict):
         raise OTAError(ESP_ERR_INVALID_RESPONSE, "check answer is not a JSON object")

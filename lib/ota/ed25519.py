@@ -13,12 +13,18 @@
 # 3-5 % more time per step down. A precomputed fixed-base table for B (the
 # tens of KB that make signing fast) cannot fit at all.
 #
-# Strict on what it accepts: wrong lengths, s >= L, a public key whose y is not
-# canonical (y >= p) or that is not on the curve, or the non-canonical "x = 0
-# with the sign bit set" are all refused. R is never decoded: the computed
-# point is encoded canonically and compared byte for byte with R, so a
-# non-canonical R can never match. Verification is cofactorless
-# ([s]B = R + [k]A), as RFC 8032 section 5.1.7 allows.
+# Strict on what it accepts, as "Taming the many EdDSAs" (Chalkias, Garillot,
+# Nikolaenko 2020) recommends: wrong lengths, s >= L, a public key whose y is
+# not canonical (y >= p) or that is not on the curve, the non-canonical "x = 0
+# with the sign bit set", and a public key or R of small order (one of the 8
+# points P with [8]P = identity) are all refused. A small-order key is the
+# one that matters: with A = identity (the all-zero encoding is another such
+# point), s = 0 and R = [-k]A every message "verifies", so anyone can forge.
+# R is never decoded: the computed point is encoded canonically and compared
+# byte for byte with R, so a non-canonical R can never match, and R's order
+# is that of the computed point. Verification is cofactorless
+# ([s]B = R + [k]A), as RFC 8032 section 5.1.7 allows; with the checks above
+# only vector 3 of that paper's twelve verifies (as in libsodium).
 try:
     from hashlib import sha512
 except ImportError:  # stock ESP32/ESP8266/unix firmware: see ota/sha512.py
@@ -174,6 +180,23 @@ def _decode(b):
     return x, y
 
 
+def _small(X, Y, Z):
+    # Is the point of small order, i.e. [8]P the identity (X = 0, Y = Z)?
+    for _ in range(3):
+        X, Y, Z, _ = _dbl(X, Y, Z, False)
+    return X == 0 and Y == Z
+
+
+def public_point(public_key):
+    """The decoded (x, y) of a public key fit to verify with: 32 bytes, a
+    canonical encoding of a curve point not of small order; else None."""
+    public_key = bytes(public_key)
+    a = _decode(public_key) if len(public_key) == 32 else None
+    if a is None or _small(a[0], a[1], 1):
+        return None
+    return a
+
+
 def _encode(X, Y, Z):
     p = _P
     zi = _pow(Z, p - 2, p)
@@ -185,19 +208,16 @@ def _encode(X, Y, Z):
 def verify(public_key, message, signature):
     """True if `signature` (64 bytes) is a valid Ed25519 signature of
     `message` (bytes) under `public_key` (32 bytes), else False."""
-    public_key = bytes(public_key)
     signature = bytes(signature)
-    if len(public_key) != 32 or len(signature) != 64:
+    a = public_point(public_key)
+    if a is None or len(signature) != 64:
         return False
     r = signature[:32]
     s = int.from_bytes(signature[32:], "little")
     if s >= _L:
         return False
-    a = _decode(public_key)
-    if a is None:
-        return False
     h = sha512(r)
-    h.update(public_key)
+    h.update(bytes(public_key))
     h.update(message)
     k = int.from_bytes(h.digest(), "little") % _L
     h = None  # its state is ~1 KB of big ints: free it for the tables
@@ -206,4 +226,5 @@ def verify(public_key, message, signature):
     y = a[1]
     table_b = _odd_multiples(_BX, _BY, 1, _BX * _BY % _P)
     table_a = _odd_multiples(x, y, 1, x * y % _P)
-    return _encode(*_double_mul(s, k, table_b, table_a)) == r
+    X, Y, Z = _double_mul(s, k, table_b, table_a)
+    return _encode(X, Y, Z) == r and not _small(X, Y, Z)

@@ -16,6 +16,15 @@
 #   windows of a fixed size (esp_https_ota's partial_http_download) on one
 #   kept-alive connection where the server allows it.
 #
+# And what a hostile server (or a redirect to one) must not get out of it:
+# a URL with a control character or a space never reaches the request line
+# (the caller's: ESP_ERR_INVALID_ARG; a Location: ESP_ERR_HTTP_FETCH_HEADER,
+# before anything is sent); a redirect to another origin (scheme, host,
+# port) gets none of the caller's headers (Authorization, a device token),
+# as curl and requests do; a response head is at most 8 KiB (each line at
+# most 4 KiB), else ESP_ERR_HTTP_FETCH_HEADER. An overall deadline for all
+# downloads is ota.deadline's (ota.updater uses it at boot).
+#
 # What a plain download (one 200 answer framed by Content-Length, never cut
 # or redirected) does not need is in ota.http_extra: redirects, chunked
 # framing, 206 answers, resuming. It is imported the first time one of them
@@ -36,11 +45,13 @@ _TIMEOUT = const(0x107)
 _INVALID_RESPONSE = const(0x108)
 _MAX_REDIRECT = const(0x7001)
 _CONNECT = const(0x7002)
+_FETCH_HEADER = const(0x7004)
 _NOT_MODIFIED = const(0x7009)
 _INCOMPLETE_DATA = const(0x700C)
 
 _MAX_REDIRECTS = const(10)
 _MAX_LINE = const(4096)  # longest head or chunk-size line accepted
+_MAX_HEAD = const(8192)  # longest response head (and chunked trailers) accepted
 
 # States (explicit, as in esp_https_ota.c).
 _IDLE = const(0)  # not started, or closed, or failed
@@ -83,6 +94,9 @@ def parse_url(url):
     try:
         if i < 0 or scheme not in ("http", "https") or "@" in hostport:
             raise ValueError
+        for c in url:  # CR, LF, NUL, space... would end up in the request
+            if c <= " " or c > "~":
+                raise ValueError
         port = 443 if scheme == "https" else 80
         k = hostport.rfind(":")
         if k > hostport.rfind("]"):
@@ -92,7 +106,7 @@ def parse_url(url):
         if not host:
             raise ValueError
     except ValueError:
-        raise OTAError(_INVALID_ARG, "bad URL " + url)
+        raise OTAError(_INVALID_ARG, "bad URL %r" % url)
     return scheme, host, port, path
 
 
@@ -200,9 +214,11 @@ class Download:
             except OSError:
                 pass
 
-    def _readline(self):
+    def _readline(self, limit=_MAX_LINE):
         # One line into _LINE (CRLF stripped) by one-byte reads: heads and
-        # chunk-size lines only, never body data. Returns its length.
+        # chunk-size lines only, never body data. Returns its length. More
+        # than `limit` bytes before the LF (what is left of a head's 8 KiB)
+        # or than _MAX_LINE: a server that would keep us reading forever.
         line = _LINE
         b1 = _B1
         n = 0
@@ -211,9 +227,9 @@ class Download:
                 raise OSError(errno.ECONNRESET)  # closed early
             if b1[0] == 0x0A:
                 return n - 1 if n and line[n - 1] == 0x0D else n
+            if n >= limit or n >= _MAX_LINE:
+                raise OTAError(_FETCH_HEADER, "response head too long")
             if n == len(line):
-                if n >= _MAX_LINE:
-                    raise OTAError(_INVALID_RESPONSE, "line too long")
                 line.extend(bytes(n))
             line[n] = b1[0]
             n += 1
@@ -237,7 +253,7 @@ class Download:
             if status not in (301, 302, 303, 307, 308) or "location" not in h:
                 break
             import ota.http_extra as extra
-            url = extra.join_url(url, h["location"])
+            url = extra.redirect(self, url, h["location"])
             self.close()
         else:
             raise OTAError(_MAX_REDIRECT, "more than %d redirects" % _MAX_REDIRECTS)
@@ -245,7 +261,9 @@ class Download:
         etag = h.get("etag")
         changed = self.etag and etag and etag != self.etag
         clen = h.get("content-length")
-        if clen and not clen.isdigit():
+        # bytes.isdigit(): ASCII digits only (CPython's str.isdigit() also
+        # takes "²", which int() refuses)
+        if clen and not clen.encode().isdigit():
             raise OTAError(_INVALID_RESPONSE, "bad Content-Length")
         left = int(clen) if clen else -1
         if status == 200 and (first or not self.offset):
@@ -297,8 +315,10 @@ class Download:
                 self._sock.sendall(req)
                 status = None
                 h = {}
+                left = _MAX_HEAD
                 while True:
-                    n = self._readline()
+                    n = self._readline(left)
+                    left -= n + 2
                     if status is not None and not n:
                         break
                     try:
@@ -312,7 +332,7 @@ class Download:
                                     "transfer-encoding", "connection"):  # the ones used here
                             h[name] = line[i + 1:].strip()
                         continue
-                    if not line.startswith("HTTP/1.") or not line[9:12].isdigit():
+                    if not line.startswith("HTTP/1.") or not line[9:12].encode().isdigit():
                         raise OTAError(_INVALID_RESPONSE, "bad status line")
                     status = int(line[9:12])
                     h["connection"] = "keep-alive" if line[7] == "1" else "close"

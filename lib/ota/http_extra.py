@@ -8,13 +8,15 @@
 import time
 
 from ota import const, OTAError
-from ota.http import _LINE, _split
+from ota.http import _LINE, _split, parse_url
 
 # esp_err_t values (as in ota/__init__.py), inlined by const().
 _TIMEOUT = const(0x107)
 _INVALID_RESPONSE = const(0x108)
 _CONNECT = const(0x7002)
+_FETCH_HEADER = const(0x7004)
 
+_MAX_HEAD = const(8192)  # as in ota.http (a const is no module attribute there)
 _BACKOFF_MS = const(100)  # before the first resume attempt; doubles each time
 
 # Chunked framing states of dl._chunk (0 and 1 as in ota.http: plain, and
@@ -41,6 +43,22 @@ def join_url(base, loc):
     return origin + path[:path.rfind("/") + 1] + loc
 
 
+def redirect(dl, url, loc):
+    # Where a redirect from `url` with Location `loc` leads. A Location that
+    # is no http(s) URL, or has a control character or a space (which would
+    # end up in the request line), is the server's fault, refused before
+    # anything is sent. The caller's headers (Authorization, a device token)
+    # were meant for the origin the caller named: a redirect to another
+    # scheme, host or port drops them for good, as curl and requests do.
+    new = join_url(url, loc)
+    try:
+        if parse_url(new)[:3] != parse_url(url)[:3]:
+            dl._headers = {}
+    except OTAError:
+        raise OTAError(_FETCH_HEADER, "bad Location %r" % loc)
+    return new
+
+
 def chunk_head(dl):
     # [CRLF ending the previous chunk] "hex-size[;ext]" CRLF; size 0 is the
     # last chunk, and trailer lines up to an empty one follow.
@@ -54,8 +72,12 @@ def chunk_head(dl):
     dl._left = size
     dl._chunk = _CRLF
     if not size:
-        while dl._readline():  # trailers
-            pass
+        left = _MAX_HEAD    # trailers: header lines, bounded as a head is
+        while left > 0:
+            n = dl._readline(left)
+            if not n:
+                break
+            left -= n + 2
         dl._chunk = _PLAIN
 
 
@@ -118,3 +140,4 @@ def read_body(dl, limit):
             break
         n += k
     return bytes(mv[:n]) if n <= limit else None
+

@@ -14,9 +14,10 @@
 # The first segment starts with esp_app_desc_t (magic 0xABCD5432), so a
 # bootloader image (also 0xE9) is refused within its first 288 bytes.
 #
-# Trailing bytes after the image are refused (VALIDATE_FAILED): the stream
-# must be exactly one image. ESP-IDF ignores what follows an image, but here
-# that would let a corrupted hash_appended byte turn the digest into ignored
+# After the image only a Secure Boot signature block may follow, well-formed
+# (ota.sigblock, imported then); other trailing bytes are refused
+# (VALIDATE_FAILED). ESP-IDF ignores what follows an image, but here that
+# would let a corrupted hash_appended byte turn the digest into ignored
 # "trailing" bytes and skip the hash check.
 import hashlib
 import struct
@@ -145,14 +146,17 @@ class ImageValidator:
         self._hash_end = -1  # end of the hashed part (checksum byte + 1), -1 until known
         self._sha = hashlib.sha256()  # None once known unneeded (no hash_appended) or checked
         self._err = None
+        self._trail = None   # the signature block after the image (ota.sigblock), if any
 
     def complete(self):
-        return self._state == _END
+        return self._state == _END and (self._trail is None or self._trail.complete())
 
     def done(self):
         """Raise unless a whole valid image has been fed."""
         if self._err:
             raise self._err
+        if self._state == _END and not self.complete():
+            raise OTAError(_VALIDATE_FAILED, "truncated signature block after the image")
         if self._state != _END:
             raise OTAError(_VALIDATE_FAILED, "truncated image: %d of %s bytes"
                            % (self.pos, self.length if self.length >= 0 else "?"))
@@ -205,7 +209,14 @@ class ImageValidator:
             elif st == _PAD:
                 k = min(self._left, n - i)
             elif st == _END:
-                raise OTAError(_VALIDATE_FAILED, "data after the end of the image")
+                k = n - i
+                if self.pos + k > self.max_size:
+                    raise OTAError(_INVALID_SIZE, "image larger than the partition (%d bytes)"
+                                   % self.max_size)
+                if self._trail is None:
+                    from ota.sigblock import Trailer
+                    self._trail = Trailer(self.pos)
+                self._trail.feed(mv[i:] if i else mv)
             else:
                 k = min(self._need - self._have, n - i)
                 self._buf[self._have:self._have + k] = mv[i:i + k]

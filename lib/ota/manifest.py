@@ -58,7 +58,10 @@ def _b64(text, what):
 
 def public_key_bytes(public_key):
     """The 32 raw key bytes from bytes or from the base64 text that
-    `otatool keygen` prints."""
+    `otatool keygen` prints. A key no signature may be checked against (not
+    a canonical curve point, or of small order: such a key "verifies"
+    forgeries) is the caller's error, ESP_ERR_INVALID_ARG, raised before
+    anything is downloaded."""
     if isinstance(public_key, str):
         try:
             public_key = _b64(public_key, "public_key")
@@ -67,6 +70,9 @@ def public_key_bytes(public_key):
     if len(public_key) != 32:
         raise OTAError(ESP_ERR_INVALID_ARG,
                        "public_key must be 32 bytes or their base64 (otatool keygen prints it)")
+    from ota.ed25519 import public_point
+    if public_point(public_key) is None:
+        raise OTAError(ESP_ERR_INVALID_ARG, "public_key is not a valid Ed25519 key")
     return bytes(public_key)
 
 
@@ -108,7 +114,7 @@ def parse_manifest(data, public_key):
                        "manifest is larger than %d bytes: refused" % MAX_SIZE)
     try:
         env = json.loads(data)
-    except ValueError:
+    except (ValueError, RuntimeError):  # RuntimeError: nested too deep (CPython)
         raise _invalid("manifest is not valid JSON (truncated?)")
     if (type(env) is not dict or len(env) != 2 or type(env.get("manifest")) is not str
             or type(env.get("sig")) is not str):
@@ -124,7 +130,7 @@ def parse_manifest(data, public_key):
                        "(tampered, or signed with another key)")
     try:
         m = json.loads(body)
-    except ValueError:
+    except (ValueError, RuntimeError):
         m = None
     if type(m) is not dict:
         raise _invalid("signed manifest is not a JSON object")
@@ -197,6 +203,7 @@ def signed_image(url, public_key, allow_downgrade, target, options):
     """For ota.begin(..., public_key=): fetch the signed manifest at `url`
     (Download options as for the image), verify it and check it against
     what `target` holds now. -> (image url, sha256, size)"""
+    key = public_key_bytes(public_key)   # a bad key fails before connecting
     from ota.http import Download
     from ota.http_extra import read_body
     dl = Download(url, **options)
@@ -207,7 +214,7 @@ def signed_image(url, public_key, allow_downgrade, target, options):
         dl.close()
     if data is None:
         raise OTAError(ESP_ERR_INVALID_SIZE, "manifest larger than %d bytes" % MAX_SIZE)
-    m = parse_manifest(data, public_key)
+    m = parse_manifest(data, key)
     if m["kind"] != target.kind:
         raise OTAError(ESP_ERR_INVALID_VERSION,
                        "manifest is for a %s, this update installs a %s" % (m["kind"], target.kind))

@@ -9,12 +9,22 @@
 #   server, token   a campaign server (`otatool server`) that says what to
 #               fetch and hears how it went
 #   public_key  the publisher's Ed25519 key (`otatool keygen` prints it): then
-#               only updates with a manifest signed by that key install
+#               only updates with a manifest signed by that key install (a
+#               key that is no valid Ed25519 key stops the update before any
+#               network traffic)
 #   ca          path of the CA certificate (PEM) that signs the server's TLS cert
 #   allow_http  true to allow plain http (development only)
 #   kind        what this board updates: "firmware" (default) or "bundle"
 #               (the app's files in /app, where ota.boot() looks)
 #   wifi_ssid, wifi_password   join this network first (boards with Wi-Fi)
+#   deadline_s  at most this many seconds (default 300) for the whole
+#               check-in, download and reports of one boot: past it the
+#               update fails with ESP_ERR_TIMEOUT and the app starts. Without
+#               it a hung or hostile server (one trickling a byte a second)
+#               could hold the board in main.py for hours, each read staying
+#               within its timeout (see ota/deadline.py). A deadline cut leaves
+#               what a cut connection leaves: a firmware download resumes at
+#               the next boot
 import gc
 import json
 import os
@@ -25,6 +35,7 @@ import ota
 # The campaign and version installed but not yet reported as confirmed: the
 # report can only go out after the reboot, once boot.py confirmed the version.
 PENDING = "ota_pending.json"
+DEADLINE_S = 300    # default of deadline_s: a 1.5 MiB image at 5 KiB/s
 
 
 def load_config():
@@ -183,10 +194,17 @@ def join_wifi(cfg):
 def run():
     gc.collect()
     cfg = load_config()
+    import ota.deadline as deadline
     try:
         join_wifi(cfg)
         kw = connection_options(cfg)
+        if cfg.get("public_key"):
+            # A key no signature can be checked against is a configuration
+            # error: said before anything goes over the network.
+            from ota.manifest import public_key_bytes
+            public_key_bytes(cfg["public_key"].strip())
         version, confirmed = running(cfg)
+        deadline.start(int(cfg.get("deadline_s", DEADLINE_S) * 1000))
         if not confirmed:
             print("ota: %s is not confirmed: no update until it is" % version)
         elif cfg.get("server"):
@@ -196,3 +214,5 @@ def run():
     except Exception as e:
         # Whatever went wrong with the update, the app still starts.
         print("ota: update failed:", e)
+    finally:
+        deadline.stop()
