@@ -2,6 +2,7 @@
 (http.client): what any production server must do for the board's client."""
 import http.client
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -95,6 +96,21 @@ def test_if_none_match_with_the_current_etag_is_304(served):
 @pytest.mark.parametrize("path", ["/missing.bin", "/sub", "/sub/", "/../secret.txt", "/%2e%2e/secret.txt"])
 def test_missing_files_directories_and_escapes_are_404(served, path):
     assert get(served["port"], path)[0] == 404
+
+
+def test_a_path_with_a_nul_byte_is_404_not_a_dropped_connection(served):
+    assert get(served["port"], "/fw.bin%00.txt")[0] == 404
+    assert get(served["port"], "/fw.bin")[0] == 200  # and the server still serves
+
+
+def test_control_characters_in_a_path_are_escaped_in_the_log(served):
+    with socket.create_connection(("127.0.0.1", served["port"]), timeout=10) as s:
+        s.sendall(b"GET /x\x1b[2J\x07 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while s.recv(4096):
+            pass
+    (line,) = served["logs"]
+    assert "\x1b" not in line and "\x07" not in line
+    assert " GET /x\\x1b[2J\\x07 404 " in line
 
 
 def test_one_connection_carries_several_requests(served):

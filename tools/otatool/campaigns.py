@@ -29,6 +29,8 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import os
+import re
 import secrets
 import sqlite3
 import time
@@ -72,6 +74,10 @@ class Invalid(ValueError):
 
 class Conflict(ValueError):
     """The name is taken (HTTP 409)."""
+
+
+class Unavailable(Exception):
+    """The database cannot be opened or is not one: the server cannot start."""
 
 
 # --- versions ---------------------------------------------------------------
@@ -136,15 +142,44 @@ _DUMMY = hash_password(secrets.token_hex(16))
 # --- the store --------------------------------------------------------------
 
 def connect(db):
-    """(DB-API connection, dialect) for a path or database URL."""
+    """(DB-API connection, dialect) for a path or database URL. ValueError
+    for a URL of a database this is not written for; Unavailable when the
+    database cannot be opened."""
     if db.startswith(("postgresql://", "postgres://")):
-        import psycopg  # optional: only fleets that outgrow SQLite need it
-        return psycopg.connect(db, autocommit=False), "postgresql"
+        try:
+            import psycopg  # optional: only fleets that outgrow SQLite need it
+        except ImportError:
+            raise Unavailable("%s: PostgreSQL needs `pip install psycopg`" % without_password(db))
+        try:
+            return psycopg.connect(db, autocommit=False), "postgresql"
+        except psycopg.Error as e:
+            raise Unavailable("database %s: %s" % (without_password(db), " ".join(str(e).split())))
+    path = sqlite_path(db)
+    if path is None:
+        raise ValueError("database %s is not supported: give a SQLite file (or sqlite:///PATH)"
+                         " or a postgresql:// URL" % without_password(db))
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):  # else SQLite only says "unable to open database file"
+        raise Unavailable("database %s: directory %s does not exist" % (path, folder))
+    try:
+        # The server runs its handlers on one event loop thread, which may not
+        # be the thread that opened the store (tests start the server in a thread).
+        return sqlite3.connect(path, check_same_thread=False), "sqlite"
+    except sqlite3.Error as e:
+        raise Unavailable("database %s: %s" % (path, e))
+
+
+def sqlite_path(db):
+    """The file of a SQLite `db` setting (a path or sqlite:///PATH), None
+    for a URL of another kind."""
     if db.startswith("sqlite:///"):
-        db = db[len("sqlite:///"):]
-    # The server runs its handlers on one event loop thread, which may not be
-    # the thread that opened the store (tests start the server in a thread).
-    return sqlite3.connect(db, check_same_thread=False), "sqlite"
+        return db[len("sqlite:///"):]
+    return None if "://" in db else db
+
+
+def without_password(url):
+    """`url` fit for a message or a log: a password in it is starred out."""
+    return re.sub(r"(//[^/:@]*:)[^/]*@", r"\1***@", url)
 
 
 class Store:
@@ -155,9 +190,13 @@ class Store:
         self.clock = clock
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        with self._tx():
-            for ddl in _SCHEMA:
-                self._exec(ddl % {"serial": _SERIAL[self.dialect]} if "%(" in ddl else ddl)
+        try:
+            with self._tx():
+                for ddl in _SCHEMA:
+                    self._exec(ddl % {"serial": _SERIAL[self.dialect]} if "%(" in ddl else ddl)
+        except sqlite3.Error as e:  # not a database, read-only, a directory...
+            self.conn.close()
+            raise Unavailable("database %s: %s" % (without_password(db), e))
 
     def close(self):
         self.conn.close()
@@ -206,6 +245,14 @@ class Store:
             self._exec("DELETE FROM admins WHERE name = ?", (name,))
             self._exec("INSERT INTO admins (name, hash) VALUES (?, ?)", (name, hash_password(password)))
         return password
+
+    def reset_password(self, name):
+        """A new random password for the existing admin `name`; NotFound when
+        there is none (a mistyped name must not create a second admin)."""
+        if self.admin_hash(name) is None:
+            names = [r["name"] for r in self._rows("SELECT name FROM admins ORDER BY name")]
+            raise NotFound("no admin %r (admins: %s)" % (name, ", ".join(names) or "none"))
+        return self.set_password(name)
 
     def admin_hash(self, name):
         row = self._row("SELECT hash FROM admins WHERE name = ?", (name,))

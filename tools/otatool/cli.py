@@ -21,7 +21,15 @@ COMMANDS = [
 
 
 class CliError(Exception):
-    """A user-facing failure: printed as one line, exit status 2."""
+    """A usage error (the command line or configuration is wrong in itself):
+    printed as one line, exit status 2."""
+    exit_status = 2
+
+
+class CliFailure(CliError):
+    """A valid request that failed (port in use, file missing, database
+    unreachable): printed as one line, exit status 1."""
+    exit_status = 1
 
 
 def write_output(path, data):
@@ -47,7 +55,7 @@ def main(argv=None):
         return args.func(args) or 0
     except CliError as e:
         print("otatool: error: %s" % e, file=sys.stderr)
-        return 2
+        return e.exit_status
     except KeyboardInterrupt:
         return 130
 

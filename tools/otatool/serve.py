@@ -38,7 +38,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-from otatool.cli import CliError
+from otatool.cli import CliError, CliFailure
 
 DEFAULT_CERT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "otatool", "tls")
 CA_FILE, CA_KEY = "ca.pem", "ca-key.pem"
@@ -46,6 +46,28 @@ SERVER_FILE, SERVER_KEY = "server.pem", "server-key.pem"
 LOCAL_NAMES = ["localhost", "127.0.0.1", "::1"]
 _COPY = 64 * 1024
 _SOCKET_TIMEOUT = 60  # a board silent this long is gone
+
+
+def check_port(port):
+    """`port` if it is a TCP port number, else ValueError saying which are."""
+    if not 0 <= port <= 65535:
+        raise ValueError("port %d is out of range: give 0..65535 (0: any free port)" % port)
+    return port
+
+
+def reason(error):
+    """What went wrong, in one line: an OS error's strerror (without the
+    errno and file name the message names itself), else the error's text."""
+    return " ".join(str(getattr(error, "strerror", None) or error).split())
+
+
+def cannot_listen(host, port, error):
+    """The one-line CliFailure for a socket that could not be bound."""
+    errno = getattr(error, "errno", None)
+    # asyncio words it "error while attempting to bind on address (...): ...";
+    # the errno says it plainly. A failed name lookup has a negative one.
+    why = os.strerror(errno) if errno and errno > 0 else reason(error)
+    return CliFailure("cannot listen on %s port %s: %s" % (host, port, why))
 
 
 def byte_range(header, size):
@@ -130,6 +152,8 @@ class Handler(BaseHTTPRequestHandler):
         # listings, nothing outside the directory).
         root = os.path.realpath(self.server.directory)
         rel = unquote(urlsplit(self.path).path).lstrip("/")
+        if "\0" in rel:  # no file has one; os.path would raise
+            return None
         path = os.path.realpath(os.path.join(root, rel))
         if not path.startswith(root + os.sep) or not os.path.isfile(path):
             return None
@@ -147,9 +171,11 @@ class Handler(BaseHTTPRequestHandler):
         self._log(t0, status, sent)
 
     def _log(self, t0, status, sent):
-        # One line per request: who, what, status, body bytes, seconds.
+        # One line per request: who, what, status, body bytes, seconds. The
+        # path is the client's: escaped, it cannot forge lines or move the cursor.
+        path = self.path.encode("unicode_escape").decode("ascii")
         self.server.log("%s %s %s %d %d bytes %.3f s" % (
-            self.client_address[0], self.command, self.path, status, sent, time.monotonic() - t0))
+            self.client_address[0], self.command, path, status, sent, time.monotonic() - t0))
 
     def log_message(self, fmt, *args):
         pass  # the standard per-request line is replaced by _log
@@ -285,19 +311,33 @@ def make_server(directory, port=0, tls=False, cert_dir=None, bind="127.0.0.1", l
     """A DevServer (not yet serving) and its base URL and CA file (or None).
     names: more host names or addresses for the server certificate."""
     if not os.path.isdir(directory):
-        raise CliError("not a directory: %s" % directory)
+        raise CliFailure("not a directory: %s" % directory)
     ctx = ca_path = None
     if tls:
-        ca_path, cert, key = ensure_certs(cert_dir or DEFAULT_CERT_DIR, _names_for(bind, names))
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
-    server = DevServer((bind, port), directory, ctx, log)
+        ca_path, ctx = _tls_context(cert_dir or DEFAULT_CERT_DIR, _names_for(bind, names))
+    try:
+        server = DevServer((bind, port), directory, ctx, log)
+    except (OSError, OverflowError) as e:  # in use, not an address of this host, no such name
+        raise cannot_listen(bind, port, e)
     host = server.server_address[0]
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1" if host == "0.0.0.0" else "::1"
     host = "[%s]" % host if ":" in host else host
     base_url = "%s://%s:%d" % ("https" if tls else "http", host, server.server_address[1])
     return server, base_url, ca_path
+
+
+def _tls_context(cert_dir, names):
+    """(CA file, server SSLContext) from the certificates in `cert_dir`."""
+    if os.path.exists(cert_dir) and not os.path.isdir(cert_dir):
+        raise CliFailure("--cert-dir %s is not a directory" % cert_dir)
+    try:
+        ca_path, cert, key = ensure_certs(cert_dir, names)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ValueError) as e:  # unwritable, or a damaged PEM file
+        raise CliFailure("cannot use --cert-dir %s: %s" % (cert_dir, reason(e)))
+    return ca_path, ctx
 
 
 def start_server(directory, port=0, tls=False, cert_dir=None, bind="127.0.0.1", log=None):
@@ -310,6 +350,10 @@ def start_server(directory, port=0, tls=False, cert_dir=None, bind="127.0.0.1", 
 
 
 def run(args):
+    try:
+        check_port(args.port)
+    except ValueError as e:
+        raise CliError("--port: %s" % e)
     server, base_url, ca_path = make_server(args.directory, args.port, args.tls, args.cert_dir,
                                             args.bind, names=args.cert_name)
     print("otatool serve: %s at %s/" % (os.path.abspath(args.directory), base_url), flush=True)

@@ -19,8 +19,9 @@ environment (OTA_SERVER_DB, OTA_SERVER_PORT, ... see ENV) < command line.
 
 Admin API (HTTP Basic auth; the first start creates user "admin" with a random
 password, prints it once and stores only its scrypt hash;
-`otatool server --reset-password NAME` makes a new one). Errors are JSON
-{"error": ...}; 401 says nothing more.
+`otatool server --reset-password NAME` makes a new one for an existing admin).
+A client address with LOGIN_FAILURES failed logins within LOGIN_WINDOW
+seconds gets 429 with Retry-After, without its passwords being checked.
 
     POST /admin/users      {"name"}                                -> 201
     POST /admin/projects   {"user", "name"}                        -> 201
@@ -49,6 +50,19 @@ X-OTA-Token header):
     POST /ota/report    {token, campaign, state, error?, progress?} -> 204
          state: downloading | installed | confirmed | rolled_back | failed
 
+Every error answer is JSON {"error": what went wrong (one line),
+"detail": {facts a program may use: "allowed" methods, "retry_after"
+seconds}}: 400 malformed or invalid request, 401 no valid admin credentials
+(nothing more said), 404 unknown token, id or path, 405 wrong method, 409
+name taken, 413 body too large, 416 range past the end, 429 too many failed
+logins, 500 a bug (logged with its traceback, never shown). Only bytes that
+are not HTTP at all (a request line or header aiohttp's parser refuses, e.g.
+one over 8190 bytes) get aiohttp's plain-text 400: no request exists yet.
+
+Logs: one access line per request (address, method, path without the
+query, status, bytes, seconds); device tokens and credentials are never
+logged, including in aiohttp's messages about requests it cannot parse.
+
 Signed updates: the private key never comes here. The publisher signs on
 their own machine (`otatool sign app.bin --key K --url app.bin` writes
 app.manifest.json) and uploads the manifest with the image, as the multipart
@@ -64,25 +78,32 @@ the image from the signed manifest's url and ignores the offer's `url`.
 """
 import asyncio
 import base64
-import binascii
+import concurrent.futures
 import hashlib
+import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import ssl
 import sys
 import threading
 import time
+import traceback
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from otatool import campaigns
-from otatool.campaigns import Conflict, Invalid, NotFound, Store
-from otatool.serve import byte_range
+from otatool.campaigns import Conflict, Invalid, NotFound, Store, Unavailable
+from otatool.cli import CliError, CliFailure
+from otatool.serve import byte_range, cannot_listen, check_port, reason
 
 log = logging.getLogger("otatool.server")
+# aiohttp's own messages about connections and requests it could not parse.
+http_log = logging.getLogger("otatool.server.http")
 
 DEFAULTS = {
     "host": "0.0.0.0",
@@ -115,10 +136,17 @@ _FORM_SLACK = 64 * 1024  # multipart framing and fields around the file
 _MANIFEST_MAX = 2048    # what a board reads of a manifest (lib/ota/manifest.py)
 MANIFEST_NAME = "manifest.json"
 _MANIFEST_URL = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # a bare file name
+_SQL_INT_MAX = (1 << 63) - 1  # SQLite's INTEGER: a larger id would overflow, not just miss
+LOGIN_FAILURES = 5      # failed admin logins from one address ...
+LOGIN_WINDOW = 300      # ... within this many seconds: 429 until the oldest is this old
+_THROTTLED_MAX = 10000  # addresses remembered; beyond, the longest-known is forgotten
+_HASH_WORKERS = 2       # scrypt takes 16 MiB and tens of ms each: a few at a time
 STORE = web.AppKey("store", Store)
 CONFIG = web.AppKey("config", dict)
 ADMIN = web.RequestKey("admin", str)
 AUTH_CACHE = web.AppKey("auth_cache", dict)
+THROTTLE = web.AppKey("throttle", object)
+HASHER = web.AppKey("hasher", concurrent.futures.Executor)
 
 
 def load_config(path=None, environ=None, **overrides):
@@ -127,7 +155,11 @@ def load_config(path=None, environ=None, **overrides):
     cfg = dict(DEFAULTS)
     if path:
         with open(path, "rb") as f:
-            cfg.update(_known(tomllib.load(f), path))
+            try:
+                settings = tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError("%s: %s" % (path, e)) from None
+        cfg.update(_known(settings, path))
     env = os.environ if environ is None else environ
     cfg.update({key: env[var] for var, key in ENV.items() if env.get(var)})
     cfg.update({k: v for k, v in overrides.items() if v is not None})
@@ -143,40 +175,56 @@ def _known(d, where):
 
 def _normalized(cfg):
     for k in _INTS:
-        cfg[k] = int(cfg[k])
+        cfg[k] = _setting_int(k, cfg[k])
+    check_port(cfg["port"])
     if cfg["files"] is None:
         base = "." if "://" in cfg["db"] else os.path.dirname(os.path.abspath(cfg["db"]))
         cfg["files"] = os.path.join(base, "ota-files")
     if bool(cfg["tls_cert"]) != bool(cfg["tls_key"]):
-        raise ValueError("HTTPS needs both tls_cert and tls_key")
+        raise ValueError("HTTPS needs both tls_cert and tls_key (--cert and --key)")
     return cfg
+
+
+def _setting_int(key, value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError("%s: %r is not an integer" % (key, value)) from None
 
 
 # --- the application --------------------------------------------------------
 
 def make_app(config):
     """The aiohttp application for `config` (a dict; missing keys take
-    DEFAULTS; the Python API also takes "clock", a time.time stand-in)."""
+    DEFAULTS; the Python API also takes "clock", a time.time stand-in that
+    the login throttle uses too)."""
     cfg = dict(DEFAULTS)
     cfg.update(config)
     clock = cfg.pop("clock", None)
     cfg = _normalized(_known(cfg, "config"))
-    os.makedirs(cfg["files"], exist_ok=True)
     kw = {"clock": clock} if clock else {}
+    # The database first: one that cannot be opened leaves no files directory behind.
     store = Store(cfg["db"], backoff_base=cfg["backoff_base"], backoff_max=cfg["backoff_max"], **kw)
-    password = store.ensure_admin()
+    try:
+        os.makedirs(cfg["files"], exist_ok=True)
+        password = store.ensure_admin()
+    except BaseException:
+        store.close()
+        raise
     if password:
         # Shown once on the console, never logged; only the hash is stored.
         print("otatool server: created admin user 'admin' with password %s"
               " (shown only now; `otatool server --reset-password admin` makes a new one)"
               % password, flush=True)
-    app = web.Application(middlewares=[_errors_and_auth],
+    app = web.Application(middlewares=[_json_errors, _admin_auth],
                           client_max_size=cfg["max_upload"] + _FORM_SLACK,
-                          handler_args={"access_log_class": _AccessLogger})
+                          handler_args={"access_log_class": _AccessLogger, "logger": http_log})
     app[STORE] = store
     app[CONFIG] = cfg
     app[AUTH_CACHE] = {}
-    app.on_cleanup.append(_close_store)
+    app[THROTTLE] = LoginThrottle(clock or time.monotonic)
+    app[HASHER] = concurrent.futures.ThreadPoolExecutor(_HASH_WORKERS, "otatool-password")
+    app.on_cleanup.append(_close)
     app.add_routes([
         web.post("/admin/users", add_user), web.get("/admin/users", list_users),
         web.post("/admin/projects", add_project), web.get("/admin/projects", list_projects),
@@ -194,71 +242,238 @@ def make_app(config):
     return app
 
 
-async def _close_store(app):
+async def _close(app):
+    app[HASHER].shutdown(cancel_futures=True)
     app[STORE].close()
 
 
+# --- logs: nothing secret, nothing forged ------------------------------------
+
+_SECRETS = [
+    (re.compile(r"(?i)(token=)[^&\s'\"\\]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)\b(authorization|x-ota-token)(\s*:\s*)[^\r\n'\"\\]+"), r"\1\2[redacted]"),
+    (re.compile(r"(?i)\b(basic|bearer)(\s+)[A-Za-z0-9+/=._~-]+"), r"\1\2[redacted]"),
+    (re.compile(r"(/admin/devices/)[^\s?'\"\\]+"), r"\1[redacted]"),
+]
+
+
+def redact(text):
+    """`text` without device tokens or credentials (query parameters,
+    headers, /admin/devices/<token>)."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class _Redacting(logging.Filter):
+    """Rewrites every record of the server's loggers before any handler sees
+    it. aiohttp's parser errors quote the bytes they choked on (a request
+    line with ?token=, an Authorization header): their first words say
+    enough, the traceback (always the parser's) says nothing, and a
+    client's malformed request is a warning, not the server's error."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            message += ": %s: %s" % (type(exc).__name__, _complaint(exc))
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        elif exc is not None:
+            record.exc_text = redact("".join(traceback.format_exception(exc)).rstrip("\n"))
+        record.msg, record.args, record.exc_info = redact(message), (), None
+        return True
+
+
+def _complaint(exc):
+    """What aiohttp's parser found wrong, without the bytes it quotes."""
+    return exc.message.split(":", 1)[0].strip()
+
+
+for _logger in (log, http_log):
+    _logger.addFilter(_Redacting())
+
+
+def _logged_path(request):
+    """The path as a log shows it: as sent (percent-encoded, so no line
+    breaks or terminal escapes), a device token in it replaced."""
+    path = request.rel_url.raw_path.encode("unicode_escape").decode("ascii")
+    return redact(path[:256])
+
+
 class _AccessLogger(AbstractAccessLogger):
-    """Method, path and status; no query (device tokens travel there), no
-    token in /admin/devices/<token>, no headers (so no Authorization)."""
+    """Address, method, path, status, bytes, seconds; no query (device
+    tokens travel there) and no headers (so no Authorization)."""
 
     def log(self, request, response, elapsed):
-        path = request.path
-        if path.startswith("/admin/devices/"):
-            path = "/admin/devices/..."
-        self.logger.info('%s "%s %s" %s %s %.3fs', request.remote, request.method, path,
-                         response.status, response.body_length, elapsed)
+        self.logger.info('%s "%s %s" %s %s %.3fs', request.remote, request.method,
+                         _logged_path(request), response.status, response.body_length, elapsed)
 
 
-def _error(status, message):
-    return web.json_response({"error": message}, status=status)
+# --- errors: one JSON shape ---------------------------------------------------
+
+_MESSAGES = {401: "unauthorized", 404: "no such path", 405: "method not allowed here",
+             416: "range not satisfiable"}
+
+
+def _error(status, message, headers=None):
+    """{"error": message, "detail": {...}}: detail repeats in the body what
+    the headers tell (allowed methods, seconds to wait)."""
+    headers = dict(headers or {})
+    detail = {}
+    if "Allow" in headers:
+        detail["allowed"] = sorted(headers["Allow"].split(","))
+    if "Retry-After" in headers:
+        detail["retry_after"] = int(headers["Retry-After"])
+    return web.json_response({"error": message, "detail": detail}, status=status, headers=headers)
+
+
+def _from_http_exception(e):
+    """aiohttp's own error answers (404, 405, 413 ...) in the JSON shape."""
+    headers = {k: v for k, v in e.headers.items()
+               if k.lower() not in ("content-type", "content-length")}
+    return _error(e.status, _MESSAGES.get(e.status) or e.text, headers)
 
 
 @web.middleware
-async def _errors_and_auth(request, handler):
-    if request.path.startswith("/admin/"):
-        user = await _admin(request)
-        if user is None:
-            return web.Response(status=401, text="unauthorized",
-                                headers={"WWW-Authenticate": 'Basic realm="ota"'})
-        request[ADMIN] = user
+async def _json_errors(request, handler):
     try:
         return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:  # 304 and redirects are answers, not errors
+            raise
+        return _from_http_exception(e)
     except NotFound as e:
         return _error(404, str(e))
     except Conflict as e:
         return _error(409, str(e))
     except Invalid as e:
         return _error(400, str(e))
+    except HttpProcessingError as e:  # a multipart or chunked body aiohttp could not parse
+        return _error(400, "malformed request: %s" % _complaint(e))
+    except ConnectionError:
+        raise  # the client left: there is nobody to answer
+    except Exception:
+        # A bug: the log gets the traceback, the client only the status.
+        log.exception("unexpected error in %s %s", request.method, _logged_path(request))
+        return _error(500, "internal error (logged)")
+
+
+# --- admin authentication -----------------------------------------------------
+
+@web.middleware
+async def _admin_auth(request, handler):
+    if request.path.startswith("/admin/"):
+        request[ADMIN] = await _admin(request)
+    return await handler(request)
+
+
+def _unauthorized():
+    return web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Basic realm="ota"'})
 
 
 async def _admin(request):
-    """The admin's name if the Basic credentials check out, else None."""
-    kind, _, value = request.headers.get("Authorization", "").partition(" ")
-    if kind.lower() != "basic" or len(value) > 1024:
-        return None
-    try:
-        name, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    if not sep:
-        return None
+    """The admin's name when the Basic credentials check out; else raises
+    401, or 429 for an address with too many recent failures."""
+    header = request.headers.get("Authorization", "")
     # scrypt is slow on purpose, so a good header is remembered for a minute
     # (by its digest, in memory only); a password reset takes effect by then.
+    # Remembered headers pass a throttled address: they were proven already.
     seen = request.app[AUTH_CACHE]
-    key = hashlib.sha256(value.encode()).digest()
+    key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()  # bytes as sent
     now = time.monotonic()
     if seen.get(key, (0, None))[0] > now:
         return seen[key][1]
-    stored = request.app[STORE].admin_hash(name)
-    ok = await asyncio.get_running_loop().run_in_executor(
-        None, campaigns.check_password, password, stored)
-    if not ok:
-        return None
+    if not header:
+        raise _unauthorized()  # not a guess: not counted
+    throttle, client = request.app[THROTTLE], client_key(request.remote)
+    wait = throttle.retry_after(client)
+    if wait:
+        raise web.HTTPTooManyRequests(headers={"Retry-After": str(wait)})
+    attempt = throttle.failing(client)
+    name = await _check_credentials(request.app, header)
+    if name is None:
+        raise _unauthorized()
+    throttle.succeeded(client, attempt)
     if len(seen) > 100:
         seen.clear()
     seen[key] = (now + 60, name)
     return name
+
+
+async def _check_credentials(app, header):
+    """The admin's name if `header` holds the right Basic credentials."""
+    kind, _, value = header.partition(" ")
+    if kind.lower() != "basic" or len(value) > 1024:
+        return None
+    try:
+        name, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except ValueError:  # not ASCII, not base64 (binascii.Error), not UTF-8
+        return None
+    if not sep:
+        return None
+    stored = app[STORE].admin_hash(name)
+    # In a small pool of its own: the event loop keeps serving devices, and
+    # a flood of guesses queues instead of taking every core and 16 MiB each.
+    ok = await asyncio.get_running_loop().run_in_executor(
+        app[HASHER], campaigns.check_password, password, stored)
+    return name if ok else None
+
+
+def client_key(remote):
+    """Whose failures count together: one IPv4 address, or one IPv6 /64 (a
+    single host may own all of one, so its addresses cost an attacker nothing)."""
+    try:
+        address = ipaddress.ip_address(remote)
+    except (TypeError, ValueError):  # a Unix socket
+        return str(remote)
+    if address.version == 4:
+        return str(address)
+    if address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.ip_network("%s/64" % address, strict=False))
+
+
+class LoginThrottle:
+    """Failed admin logins per client (client_key). With LOGIN_FAILURES of
+    them in the last LOGIN_WINDOW seconds the client waits until the oldest
+    leaves the window. An attempt counts as failed from the moment its check
+    starts, so guesses sent in parallel are bounded as well."""
+
+    def __init__(self, clock, limit=LOGIN_FAILURES, window=LOGIN_WINDOW):
+        self.clock, self.limit, self.window = clock, limit, window
+        self._failures = {}  # client -> times of its recent failures, oldest first
+
+    def retry_after(self, client):
+        """Seconds `client` must wait before its next attempt; 0: go ahead."""
+        recent = self._recent(client)
+        if len(recent) < self.limit:
+            return 0
+        return max(1, math.ceil(recent[0] + self.window - self.clock()))
+
+    def failing(self, client):
+        """Count an attempt as failed until succeeded(); returns its mark."""
+        if len(self._failures) > _THROTTLED_MAX:
+            self._forget()
+        mark = self.clock()
+        self._failures[client] = self._recent(client) + [mark]
+        return mark
+
+    def succeeded(self, client, mark):
+        times = self._failures.get(client, [])
+        if mark in times:  # else already forgotten
+            times.remove(mark)
+
+    def _recent(self, client):
+        cutoff = self.clock() - self.window
+        return [t for t in self._failures.get(client, ()) if t > cutoff]
+
+    def _forget(self):
+        now = self.clock()
+        for client in [c for c, times in self._failures.items()
+                       if not times or times[-1] <= now - self.window]:
+            del self._failures[client]
+        while len(self._failures) > _THROTTLED_MAX:
+            del self._failures[next(iter(self._failures))]
 
 
 # --- admin: registry --------------------------------------------------------
@@ -273,44 +488,51 @@ async def _json(request, limit=_JSON_MAX):
     if len(body) > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = json.loads(body)  # bytes: UTF-8 (or -16, -32) checked by json
+    except (ValueError, RecursionError):  # RecursionError: [[[[... nested too deep
         raise Invalid("body must be JSON")
     if not isinstance(data, dict):
         raise Invalid("body must be a JSON object")
     return data
 
 
-def _str(d, key, required=True):
-    v = d.get(key)
-    if v is None and not required:
+def _text(value, name, required=True):
+    """`value` if it is a short printable string (None when absent and not
+    required); the one check for every string that reaches the store, so no
+    control character or lone surrogate gets in (SQLite cannot encode one)."""
+    if value is None or value == "":
+        if required:
+            raise Invalid("%s is required" % name)
         return None
-    if not isinstance(v, str) or not v:
-        raise Invalid("%s: a non-empty string is required" % key)
-    return v
+    if not isinstance(value, str) or len(value) > _FIELD_MAX or not value.isprintable():
+        raise Invalid("%s: a string of at most %d printable characters" % (name, _FIELD_MAX))
+    return value
 
 
 async def add_user(request):
-    d = await _json(request)
-    request.app[STORE].add_user(_str(d, "name"))
-    log.info("admin %s added user %s", request[ADMIN], d["name"])
-    return web.json_response({"name": d["name"]}, status=201)
+    name = _text((await _json(request)).get("name"), "name")
+    request.app[STORE].add_user(name)
+    log.info("admin %s added user %s", request[ADMIN], name)
+    return web.json_response({"name": name}, status=201)
 
 
 async def add_project(request):
     d = await _json(request)
-    request.app[STORE].add_project(_str(d, "user"), _str(d, "name"))
-    log.info("admin %s added project %s/%s", request[ADMIN], d["user"], d["name"])
-    return web.json_response({"user": d["user"], "name": d["name"]}, status=201)
+    user, name = _text(d.get("user"), "user"), _text(d.get("name"), "name")
+    request.app[STORE].add_project(user, name)
+    log.info("admin %s added project %s/%s", request[ADMIN], user, name)
+    return web.json_response({"user": user, "name": name}, status=201)
 
 
 async def add_device(request):
     d = await _json(request)
-    token = request.app[STORE].add_device(_str(d, "user"), _str(d, "project", False),
-                                          _str(d, "name", False), _str(d, "token", False))
-    log.info("admin %s added a device for %s/%s", request[ADMIN], d["user"], d.get("project"))
-    return web.json_response({"token": token, "user": d["user"], "project": d.get("project"),
-                              "name": d.get("name")}, status=201)
+    user, project = _text(d.get("user"), "user"), _text(d.get("project"), "project", False)
+    name = _text(d.get("name"), "name", False)
+    token = request.app[STORE].add_device(user, project, name,
+                                          _text(d.get("token"), "token", False))
+    log.info("admin %s added a device for %s/%s", request[ADMIN], user, project)
+    return web.json_response({"token": token, "user": user, "project": project, "name": name},
+                             status=201)
 
 
 async def list_users(request):
@@ -318,12 +540,14 @@ async def list_users(request):
 
 
 async def list_projects(request):
-    return web.json_response(request.app[STORE].projects(request.query.get("user")))
+    user = _text(request.query.get("user"), "user", False)
+    return web.json_response(request.app[STORE].projects(user))
 
 
 async def list_devices(request):
     q = request.query
-    return web.json_response(request.app[STORE].devices(q.get("user"), q.get("project")))
+    return web.json_response(request.app[STORE].devices(_text(q.get("user"), "user", False),
+                                                        _text(q.get("project"), "project", False)))
 
 
 async def remove_device(request):
@@ -363,8 +587,22 @@ async def _form(request):
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     if not request.content_type.startswith("multipart/"):
         return dict(request.query), None
-    form = await request.post()  # bounded by client_max_size
-    fields, upload = dict(request.query), None
+    try:
+        form = await request.post()  # bounded by client_max_size
+    except (ValueError, LookupError, RuntimeError) as e:
+        # No boundary, broken framing, an unknown charset (LookupError) or
+        # transfer encoding (aiohttp raises RuntimeError for that).
+        raise Invalid("malformed multipart body: %s" % reason(e)) from None
+    try:
+        return _fields_and_upload(request.query, form, limit)
+    finally:  # also when a field is refused: the files may be on disk
+        for value in form.values():
+            if isinstance(value, web.FileField):
+                value.file.close()
+
+
+def _fields_and_upload(query, form, limit):
+    fields, upload = dict(query), None
     for key, value in form.items():
         if isinstance(value, web.FileField):
             data = value.file.read(limit + 1)
@@ -373,7 +611,8 @@ async def _form(request):
             if key == "manifest":
                 fields[key] = data
             else:
-                upload = (os.path.basename(value.filename or "upload.bin"), data)
+                name = os.path.basename(value.filename or "upload.bin")
+                upload = (_text(name, "file name"), data)
         else:
             fields[key] = value
     return fields, upload
@@ -462,66 +701,72 @@ def _flag(fields, key):
     raise Invalid("%s: give 1 or 0" % key)
 
 
-def _int(fields, key, default):
+def _int(value, name):
+    """`value` if it is an integer SQLite can store (0..2**63-1): a larger
+    one would not miss, it would overflow."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _SQL_INT_MAX:
+        raise Invalid("%s must be an integer from 0 to %d" % (name, _SQL_INT_MAX))
+    return value
+
+
+def _parsed_int(text, name):
+    """_int of a query or form field."""
     try:
-        return int(fields.get(key, default))
-    except ValueError:
-        raise Invalid("%s must be an integer" % key)
+        value = int(text)
+    except (TypeError, ValueError):  # ValueError also for over 4300 digits
+        raise Invalid("%s must be an integer" % name) from None
+    return _int(value, name)
+
+
+def _campaign_id(query):
+    return _parsed_int(query["campaign"], "campaign") if "campaign" in query else None
 
 
 async def start(request):
     fields, up = await _form(request)
     store = request.app[STORE]
+    file_name = _text(fields.get("fileName"), "fileName", False)
     if up is not None:
         row = _store_upload(request.app, *up, fields.get("manifest"))
-    elif fields.get("fileName"):
-        row = store.file_by_name(fields["fileName"])
+    elif file_name:
+        row = store.file_by_name(file_name)
     else:
         raise Invalid("upload a file, or name an uploaded one with fileName=")
     url = fields.get("url") or None
-    if url is not None and (not url.startswith(("http://", "https://")) or len(url) > 512):
+    if url is not None and (not url.startswith(("http://", "https://")) or len(url) > 512
+                            or not url.isprintable()):
         raise Invalid("url must be an http(s) URL of at most 512 characters")
-    cid = store.start(row["id"], token=fields.get("token") or None,
-                      user=fields.get("user") or None, project=fields.get("project") or None,
+    token = _text(fields.get("token"), "token", False)
+    cid = store.start(row["id"], token=token, user=_text(fields.get("user"), "user", False),
+                      project=_text(fields.get("project"), "project", False),
                       url=url, allow_downgrade=_flag(fields, "allow_downgrade"),
-                      max_attempts=_int(fields, "max_attempts",
-                                        request.app[CONFIG]["max_attempts"]))
+                      max_attempts=_parsed_int(fields.get("max_attempts",
+                                                          request.app[CONFIG]["max_attempts"]),
+                                               "max_attempts"))
     c = store.status(cid)[0]
     log.info("admin %s started campaign %s: %s %s to %s", request[ADMIN], cid, c["kind"],
-             c["version"], "a device" if fields.get("token") else c["target"])
+             c["version"], "a device" if token else c["target"])
     return web.json_response(c, status=201)
 
 
 async def stop(request):
-    cid = _int(request.query, "campaign", -1) if "campaign" in request.query else None
-    ids = request.app[STORE].stop(cid)
+    ids = request.app[STORE].stop(_campaign_id(request.query))
     log.info("admin %s stopped campaign(s) %s", request[ADMIN], ids)
     return web.json_response({"stopped": ids})
 
 
 async def status(request):
-    cid = _int(request.query, "campaign", -1) if "campaign" in request.query else None
-    return web.json_response({"campaigns": request.app[STORE].status(cid)})
+    return web.json_response({"campaigns": request.app[STORE].status(_campaign_id(request.query))})
 
 
 # --- devices ----------------------------------------------------------------
 
-def _field(value, name, required=False):
-    if value is None or value == "":
-        if required:
-            raise Invalid("%s is required" % name)
-        return None
-    if len(value) > _FIELD_MAX or not value.isprintable():
-        raise Invalid("%s: at most %d printable characters" % (name, _FIELD_MAX))
-    return value
-
-
 async def check(request):
     q = request.query
-    token = _field(q.get("token") or request.headers.get("X-OTA-Token"), "token", True)
-    version = _field(q.get("version"), "version", True)
-    c = request.app[STORE].check_in(token, version, _field(q.get("build"), "build"),
-                                    _field(q.get("chip"), "chip"))
+    token = _text(q.get("token") or request.headers.get("X-OTA-Token"), "token")
+    version = _text(q.get("version"), "version")
+    c = request.app[STORE].check_in(token, version, _text(q.get("build"), "build", False),
+                                    _text(q.get("chip"), "chip", False))
     if c is None:
         return web.Response(status=204)
     base = request.app[CONFIG]["public_url"] or "%s://%s" % (request.scheme, request.host)
@@ -580,30 +825,37 @@ async def firmware(request):
     resp = web.StreamResponse(status=status, headers=headers)
     await resp.prepare(request)
     if request.method != "HEAD":
-        with open(_blob(request.app, row["id"]), "rb") as f:
-            f.seek(start)
-            left = end - start
-            while left:
-                chunk = f.read(min(left, 64 * 1024))
-                if not chunk:
-                    break
-                await resp.write(chunk)  # waits while the client is slow
-                left -= len(chunk)
+        try:
+            await _send_file(resp, _blob(request.app, row["id"]), start, end - start)
+        except ConnectionError:
+            return resp  # the board left; it resumes with Range. Not an error to log.
     await resp.write_eof()
     return resp
 
 
+async def _send_file(resp, path, start, length):
+    with open(path, "rb") as f:
+        f.seek(start)
+        while length:
+            chunk = f.read(min(length, 64 * 1024))
+            if not chunk:
+                break
+            await resp.write(chunk)  # waits while the client is slow
+            length -= len(chunk)
+
+
 async def report(request):
     d = await _json(request, _REPORT_MAX)
-    token = d.get("token") or request.headers.get("X-OTA-Token")
-    campaign, progress, error = d.get("campaign"), d.get("progress"), d.get("error")
-    if not isinstance(token, str) or not isinstance(campaign, int):
-        raise Invalid("token (string) and campaign (integer) are required")
-    if progress is not None and not isinstance(progress, int):
-        raise Invalid("progress must be an integer")
+    token = _text(d.get("token") or request.headers.get("X-OTA-Token"), "token")
+    campaign = _int(d.get("campaign"), "campaign")
+    progress = None if d.get("progress") is None else _int(d["progress"], "progress")
+    error = d.get("error")
     if error is not None and not isinstance(error, str):
         raise Invalid("error must be a string")
-    request.app[STORE].report(token, campaign, d.get("state"), error and error[:200], progress)
+    if error:
+        # A board's own words, kept even when they hold a newline or worse.
+        error = "".join(c if c.isprintable() else "?" for c in error[:200])
+    request.app[STORE].report(token, campaign, d.get("state"), error, progress)
     return web.Response(status=204)
 
 
@@ -695,26 +947,70 @@ def register(sub):
     p.add_argument("--cert", dest="tls_cert", help="PEM certificate: serve HTTPS")
     p.add_argument("--key", dest="tls_key", help="PEM private key of --cert")
     p.add_argument("--reset-password", metavar="NAME",
-                   help="give admin NAME a new random password, print it and exit")
+                   help="give the existing admin NAME a new random password, print it and exit")
     p.set_defaults(func=_main)
 
 
 def _main(args):
-    from otatool.cli import CliError
     try:
         cfg = load_config(args.config, host=args.host, port=args.port, db=args.db,
                           files=args.files, public_url=args.public_url,
                           tls_cert=args.tls_cert, tls_key=args.tls_key)
-    except (OSError, ValueError) as e:
-        raise CliError(str(e))
+    except OSError as e:
+        raise CliFailure("cannot read --config %s: %s" % (args.config, reason(e)))
+    except ValueError as e:
+        raise CliError(reason(e))
     if args.reset_password:
-        store = Store(cfg["db"])
-        print("new password for %s: %s" % (args.reset_password,
-                                           store.set_password(args.reset_password)))
-        store.close()
-        return 0
+        return _reset_password(cfg["db"], args.reset_password)
+    ssl_context = _checked_ssl_context(cfg)
+    app = _checked_app(cfg)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
-    web.run_app(make_app(cfg), host=cfg["host"], port=cfg["port"],
-                ssl_context=_ssl_context(cfg), print=lambda s: print(s, flush=True))
+    try:
+        web.run_app(app, host=cfg["host"], port=cfg["port"], ssl_context=ssl_context,
+                    print=lambda s: print(s, flush=True))
+    except OSError as e:  # in use, not an address of this host, no such name
+        raise cannot_listen(cfg["host"], cfg["port"], e)
     return 0
+
+
+def _reset_password(db, name):
+    path = campaigns.sqlite_path(db)
+    if path is not None and not os.path.isfile(path):  # else SQLite makes an empty one
+        raise CliFailure("database %s does not exist" % path)
+    store = _checked(Store, db)
+    try:
+        print("new password for %s: %s" % (name, store.reset_password(name)))
+    except NotFound as e:
+        raise CliFailure(str(e))
+    finally:
+        store.close()
+    return 0
+
+
+def _checked_ssl_context(cfg):
+    for what, path in (("certificate", cfg["tls_cert"]), ("key", cfg["tls_key"])):
+        if path and not os.path.isfile(path):
+            raise CliFailure("%s file %s does not exist" % (what, path))
+    try:
+        return _ssl_context(cfg)
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        raise CliFailure("cannot use certificate %s with key %s: %s"
+                         % (cfg["tls_cert"], cfg["tls_key"], reason(e)))
+
+
+def _checked_app(cfg):
+    try:
+        return _checked(make_app, cfg)
+    except OSError as e:
+        raise CliFailure("cannot make the files directory %s: %s" % (cfg["files"], reason(e)))
+
+
+def _checked(open_store, *args):
+    """open_store(*args) with the database's errors as one-line CLI errors."""
+    try:
+        return open_store(*args)
+    except Unavailable as e:
+        raise CliFailure(str(e))
+    except ValueError as e:  # a database URL of another kind
+        raise CliError(str(e))
