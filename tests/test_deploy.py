@@ -1,9 +1,8 @@
-"""otatool deploy / flash, the pty board and package.json.
+"""otatool deploy, the pty board and package.json (`otatool flash`: test_flash.py).
 
 The board is the MicroPython unix port behind a pty (otatool.ptyboard), driven
-by the real mpremote; flashing runs the real esptool where no board is needed
-(its failures), and a stand-in for the rest. Every otatool run is a
-subprocess with a timeout, so a hang fails the test instead of the suite.
+by the real mpremote. Every otatool run is a subprocess with a timeout, so a
+hang fails the test instead of the suite.
 """
 import functools
 import glob
@@ -11,7 +10,6 @@ import http.server
 import json
 import os
 import platform
-import struct
 import subprocess
 import sys
 import threading
@@ -20,7 +18,7 @@ import tomllib
 import pytest
 
 from conftest import MICROPYTHON, REPO, unix_port_mpy
-from otatool import cli, deploy, flash
+from otatool import cli, deploy
 from otatool.ptyboard import serve_pty
 
 LIB_OTA = os.path.join(REPO, "lib", "ota")
@@ -334,133 +332,6 @@ def test_soft_reset_ends_the_unix_port_and_the_error_names_no_reset(board):
 def test_bad_config_pair_is_one_line():
     assert_one_line_error(otatool("deploy", "--port", "/dev/null", "--config", "nothing"),
                           "KEY=VALUE")
-
-
-# ------------------------------------------------------------- flash
-
-ESP32_PARTITIONS = [  # MicroPython's partitions-4MiB-ota.csv
-    (b"nvs", 1, 0x02, 0x9000, 0x4000),
-    (b"otadata", 1, 0x00, 0xD000, 0x2000),
-    (b"phy_init", 1, 0x01, 0xF000, 0x1000),
-    (b"ota_0", 0, 0x10, 0x10000, 0x180000),
-    (b"ota_1", 0, 0x11, 0x190000, 0x180000),
-    (b"vfs", 1, 0x81, 0x310000, 0xF0000),
-]
-
-
-def fake_firmware(path, chip_id=0, boot_offset=0x1000, partitions=ESP32_PARTITIONS):
-    """Bootloader header + partition table at 0x8000, as a MicroPython
-    firmware.bin lays them out (the app itself is left out)."""
-    header = struct.pack(flash.EspImageHeader.FORMAT, 0xE9, 3, 2, 0x20, 0x40080000, 0xEE,
-                         b"\0\0\0", chip_id, 0, 0, 0xFFFF, b"\0" * 4, 1)
-    data = bytearray(header) + b"\xff" * (0x8000 - boot_offset - len(header))
-    for label, ptype, subtype, offset, size in partitions:
-        data += struct.pack(flash.PartitionEntry.FORMAT, 0x50AA, ptype, subtype, offset, size,
-                            label, 0)
-    data += b"\xff" * 64
-    path.write_bytes(bytes(data))
-    return path
-
-
-def flash_in_process(monkeypatch, capsys, *argv):
-    """Run `otatool flash` with subprocess.run replaced by a recorder."""
-    calls = []
-
-    def fake_run(cmd, **kw):
-        blank = cmd[-1] if len(cmd) > 12 else None
-        calls.append((cmd, read(blank) if blank else None))
-        return subprocess.CompletedProcess(cmd, 0, stderr="")
-
-    monkeypatch.setattr(flash.subprocess, "run", fake_run)
-    monkeypatch.setattr(cli, "COMMANDS", ["deploy"])
-    status = cli.main(["flash", *argv])
-    return status, calls, capsys.readouterr()
-
-
-def test_flash_writes_esp32_firmware_at_0x1000_and_blanks_otadata(monkeypatch, capsys, tmp_path):
-    fw = fake_firmware(tmp_path / "firmware.bin")
-    status, calls, _ = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB7", str(fw))
-    assert status == 0
-    [(cmd, blank)] = calls
-    assert cmd[:12] == [sys.executable, "-m", "esptool", "--chip", "esp32",
-                        "--port", "/dev/ttyUSB7",
-                        "--baud", "460800", "write-flash", "0x1000", str(fw)]
-    assert cmd[12] == "0xd000" and blank == b"\xff" * 0x2000
-
-
-def test_flash_writes_esp32s3_firmware_at_0(monkeypatch, capsys, tmp_path):
-    fw = fake_firmware(tmp_path / "firmware.bin", chip_id=9, boot_offset=0)
-    status, calls, _ = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyACM0",
-                                        "--baud", "921600", str(fw))
-    assert status == 0
-    [(cmd, _)] = calls
-    assert cmd[3:5] == ["--chip", "esp32s3"] and cmd[8] == "921600" and cmd[10] == "0x0"
-
-
-def test_flash_writes_esp8266_firmware_at_0_without_otadata(monkeypatch, capsys, tmp_path):
-    fw = tmp_path / "esp8266.bin"  # 8-byte header, then segment 0 (no extended header)
-    fw.write_bytes(b"\xe9\x01\x02\x40" + struct.pack("<I", 0x40100000) + bytes(range(64)))
-    status, calls, _ = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB0", str(fw))
-    assert status == 0
-    [(cmd, blank)] = calls
-    assert cmd[3:5] == ["--chip", "esp8266"] and cmd[9:] == ["write-flash", "0x0", str(fw)]
-    assert blank is None
-
-
-@pytest.mark.parametrize("content,words", [
-    (b"\x7fELF" + bytes(100), ("not a firmware image", "0x7F")),
-    (b"\xe9", ("not a firmware image",)),
-    (b"", ("not a firmware image",)),
-])
-def test_flash_refuses_a_file_that_is_not_an_image(monkeypatch, capsys, tmp_path, content, words):
-    fw = tmp_path / "x.bin"
-    fw.write_bytes(content)
-    status, calls, out = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB0", str(fw))
-    assert status == 2 and calls == []
-    assert len(out.err.strip().splitlines()) == 1
-    assert all(w in out.err for w in words), out.err
-
-
-def test_flash_refuses_firmware_without_ota_partitions(monkeypatch, capsys, tmp_path):
-    no_ota = [(b"nvs", 1, 2, 0x9000, 0x6000), (b"factory", 0, 0, 0x10000, 0x1F0000)]
-    fw = fake_firmware(tmp_path / "firmware.bin", partitions=no_ota)
-    status, calls, out = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB0", str(fw))
-    assert status == 2 and calls == [] and "no OTA partitions" in out.err
-
-
-def test_flash_refuses_an_app_image_without_partition_table(monkeypatch, capsys, tmp_path):
-    fw = fake_firmware(tmp_path / "app.bin", partitions=[])
-    status, calls, out = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB0", str(fw))
-    assert status == 2 and calls == [] and "no partition table" in out.err
-
-
-def test_flash_refuses_an_image_for_another_chip(monkeypatch, capsys, tmp_path):
-    fw = fake_firmware(tmp_path / "firmware.bin")
-    status, calls, out = flash_in_process(monkeypatch, capsys, "--port", "/dev/ttyUSB0",
-                                          "--chip", "esp32c3", str(fw))
-    assert status == 2 and calls == [] and "for esp32, not esp32c3" in out.err
-
-
-def test_flash_missing_file_is_one_line():
-    assert_one_line_error(otatool("flash", "--port", "/dev/ttyUSB0", "/nonexistent/fw.bin"),
-                          "cannot read")
-
-
-def test_flash_reports_esptools_failure_on_a_missing_port_in_one_line(tmp_path):
-    fw = fake_firmware(tmp_path / "firmware.bin")
-    r = otatool("flash", "--port", "/dev/ttyNOPE-ota", str(fw), timeout=120)
-    assert_one_line_error(r, "esptool:", "Could not open /dev/ttyNOPE-ota")
-
-
-def test_flash_reports_a_silent_port_in_one_line(tmp_path):
-    fw = fake_firmware(tmp_path / "firmware.bin")
-    master, slave = os.openpty()
-    try:
-        r = otatool("flash", "--port", os.ttyname(slave), str(fw), timeout=120)
-    finally:
-        os.close(master)
-        os.close(slave)
-    assert_one_line_error(r, "esptool:", "Failed to connect")
 
 
 # ------------------------------------------------------------- package.json (mip)
