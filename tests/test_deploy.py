@@ -28,9 +28,7 @@ RUN_OTATOOL = ("import sys; from otatool import cli; cli.COMMANDS[:] = ['deploy'
 
 def env_without_proxy():
     """urllib (mpremote mip) would send 127.0.0.1 to a configured proxy."""
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env["PYTHONPATH"] = os.path.join(REPO, "tools")
-    return env
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 
 def otatool(*argv, timeout=60):

@@ -2,11 +2,16 @@
 import importlib
 import os
 import sys
+from importlib import resources
 
-# The repository root: tools/otatool/__init__.py -> ../..
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SHIM_DIR = os.path.join(REPO, "tools", "shim")
-LIB_DIR = os.path.join(REPO, "lib")
+# Files that ship inside this package (pyproject.toml maps them in):
+# device/ is what a board holds (boot.py, main.py, lib/ota/), shim/ the
+# emulated ESP32. pip installs wheels unzipped, so these are real
+# directories that micropython and mpremote can be pointed at.
+_PACKAGE = resources.files(__name__)
+DEVICE_DIR = str(_PACKAGE / "device")
+LIB_DIR = os.path.join(DEVICE_DIR, "lib")
+SHIM_DIR = str(_PACKAGE / "shim")
 
 
 def device_module(name):

@@ -25,7 +25,10 @@ import subprocess
 import sys
 import threading
 
+import argparse
+
 import otatool
+from otatool.cli import directory, int_range
 
 # GC heap of a board in its stock ESP32_GENERIC* / ESP8266_GENERIC firmware
 # (gc.mem_free() after boot, roughly; no SPIRAM)
@@ -75,6 +78,9 @@ class Board:
         self.flash_path = os.path.join(self.path, "flash.bin")
         self.fs_dir = os.path.join(self.path, "fs")
         self._last_slot = None
+
+    def heap_bytes(self):
+        return heap_bytes(self.heap)
 
     # ---- power-ons ----
 
@@ -225,19 +231,49 @@ def _micropython():
     return micropython_binary()
 
 
+def heap_bytes(text):
+    """A heap size as `micropython -X heapsize=` takes it ("110k", "1m",
+    "65536") in bytes; ValueError if it is not one."""
+    m = re.fullmatch(r"([0-9]+)([kKmM]?)", text)
+    if not m:
+        raise ValueError(text)
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20}[m.group(2).lower()]
+
+
+def heap_size(text):
+    """An argparse type: a GC heap the unix port can start with."""
+    try:
+        size = heap_bytes(text)
+    except ValueError:
+        size = -1
+    if not 16 << 10 <= size <= 64 << 20:
+        raise argparse.ArgumentTypeError("%r is not a heap size from 16k to 64m (e.g. 110k)" % text)
+    return text
+
+
+def unix_port_mpy():
+    """sys.implementation._mpy of the unix port: the .mpy format and native
+    architecture an emulated board loads."""
+    return int(subprocess.run([_micropython(), "-c", "import sys; print(sys.implementation._mpy)"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout)
+
+
 def register(subparsers):
     p = subparsers.add_parser(
         "board", help="boot an emulated ESP32 board on the MicroPython unix port",
         description="Power on an emulated board (flash image + filesystem directory): the "
                     "bootloader picks the app from otadata, then boot.py and main.py run from "
                     "DIR/fs as /. machine.reset() boots it again, up to --boots times.")
-    p.add_argument("--board", metavar="DIR", help="board directory ($OTA_BOARD, default ./.ota-board)")
+    p.add_argument("--board", metavar="DIR", type=directory,
+                   help="board directory ($OTA_BOARD, default ./.ota-board)")
     p.add_argument("--chip", choices=sorted(HEAPS), help="chip ($OTA_CHIP, default esp32)")
-    p.add_argument("--boots", type=int, default=3, help="most power-ons in this run (default 3)")
-    p.add_argument("--heap", help="GC heap, e.g. 110k (default: the chip's free heap)")
+    p.add_argument("--boots", type=int_range(1, 1000), default=3,
+                   help="most power-ons in this run (default 3)")
+    p.add_argument("--heap", type=heap_size, help="GC heap, e.g. 110k (default: the chip's free heap)")
     p.add_argument("--lib", action="store_true",
                    help="mount this repository's lib/ as /lib (development)")
-    p.add_argument("--timeout", type=float, default=300, help="seconds per boot (default 300)")
+    p.add_argument("--timeout", type=int_range(1, 86400), default=300,
+                   help="seconds per boot (default 300)")
     p.set_defaults(func=board_command)
 
 

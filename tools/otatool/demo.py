@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 import otatool
-from otatool.cli import CliError
+from otatool.cli import CliFailure, directory, int_range
 
 PROJECT = "ota-demo"
 _PROGRESS = re.compile(r"ota: (\d+)/(\d+) bytes")
@@ -24,8 +24,9 @@ _PROGRESS = re.compile(r"ota: (\d+)/(\d+) bytes")
 def register(subparsers):
     p = subparsers.add_parser("demo", help="run a whole OTA update on an emulated ESP32",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=512, help="app image size in KiB (default 512)")
-    p.add_argument("--keep", metavar="DIR", help="build the board in DIR and keep it")
+    p.add_argument("--size", type=int_range(16, 4096), default=512,
+                   help="app image size in KiB, 16 to 4096 (default 512)")
+    p.add_argument("--keep", metavar="DIR", type=directory, help="build the board in DIR and keep it")
     p.set_defaults(func=demo)
 
 
@@ -124,17 +125,11 @@ def install_files(fs_dir):
     # What `otatool deploy --mpy` copies to a real board: lib/ota compiled by
     # mpy-cross for the board's .mpy format (source would be compiled in the
     # board's heap at import), boot.py and main.py.
-    import subprocess
-    from otatool.board import _micropython
-    from otatool.deploy import compiled, entry_point_files, package_files
-    sys_mpy = int(subprocess.run([_micropython(), "-c", "import sys; print(sys.implementation._mpy)"],
-                                 capture_output=True, text=True, check=True).stdout)
-    files = [("lib/" + rel, data) for rel, data in compiled(package_files(otatool.REPO), sys_mpy)]
-    for rel, data in files + entry_point_files(otatool.REPO, no_main=False):
-        path = os.path.join(fs_dir, rel.lstrip("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
+    from otatool.board import unix_port_mpy
+    from otatool.deploy import compiled, entry_point_files, package_files, write_tree
+    files = [("/lib/" + rel, data)
+             for rel, data in compiled(package_files(otatool.DEVICE_DIR), unix_port_mpy())]
+    write_tree(fs_dir, files + entry_point_files(otatool.DEVICE_DIR, no_main=False))
 
 
 def boot_twice(board, story):
@@ -159,4 +154,4 @@ def check(ok, what, boot):
         tail = ""
         if boot is not None:
             tail = "\n--- board output (%s) ---\n%s%s" % (boot.reason, boot.stdout, boot.stderr[-2000:])
-        raise CliError("demo failed: %s%s" % (what, tail))
+        raise CliFailure("demo failed: %s%s" % (what, tail))

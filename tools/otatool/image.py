@@ -6,7 +6,7 @@ CPython, so the host accepts exactly what a board will accept.
 
 from otatool import device_module
 from otatool.appimage import CHIP_IDS, make_app_image
-from otatool.cli import CliError, write_output
+from otatool.cli import CliError, desc_text, int_range, write_output
 
 MAX_IMAGE = 16 << 20  # the largest app partition ESP-IDF can map
 
@@ -81,10 +81,14 @@ def register(sub):
     info.set_defaults(func=cmd_info)
 
     make = isub.add_parser("make", help="make a synthetic app image (for tests and demos)")
-    make.add_argument("--version", required=True, help="app version string, e.g. 1.2.0")
+    make.add_argument("--version", required=True, type=desc_text,
+                      help="app version string, e.g. 1.2.0")
     make.add_argument("--chip", choices=sorted(CHIP_IDS), default="esp32")
-    make.add_argument("--size", type=int, default=None, help="approximate image size in bytes")
-    make.add_argument("--secure-version", type=int, default=0)
-    make.add_argument("--project", default="ota-app", help="project name in the app descriptor")
+    make.add_argument("--size", type=int_range(1, MAX_IMAGE), default=None,
+                      help="approximate image size in bytes (at most 16 MiB)")
+    make.add_argument("--secure-version", type=int_range(0, 0xFFFFFFFF), default=0,
+                      help="anti-rollback counter in the app descriptor (default 0)")
+    make.add_argument("--project", default="ota-app", type=desc_text,
+                      help="project name in the app descriptor")
     make.add_argument("-o", "--output", required=True)
     make.set_defaults(func=cmd_make)

