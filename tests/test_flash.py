@@ -22,7 +22,6 @@ import time
 import pytest
 from esptool.bin_image import ESP8266ROMFirmwareImage, ImageSegment, LoadFirmwareImage
 
-from conftest import REPO
 from otatool import flash
 from otatool.appimage import make_app_image
 from otatool.board import Board, shim_module
@@ -35,9 +34,8 @@ BOX = ("\u2502", "\u256d", "\u2570", "\u2500")  # │ ╭ ╰ ─
 
 
 def run(*argv, timeout=60):
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "tools"))
     return subprocess.run([sys.executable, *argv], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout)
 
 
 def otatool(*argv, timeout=60):
