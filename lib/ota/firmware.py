@@ -70,11 +70,10 @@ class FirmwareTarget:
 
     def current(self):
         # (chip name as esptool names it, version, secure_version) of what
-        # runs now; only signed manifests ask, so the table is made here.
+        # runs now; only signed manifests ask.
+        from ota.chips import chip_name
         chip, version, secure_version = self._running
-        names = {0: "esp32", 2: "esp32s2", 5: "esp32c3", 9: "esp32s3", 12: "esp32c2",
-                 13: "esp32c6", 16: "esp32h2", 18: "esp32p4"}   # esp_chip_id_t
-        return names.get(chip, str(chip)), version, secure_version
+        return chip_name(chip), version, secure_version
 
     def kept(self, url):
         # (offset, etag) of a valid prefix an interrupted download of `url`

@@ -44,15 +44,6 @@ _MAX_SEGMENTS = const(16)  # ESP_IMAGE_MAX_SEGMENTS
 _DESC_MAGIC = const(0xABCD5432)
 _DESC_LEN = const(256)
 
-# Flash-mapped (cache) address ranges per chip id, SOC_IROM_* and SOC_DROM_*:
-# a segment loaded there must sit at the same offset in its 64 KB flash page
-# as in the image (esp_image_format.c verify_segment_header).
-_MAPPED = {
-    0: (0x400D0000, 0x40400000, 0x3F400000, 0x3F800000),  # esp32
-    9: (0x42000000, 0x44000000, 0x3C000000, 0x3E000000),  # esp32s3
-    5: (0x42000000, 0x42800000, 0x3C000000, 0x3C800000),  # esp32c3
-}
-
 if sys.implementation.name == "micropython":
     # XOR of buf[start:end] into acc, 16 bytes per step on aligned words. The
     # function is compiled on the board by exec() because mpy-cross refuses
@@ -120,6 +111,19 @@ def parse_desc(b):
     }
 
 
+def _chip_entry(chip_id):
+    # This chip's row of the chip table. The table is loaded for the lookup
+    # and unloaded again, unless something else had loaded it: a board
+    # keeps one row, not every chip's.
+    import sys
+    loaded = "ota.chips" in sys.modules
+    import ota.chips
+    entry = ota.chips.CHIPS.get(chip_id)
+    if not loaded:
+        del sys.modules["ota.chips"], ota.chips
+    return entry
+
+
 class ImageValidator:
     """Feed the image in chunks of any size; errors raise OTAError as soon as
     the bytes that show them have arrived (header, chip and app descriptor
@@ -147,6 +151,7 @@ class ImageValidator:
         self._sha = hashlib.sha256()  # None once known unneeded (no hash_appended) or checked
         self._err = None
         self._trail = None   # the signature block after the image (ota.sigblock), if any
+        self._mapped = _chip_entry(chip_id)  # this chip's row of ota.chips.CHIPS, or None
 
     def complete(self):
         return self._state == _END and (self._trail is None or self._trail.complete())
@@ -269,8 +274,9 @@ class ImageValidator:
             raise OTAError(_VALIDATE_FAILED, "bad segment count %d" % b[1])
         chip, min_rev, max_rev = struct.unpack_from("<HxHH", b, 12)
         if chip != self.chip_id:
-            raise OTAError(_INVALID_VERSION, "image is for chip id %d, this chip is %d"
-                           % (chip, self.chip_id))
+            from ota.chips import chip_name, image_chip
+            raise OTAError(_INVALID_VERSION, "image is for %s, this chip is %s"
+                           % (image_chip(b), chip_name(self.chip_id)))
         rev = self.chip_rev
         # As bootloader_common_check_chip_validity: max 0 or 0xFFFF means "no limit".
         if rev is not None and (rev < min_rev or (max_rev not in (0, 0xFFFF) and rev > max_rev)):
@@ -291,8 +297,9 @@ class ImageValidator:
         if pos + size + 1 > self.max_size:
             raise OTAError(_INVALID_SIZE, "image larger than the partition (%d bytes)"
                            % self.max_size)
-        m = _MAPPED.get(self.chip_id)
-        if m and (m[0] <= addr < m[1] or m[2] <= addr < m[3]) and (addr - pos) & 0xFFFF:
+        m = self._mapped
+        page = addr >> 16
+        if m and (m[1] <= page < m[2] or m[3] <= page < m[4]) and (addr - pos) & 0xFFFF:
             raise OTAError(_VALIDATE_FAILED, "segment at 0x%08X misaligned for flash mapping"
                            % addr)
         if self.desc is None and size < _DESC_LEN:

@@ -1,6 +1,6 @@
 """Benchmark of app-bundle OTA on the MicroPython unix port (prints figures).
 
-    .venv/bin/python tools/bench_bundle.py [--files 100] [--size 204800]
+    .venv/bin/python tools/bench/bench_bundle.py [--files 100] [--size 204800]
 
 * Smallest heap (-X heapsize, to 1 KiB; every size up to 4 KiB above
   completes too) that completes

@@ -19,7 +19,7 @@ Prints, from one run:
   `esp32` imported first (the emulated board then powers on before ota is
   loaded, which lays the heap out differently).
 
-    .venv/bin/python tools/bench_ota.py [--rounds 3]
+    .venv/bin/python tools/bench/bench_ota.py [--rounds 3]
 """
 import argparse
 import os

@@ -8,7 +8,7 @@ Time is measured in a 112 KB heap (an ESP32's, without PSRAM) and in a 32 KB
 one (ESP8266-class): a verify allocates megabytes of short-lived big ints, so
 a small heap means many more garbage collections.
 
-    .venv/bin/python tools/bench_signature.py [--runs N] [--pystone PYSTONE_PY]
+    .venv/bin/python tools/bench/bench_signature.py [--runs N] [--pystone PYSTONE_PY]
 
 How the board estimate is made (an estimate, not a measurement):
   board time = unix time in the board's heap size
@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from otatool import LIB_DIR
 from otatool.sign import public_key_b64, sign_manifest
 
-MODULES = ("__init__", "manifest", "ed25519", "sha512")
+MODULES = ("__init__", "manifest", "ed25519", "sha512", "version")
 REF_UNIX_PYSTONES = 86000  # MicroPython 1.29 unix port, development machine (2 cores)
 ESP32_PYSTONES = (1075, 1661)
 ESP8266_FROM_ESP32 = (3.0, 4.4)
@@ -52,7 +52,8 @@ HEAPS = {"esp32": "112k", "esp8266": "32k"}
 PARSE = """
 import gc, time, micropython
 from ota.manifest import parse_manifest
-import ota.ed25519, ota.sha512
+from ota.ed25519 import verify
+from ota.sha512 import sha512
 gc.collect()
 print("resident", gc.mem_alloc())
 data = open("manifest.json", "rb").read()
@@ -69,7 +70,7 @@ micropython.mem_info()
 PHASES = """
 import binascii, json, time
 from ota.sha512 import sha512
-from ota import ed25519
+ed25519 = __import__("ota.ed25519", None, None, ("verify",))
 env = json.loads(open("manifest.json", "rb").read())
 body = binascii.a2b_base64(env["manifest"])
 sig = binascii.a2b_base64(env["sig"])

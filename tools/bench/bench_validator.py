@@ -1,7 +1,7 @@
 """Throughput of the device image validator on the MicroPython unix port,
 against a bare hashlib.sha256 loop over the same bytes in the same chunks.
 
-    .venv/bin/python tools/bench_validator.py [--size BYTES] [--chunk BYTES] [--rounds N]
+    .venv/bin/python tools/bench/bench_validator.py [--size BYTES] [--chunk BYTES] [--rounds N]
 
 Prints MB/s of both and their ratio (validator / bare hash; 1.0 = free).
 """

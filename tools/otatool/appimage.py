@@ -22,10 +22,7 @@ import tempfile
 import esptool
 from esptool.cmds import elf2image
 
-from otatool import SHIM_DIR
-
-# esp_image_header_t.chip_id (esp_chip_id_t)
-CHIP_IDS = {"esp32": 0, "esp32s3": 9, "esp32c3": 5}
+from otatool import SHIM_DIR, device_module
 
 APP_DESC_MAGIC = 0xABCD5432
 APP_DESC_FMT = "<II8s32s32s16s16s32s32sHHB3s72s"  # esp_app_desc_t, 256 bytes
@@ -54,7 +51,14 @@ CHIPS = {
     "esp32": Chip(EM_XTENSA, 0x400D0000, 0x3F400000, 0x3FFB0000, 0x40080000, False, 399),
     "esp32s3": Chip(EM_XTENSA, 0x42000000, 0x3C000000, 0x3FC88000, 0x40374000, True, 99),
     "esp32c3": Chip(EM_RISCV, 0x42000000, 0x3C000000, 0x3FC80000, 0x40380000, True, 199),
+    "esp32s2": Chip(EM_XTENSA, 0x40080000, 0x3F000000, 0x3FFB0000, 0x40022000, False, 199),
+    # one SRAM for code and data: IRAM and DRAM sections kept apart in it
+    "esp32c6": Chip(EM_RISCV, 0x42000000, 0x42800000, 0x40820000, 0x40800000, True, 99),
 }
+
+# esp_image_header_t.chip_id of the chips above, from the board's own table
+CHIP_IDS = {name: chip_id for chip_id, (name, *_mapped) in device_module("ota.chips").CHIPS.items()
+            if name in CHIPS}
 
 PAGE = 0x10000  # flash MMU page (IROM_ALIGN)
 IMAGE_HDR = 24

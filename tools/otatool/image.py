@@ -11,26 +11,29 @@ from otatool.cli import CliError, desc_text, int_range, write_output
 MAX_IMAGE = 16 << 20  # the largest app partition ESP-IDF can map
 
 
-def _device_validator():
-    return device_module("ota.image").ImageValidator, device_module("ota").OTAError
+def chip_ids():
+    """{esptool's chip name: esp_image_header_t.chip_id} of every chip the
+    board's validator knows (lib/ota/chips.py)."""
+    return {name: chip_id for chip_id, (name, *_mapped) in device_module("ota.chips").CHIPS.items()}
 
 
 def describe_image(data, chip=None):
     """Validate a whole app image; return its description as a dict (chip,
     length, hash_appended and the app descriptor fields). chip: the board's
     chip name, or None to take the one in the header. Raises ValueError."""
-    ImageValidator, OTAError = _device_validator()
+    image, OTAError = device_module("ota.image"), device_module("ota").OTAError
+    image_chip = device_module("ota.chips").image_chip
     if len(data) < 24 or data[0] != 0xE9:
         raise ValueError("not an ESP app image (first byte must be 0xE9)")
+    known = chip_ids()
     if chip is None:
-        chip_id = int.from_bytes(data[12:14], "little")
-        names = [name for name, cid in CHIP_IDS.items() if cid == chip_id]
-        if not names:
-            raise ValueError("image is for an unsupported chip (chip id %d)" % chip_id)
-        chip = names[0]
-    elif chip not in CHIP_IDS:
-        raise ValueError("unknown chip %r (one of %s)" % (chip, ", ".join(sorted(CHIP_IDS))))
-    v = ImageValidator(CHIP_IDS[chip], MAX_IMAGE)
+        chip = image_chip(data)
+        if chip not in known:
+            raise ValueError("an image for %s: not a chip with OTA app partitions (one of %s)"
+                             % (chip, ", ".join(sorted(known))))
+    elif chip not in known:
+        raise ValueError("unknown chip %r (one of %s)" % (chip, ", ".join(sorted(known))))
+    v = image.ImageValidator(known[chip], MAX_IMAGE)
     try:
         v.feed(memoryview(data))
         v.done()
@@ -76,7 +79,7 @@ def register(sub):
 
     info = isub.add_parser("info", help="validate an app image as a board would and describe it")
     info.add_argument("file")
-    info.add_argument("--chip", choices=sorted(CHIP_IDS),
+    info.add_argument("--chip", choices=sorted(chip_ids()),
                       help="the board's chip (default: the one named in the image)")
     info.set_defaults(func=cmd_info)
 
