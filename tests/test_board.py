@@ -45,7 +45,7 @@ def test_the_boards_filesystem_is_its_root_and_sys_path_the_firmwares(tmp_path):
 import os, json, pkg
 open("/a.txt", "w").write(pkg.WHERE)
 os.mkdir("/d")
-os.rename("a.txt", "d/b.txt")             # relative to "/": see HOST-BOARD-NOTES.md
+os.rename("a.txt", "d/b.txt")             # relative to "/": see docs/HOST-BOARD.md
 print(json.dumps([os.getcwd(), sorted(os.listdir("/")), os.listdir("/d")]))
 """)
     first = board.boot()

@@ -1,4 +1,4 @@
-"""The device memory budget of DESIGN.md, so that it cannot regress: a
+"""The device memory budget of docs/API.md, so that it cannot regress: a
 firmware OTA of a 1.5 MiB image completes in a 64 KiB heap, with lib/ota
 compiled by mpy-cross as a board loads it. (The app-bundle budget, 32 KiB on
 the ESP8266 profile, is tested in test_bundle.py; tools/bench_ota.py and

@@ -35,7 +35,7 @@ from ota.http_extra import redirect  # noqa: E402
 from ota.image import ImageValidator  # noqa: E402
 from ota.manifest import parse_manifest, public_key_bytes  # noqa: E402
 
-# What each parser may raise (DESIGN.md's table).
+# What each parser may raise (the table in docs/API.md).
 IMAGE_CODES = {ota.ESP_ERR_OTA_VALIDATE_FAILED, ota.ESP_ERR_INVALID_VERSION,
                ota.ESP_ERR_INVALID_SIZE, ota.ESP_ERR_OTA_SMALL_SEC_VER}
 BUNDLE_CODES = {ota.ESP_ERR_OTA_VALIDATE_FAILED, ota.ESP_ERR_NOT_SUPPORTED,

@@ -494,7 +494,7 @@ def test_lower_secure_version_is_refused_even_when_downgrades_are_allowed(tmp_pa
 def test_relative_update_urls_resolve_against_the_manifest_url(tmp_path):
     base = "https://updates.example:8443/fw/blinky/latest.json?token=1"
     cases = {"app.bin": "https://updates.example:8443/fw/blinky/app.bin",
-             "../shared/app.bin": "https://updates.example:8443/fw/blinky/../shared/app.bin",
+             "../common/app.bin": "https://updates.example:8443/fw/blinky/../common/app.bin",
              "/other/app.bin": "https://updates.example:8443/other/app.bin",
              "//cdn.example/app.bin": "https://cdn.example/app.bin",
              "http://mirror.example/app.bin": "http://mirror.example/app.bin",
@@ -530,7 +530,7 @@ def test_sign_refuses_a_version_other_than_the_images(image):
 
 def test_manifest_check_fits_an_esp8266_class_32k_heap(tmp_path, key, pub, image):
     # Boards load modules compiled by mpy-cross, not source (compiling costs
-    # heap); 32 KB is the app-bundle budget of DESIGN.md.
+    # heap); 32 KB is the app-bundle budget of docs/API.md.
     compile_ota(tmp_path / "mpy", ("__init__", "manifest", "version", "ed25519", "sha512"))
     manifest = sign_manifest(make_manifest(image, "app.bin"), key)
     result = on_board(tmp_path, manifest, pub, 'check_manifest(m, "esp32", "1.0.0", 2)',

@@ -1,6 +1,6 @@
 # ota: over-the-air updates for MicroPython on ESP32 and ESP8266.
 #
-# The API mirrors ESP-IDF's esp_https_ota / esp_ota_ops (see DESIGN.md).
+# The API mirrors ESP-IDF's esp_https_ota / esp_ota_ops (docs/API.md).
 # This file holds only the constants, the error type and thin entry points;
 # everything else is imported on first use, so a board pays in RAM only for
 # the path it runs.

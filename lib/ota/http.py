@@ -30,7 +30,7 @@
 # framing, 206 answers, resuming. It is imported the first time one of them
 # happens, so a board that never needs them does not give them heap.
 #
-# Errors are ota.OTAError with the esp_err_t codes of DESIGN.md.
+# Errors are ota.OTAError with the esp_err_t codes of docs/API.md.
 import errno
 import socket
 

@@ -20,7 +20,7 @@ install` picks `/lib`). Running in `fs_dir` as the current directory instead
 would be unsafe: every absolute path that mpremote or `otatool deploy` writes
 would then be a path on the host. With the mount, host paths are unreachable
 from the board, and VfsPosix cannot `os.rename` two absolute paths (see
-HOST-BOARD-NOTES.md), so device code that needs the shim (`OTA_BOARD`, which
+docs/HOST-BOARD.md), so device code that needs the shim (`OTA_BOARD`, which
 renames files) runs with `run_mpy` on the deployed directory, not here.
 
 Limits of the emulation: a soft reset (Ctrl-D in the raw REPL) ends the unix

@@ -20,7 +20,7 @@ FS = _env.DIR + "/fs"
 # A plain VfsPosix: the unix port cannot import modules from a mounted
 # subclass of it (its import_stat then reads the wrong object), and imports
 # from /lib matter more than the one trap that remains: os.rename with two
-# absolute paths fails here (HOST-BOARD-NOTES.md), so board code renames
+# absolute paths fails here (docs/HOST-BOARD.md), so board code renames
 # with paths relative to the cwd "/", which littlefs boards handle alike.
 
 
