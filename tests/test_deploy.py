@@ -332,6 +332,15 @@ def test_bad_config_pair_is_one_line():
                           "KEY=VALUE")
 
 
+def test_a_numeric_wifi_password_reaches_the_board_as_text_and_a_flag_as_a_flag(tmp_path):
+    r = otatool("deploy", "--board", str(tmp_path / "b"), "--config", "wifi_password=12345678",
+                "--config", "allow_http=true", "--config", "deadline_s=120")
+    assert r.returncode == 0, r.stderr
+    config = json.loads((tmp_path / "b" / "fs" / "ota_config.json").read_text())
+    assert (config["wifi_password"], config["allow_http"], config["deadline_s"]) == (
+        "12345678", True, 120)
+
+
 # ------------------------------------------------------------- package.json (mip)
 
 def test_package_json_lists_exactly_the_files_of_lib_ota():

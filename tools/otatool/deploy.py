@@ -43,6 +43,10 @@ DEFAULT_CONFIG = {
 MPY_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp",
              "armv7emdp", "xtensa", "xtensawin", "rv32imc", "rv64imc")
 
+# Keys main.py reads as text, whatever they look like: a Wi-Fi password
+# 12345678 stays a string.
+TEXT_KEYS = ("url", "server", "token", "ca", "kind", "public_key", "wifi_ssid", "wifi_password")
+
 BOARD_LIB = "/lib"
 # Below this heap (ESP8266-class boards) .mpy files leave out line numbers:
 # ~1 KiB less heap for ota's modules; tracebacks still name the function.
@@ -138,20 +142,24 @@ def parse_config(pairs):
         key, sep, value = pair.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise CliError("--config wants KEY=VALUE, got %r" % pair)
-        config[key] = config_value(value)
+        config[key] = config_value(value, text=key in TEXT_KEYS)
     return config
 
 
-def config_value(text):
-    if text.startswith("@"):
+def config_value(value, text=False):
+    """VALUE of --config: @FILE's contents, text for TEXT_KEYS, else an
+    integer, true, false or null where it looks like one."""
+    if value.startswith("@"):
         try:
-            with open(text[1:]) as f:
+            with open(value[1:]) as f:
                 return f.read()
         except OSError as e:
-            raise CliError("cannot read %s: %s" % (text[1:], e.strerror))
-    if re.fullmatch(r"-?[0-9]+", text):
-        return int(text)
-    return {"true": True, "false": False, "null": None}.get(text, text)
+            raise CliError("cannot read %s: %s" % (value[1:], e.strerror))
+    if text:
+        return value
+    if re.fullmatch(r"-?[0-9]+", value):
+        return int(value)
+    return {"true": True, "false": False, "null": None}.get(value, value)
 
 
 def read_ca(path):
