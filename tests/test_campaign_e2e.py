@@ -12,7 +12,8 @@ import shutil
 import pytest
 
 from conftest import REPO, compile_ota
-from otatool import campaigns, server
+from otatool import server
+from otatool.server import store as campaigns
 from otatool.appimage import make_app_image
 from otatool.board import Board
 from shimutil import fresh_board

@@ -19,9 +19,11 @@ import urllib.parse
 
 import pytest
 
-from otatool import campaigns, server
+from otatool import server
+from otatool.server import store as campaigns
 from otatool.appimage import make_app_image
-from otatool.campaigns import is_newer, version_key
+from otatool.server.command import server_command
+from otatool.server.store import is_newer, version_key
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -509,7 +511,7 @@ def test_https_is_served_when_given_a_certificate_and_key(tmp_path, config):
 def test_otatool_has_a_server_command():
     from otatool.cli import build_parser
     args = build_parser().parse_args(["server", "--db", "x.sqlite", "--port", "0"])
-    assert args.func is server._main and args.db == "x.sqlite"
+    assert args.func is server_command and args.db == "x.sqlite"
 
 
 def _self_signed(tmp_path):

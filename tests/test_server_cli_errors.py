@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from otatool import campaigns
+from otatool.server import store as campaigns
 
 OTATOOL = os.path.join(os.path.dirname(sys.executable), "otatool")
 USAGE, FAILURE = 2, 1

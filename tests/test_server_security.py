@@ -20,7 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otatool import campaigns, server
+from otatool import server
+from otatool.server import auth, logs
+from otatool.server import store as campaigns
 from test_campaign_server import Api, image
 from test_campaign_server import api, clock, config, fleet, srv  # noqa: F401 (fixtures)
 
@@ -217,7 +219,7 @@ def test_a_request_path_cannot_forge_log_lines(srv, api, caplog):
     ("DELETE /admin/devices/abc-123", "DELETE /admin/devices/[redacted]"),
 ])
 def test_redact_removes_tokens_and_credentials(text, shown):
-    assert server.redact(text) == shown
+    assert logs.redact(text) == shown
 
 
 # --- admin logins: throttled per address, hashed off the event loop ------------------
@@ -241,26 +243,26 @@ def test_after_five_bad_passwords_an_address_waits_and_nothing_more_is_checked(s
                                                                              monkeypatch):
     attacker, admin = Api(srv, source="127.0.0.1"), Api(srv, source="127.0.0.2")
     checked = counting_password_checks(monkeypatch)
-    for i in range(server.LOGIN_FAILURES):
+    for i in range(auth.LOGIN_FAILURES):
         assert attacker.request("GET", "/admin/users", auth=wrong("guess%d" % i))[0] == 401
     status, body, resp = attacker.request("GET", "/admin/users", auth=wrong(), raw=True)
     doc = assert_error_shape(status, body, resp)
-    assert status == 429 and 1 <= int(resp.getheader("Retry-After")) <= server.LOGIN_WINDOW
+    assert status == 429 and 1 <= int(resp.getheader("Retry-After")) <= auth.LOGIN_WINDOW
     assert doc["detail"] == {"retry_after": int(resp.getheader("Retry-After"))}
     # Even the right password is not checked from there now ...
     assert attacker.request("GET", "/admin/users")[0] == 429
-    assert len(checked) == server.LOGIN_FAILURES
+    assert len(checked) == auth.LOGIN_FAILURES
     # ... while the admin at another address logs in as usual.
     assert admin.request("GET", "/admin/users")[0] == 200
-    clock.t += server.LOGIN_WINDOW  # the failures age out: guesses are checked again
+    clock.t += auth.LOGIN_WINDOW  # the failures age out: guesses are checked again
     assert attacker.request("GET", "/admin/users", auth=wrong())[0] == 401
-    assert len(checked) == server.LOGIN_FAILURES + 2
+    assert len(checked) == auth.LOGIN_FAILURES + 2
 
 
 def test_an_admin_already_logged_in_is_not_locked_out_by_guesses_from_the_same_address(srv):
     admin = Api(srv)
     assert admin.request("GET", "/admin/users")[0] == 200
-    for _ in range(server.LOGIN_FAILURES + 1):
+    for _ in range(auth.LOGIN_FAILURES + 1):
         admin.request("GET", "/admin/users", auth=wrong())
     assert admin.request("GET", "/admin/users", auth=wrong())[0] == 429
     assert admin.request("GET", "/admin/users")[0] == 200
@@ -320,12 +322,12 @@ def test_checking_a_password_does_not_hold_up_the_devices(srv, api, fleet, monke
     (None, "None"),
 ])
 def test_failures_are_counted_per_ipv4_address_and_per_ipv6_64(remote, key):
-    assert server.client_key(remote) == key
+    assert auth.client_key(remote) == key
 
 
 def test_an_attacker_with_many_addresses_cannot_grow_the_throttle_without_bound(monkeypatch):
-    monkeypatch.setattr(server, "_THROTTLED_MAX", 10)
-    throttle = server.LoginThrottle(clock=lambda: 1000.0)
+    monkeypatch.setattr(auth, "_THROTTLED_MAX", 10)
+    throttle = auth.LoginThrottle(clock=lambda: 1000.0)
     for i in range(100):
         throttle.failing("10.0.%d.%d" % (i // 256, i % 256))
     assert len(throttle._failures) <= 11
