@@ -73,11 +73,20 @@ def load():
                 n //= 2
         sys.path.insert(0, CACHE)
     try:
-        import _env
+        while True:
+            try:
+                import _env
 
-        __import__("_machine")
-        if _env.ESP32:  # an ESP8266 has no esp32 module
-            __import__("_esp32")
+                __import__("_machine")
+                if _env.ESP32:  # an ESP8266 has no esp32 module
+                    __import__("_esp32")
+                break
+            except MemoryError:
+                # The hold left too little in one piece (an app loaded first
+                # and split the heap): the board's modules go where they fit.
+                if hold is None:
+                    raise
+                hold = None
     finally:
         if CACHE:
             sys.path.remove(CACHE)
