@@ -115,19 +115,19 @@ async def sign_in(request):
     if admin is None:
         return await sign_in_form(request, "Wrong name or password.", 401)
     secret, _ = request.app[SESSIONS].open(admin, request.app[STORE].admin_hash(admin))
-    response = web.HTTPSeeOther(_local(form.get("next")))
-    set_cookie(request, response, SESSION_COOKIE, secret, max_age=SESSION_SECONDS)
-    response.del_cookie(SIGN_IN_COOKIE, path="/")
-    return response
+    redirect = web.HTTPSeeOther(_local(form.get("next")))
+    set_cookie(request, redirect, SESSION_COOKIE, secret, max_age=SESSION_SECONDS)
+    redirect.del_cookie(SIGN_IN_COOKIE, path="/")
+    raise redirect
 
 
 @signed_in
 async def sign_out(request, session):
     await checked_form(request, session)
     request.app[SESSIONS].close(request.cookies.get(SESSION_COOKIE))
-    response = web.HTTPSeeOther("/login")
-    response.del_cookie(SESSION_COOKIE, path="/")
-    return response
+    redirect = web.HTTPSeeOther("/login")
+    redirect.del_cookie(SESSION_COOKIE, path="/")
+    raise redirect
 
 
 # --- fleet ------------------------------------------------------------------------
