@@ -82,7 +82,6 @@ def test_an_owner_starts_a_project_campaign_watches_it_live_stops_it_and_signs_o
     expect(page.locator("tbody tr")).to_have_count(4)
     page.keyboard.press("Tab")  # the first stop is the way past the header
     expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
-    shoot(page, tmp_path, "fleet")
 
     page.get_by_role("link", name="New campaign").click()
     firmware = tmp_path / "garden-1.2.0.bin"
@@ -109,17 +108,26 @@ def test_an_owner_starts_a_project_campaign_watches_it_live_stops_it_and_signs_o
     assert api.report("a1", 1, "downloading", progress=size // 2)[0] == 204
     expect(device_row(page, "a1")).to_contain_text("downloading")
     expect(device_row(page, "a1")).to_contain_text("50%")
+    shoot(page, tmp_path, "campaign-downloading")
     assert api.report("a2", 1, "failed",
                       error="ESP_ERR_OTA_VALIDATE_FAILED: image checksum")[0] == 204
     expect(device_row(page, "a2")).to_contain_text("0x1503 ESP_ERR_OTA_VALIDATE_FAILED")
     assert api.report("a1", 1, "installed")[0] == 204
     expect(device_row(page, "a1")).to_contain_text("installed")
+    assert api.check("a1", "1.2.0", chip="esp32")[0] == 204  # rebooted into it: nothing due
     assert api.report("a1", 1, "confirmed")[0] == 204
     expect(device_row(page, "a1")).to_contain_text("confirmed")
     expect(page.locator("#live .legend")).to_contain_text("confirmed 1")
     assert page.evaluate("window.neverReloaded") is True
+    expect(device_row(page, "a1").locator("td.version")).to_have_text("1.2.0")
     shoot(page, tmp_path, "campaign")
 
+    page.get_by_role("link", name="Fleet").click()
+    a1 = page.locator("tbody tr", has_text="a1")
+    expect(a1).to_contain_text("confirmed")
+    expect(a1.locator("td.version")).to_have_text("1.2.0")
+    shoot(page, tmp_path, "fleet")
+    a1.get_by_role("link", name="#1").click()
     page.get_by_role("link", name="Stop this campaign…").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Stop campaign #1?")
     page.get_by_role("link", name="No, keep it running").click()
