@@ -243,7 +243,8 @@ def test_a_campaigns_page_names_the_error_codes_devices_report(api, fleet, owner
     api.report("a2", cid, "failed", error="0x7002 connect refused")
     api.report("a3", cid, "downloading", progress=1024)
     _, page = owner.get("/campaigns/%d" % cid)
-    assert "<code>0x1503</code> <code>ESP_ERR_OTA_VALIDATE_FAILED</code></span> image checksum" in page
+    assert ("<code>0x1503</code> <code>ESP_ERR_OTA_VALIDATE_FAILED</code></span> image checksum"
+            in page)
     assert "<code>0x7002</code> <code>ESP_ERR_HTTP_CONNECT</code></span> connect refused" in page
     assert re.search(r'<progress max="\d+" value="1024"', page)
     _, live = owner.get("/campaigns/%d/live" % cid)
