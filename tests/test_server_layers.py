@@ -1,7 +1,7 @@
 """The campaign server's files (tools/otatool/server/*.py) import one way,
 from the faces down to the formats: command -> runner -> app -> admin and
-device APIs -> middleware and uploads -> shared helpers -> store and config
--> schema. A file imports files of its own layer or of lower ones, never in
+device APIs and the dashboard -> middleware, uploads, sessions and pages ->
+shared helpers -> store and config -> schema. A file imports files of its own layer or of lower ones, never in
 a circle. Imports are read from the source (ast), top-level and
 function-level alike, absolute (`otatool.server.x`), relative (`.x`) and
 `from otatool import server` (the package, the top layer) alike; what is
