@@ -18,7 +18,7 @@ from otatool.server.appkeys import CONFIG, SESSIONS, STORE
 from otatool.server.auth import checked_login
 from otatool.server.inputs import parsed_sql_int, short_text
 from otatool.server.pages import (PAGE_ROUTE, SKIPPED, STATES, PageRefusal, render,
-                                  setup_templates)
+                                  setup_templates, state_name)
 from otatool.server.sessions import (SESSION_COOKIE, SESSION_SECONDS, SIGN_IN_COOKIE,
                                      current_session, new_token, same_token,
                                      set_cookie)
@@ -156,9 +156,11 @@ async def fleet(request, session):
                                                      ("state", wanted["state"]))):
             devices.append(row)
     projects = sorted({p["name"] for p in store.projects()})
-    return render(request, "fleet.html", {
-        "session": session, "devices": devices, "wanted": wanted, "users": store.users(),
-        "projects": projects, "states": STATES + SKIPPED + ("none",)})
+    filters = [("user", "User", [(u["name"], u["name"]) for u in store.users()]),
+               ("project", "Project", [(p, p) for p in projects]),
+               ("state", "State", [(s, state_name(s)) for s in STATES + SKIPPED + ("none",)])]
+    return render(request, "fleet.html", {"session": session, "devices": devices,
+                                          "wanted": wanted, "filters": filters})
 
 
 # --- campaigns --------------------------------------------------------------------
