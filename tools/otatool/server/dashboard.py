@@ -107,8 +107,10 @@ async def sign_in(request):
     if not same_token(request.cookies.get(SIGN_IN_COOKIE), form.get("csrf")):
         raise PageRefusal(403, _EXPIRED_FORM)
     name, password = form.get("name") or "", form.get("password") or ""
+    # As the API's Basic header is bounded: a megabyte "password" is no guess to hash.
+    plausible = 0 < len(name) <= 128 and 0 < len(password) <= 1024
     try:
-        admin = await checked_login(request, name, password) if name and password else None
+        admin = await checked_login(request, name, password) if plausible else None
     except web.HTTPTooManyRequests as e:
         return await sign_in_form(request, "Too many failed sign-ins from your address:"
                                   " try again in %s seconds." % e.headers["Retry-After"], 429)
