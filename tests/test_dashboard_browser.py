@@ -72,7 +72,7 @@ def shoot(page, tmp_path, name):
 
 
 def device_row(page, token):
-    return page.locator("#live tr[data-token='%s']" % token)
+    return page.locator("#live tbody tr", has_text=token)
 
 
 def test_an_owner_starts_a_project_campaign_watches_it_live_stops_it_and_signs_out(

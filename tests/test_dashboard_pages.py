@@ -229,10 +229,19 @@ def test_the_fleet_shows_each_devices_latest_campaign_and_filters(api, fleet, ow
     _, page = owner.get("/?user=alice&project=garden")
     assert page.count("<tr>") == 1 + 2
     _, page = owner.get("/?state=failed")
-    assert page.count("<tr>") == 1 + 1 and "<code title=\"a1\">a1</code>" in page
+    assert page.count("<tr>") == 1 + 1 and "<code>a1</code>" in page
     assert '<a href="/campaigns/%d">#%d</a>' % (cid, cid) in page
     _, page = owner.get("/?state=none")
     assert page.count("<tr>") == 1 + 2  # a3 and b1: not targeted
+
+
+def test_long_device_tokens_are_shown_shortened(api, fleet, owner):
+    token = "garden-pump-5f2c9a77d1e04b"
+    api.request("POST", "/admin/devices", body={"user": "alice", "token": token})
+    cid = api.start(image("1.1.0"), token=token)
+    for path in ("/", "/campaigns", "/campaigns/%d" % cid):
+        page = owner.get(path)[1]
+        assert "garden-p…" in page and token not in page, path
 
 
 def test_a_campaigns_page_names_the_error_codes_devices_report(api, fleet, owner):
