@@ -118,6 +118,7 @@ def test_an_owner_starts_a_project_campaign_watches_it_live_stops_it_and_signs_o
     assert api.report("a1", 1, "confirmed")[0] == 204
     expect(device_row(page, "a1")).to_contain_text("confirmed")
     expect(page.locator("#live .legend")).to_contain_text("confirmed 1")
+    expect(page.get_by_role("status")).to_have_text("Now 1 confirmed, 1 failed")  # read aloud
     assert page.evaluate("window.neverReloaded") is True
     expect(device_row(page, "a1").locator("td.version")).to_have_text("1.2.0")
     shoot(page, tmp_path, "campaign")

@@ -1,10 +1,13 @@
 // Keeps a campaign's page current while it is open: fetches the changing
 // part again every two seconds and swaps it in when it changed. The server
 // renders (and escapes) that part, so no device's words pass through here.
+// It goes on after a stop: devices already downloading still report.
+// A screen reader hears the new counts (the bar's label), not the whole table.
 (function () {
   "use strict";
   var live = document.getElementById("live");
   var note = document.getElementById("live-note");
+  var status = document.getElementById("live-status");
   if (!live) {
     return;
   }
@@ -27,6 +30,8 @@
     }).then(function (html) {
       if (html !== null && html !== undefined && html !== live.innerHTML) {
         live.innerHTML = html;
+        var bar = live.querySelector("svg.bar");
+        status.textContent = bar ? "Now " + bar.getAttribute("aria-label") : "";
       }
     }).catch(function () {
       note.textContent = "The server cannot be reached; trying again.";
