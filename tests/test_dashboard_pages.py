@@ -347,23 +347,38 @@ field_names = st.sampled_from(["csrf", "file", "target", "max_attempts", "allow_
                                "name", "password", "next", "user", "project", "state"]) | text
 
 
+def multipart_body(fields, file_field, data):
+    """A multipart form: text fields, and a file where `file_field` belongs."""
+    parts = [b'--b0undary\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+             % (k.encode(), v.encode()) for k, v in fields.items()]
+    parts.append(b'--b0undary\r\nContent-Disposition: form-data; name="%s"; filename="a"\r\n'
+                 b"\r\n%s\r\n" % (file_field.encode("utf-8", "surrogatepass"), data))
+    return b"".join(parts) + b"--b0undary--\r\n"
+
+
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(route=st.sampled_from(PAGES), param=text | st.sampled_from(["1", "0", "dashboard.css"]),
        fields=st.dictionaries(field_names, text | st.sampled_from(['["all"]', "1", "-1"]),
                               max_size=5),
-       with_csrf=st.booleans())
+       with_csrf=st.booleans(),
+       file=st.none() | st.tuples(field_names, st.binary(max_size=200) | st.just(image("1.1.0"))))
 def test_any_request_to_a_page_gets_a_page_never_a_500(api, fleet, owner, route, param, fields,
-                                                       with_csrf):
+                                                       with_csrf, file):
     method, path = route
     path = path.format(urllib.parse.quote(param.encode("utf-8", "surrogatepass"), safe=""))
-    body = urllib.parse.urlencode({k.encode("utf-8", "surrogatepass"):
-                                   v.encode("utf-8", "surrogatepass") for k, v in fields.items()})
+    fields = {k.encode("utf-8", "surrogatepass").decode("utf-8", "replace"):
+              v.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+              for k, v in fields.items()}
     if with_csrf:
-        body += "&csrf=" + csrf_of(owner.get("/images")[1])
-    resp, page = owner.request(method, path + ("?" + body if method == "GET" else ""),
-                               body if method == "POST" else None,
-                               {"Content-Type": "application/x-www-form-urlencoded"})
+        fields["csrf"] = csrf_of(owner.get("/images")[1])
+    if method == "GET":
+        path, body, ctype = path + "?" + urllib.parse.urlencode(fields), None, None
+    elif file is None:
+        body, ctype = urllib.parse.urlencode(fields), "application/x-www-form-urlencoded"
+    else:  # a file where a text field belongs, or where the upload does
+        body, ctype = multipart_body(fields, *file), "multipart/form-data; boundary=b0undary"
+    resp, page = owner.request(method, path, body, {"Content-Type": ctype} if ctype else {})
     assert resp.status < 500, page[:300]
     if resp.getheader("Content-Type").startswith("application/json"):
         assert resp.status == 404 and "no such path" in page  # not a page's path at all

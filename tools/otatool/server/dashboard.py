@@ -17,8 +17,8 @@ from aiohttp import web
 from otatool.server.appkeys import CONFIG, SESSIONS, STORE
 from otatool.server.auth import checked_login
 from otatool.server.inputs import parsed_sql_int, short_text
-from otatool.server.pages import (PAGE_ROUTE, SKIPPED, STATES, PageRefusal, render,
-                                  setup_templates, state_name)
+from otatool.server.pages import (BROKEN_FORM, PAGE_ROUTE, SKIPPED, STATES, PageRefusal,
+                                  render, setup_templates, state_name)
 from otatool.server.sessions import (SESSION_COOKIE, SESSION_SECONDS, SIGN_IN_COOKIE,
                                      current_session, new_token, same_token,
                                      set_cookie)
@@ -70,9 +70,18 @@ def signed_in(handler):
     return page
 
 
+async def posted_form(request):
+    """The posted form's text fields (a file sent instead of one is left out)."""
+    try:
+        form = await request.post()  # bounded by client_max_size
+    except (ValueError, LookupError, RuntimeError):  # as uploads.read_form: broken framing
+        raise PageRefusal(400, BROKEN_FORM)
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
 async def checked_form(request, session):
-    """The posted form (urlencoded) when it carries the session's CSRF token."""
-    form = await request.post()
+    """The posted form when it carries the session's CSRF token."""
+    form = await posted_form(request)
     if not same_token(session.csrf, form.get("csrf")):
         raise PageRefusal(403, _EXPIRED_FORM)
     return form
@@ -103,7 +112,7 @@ def _local(target):
 
 
 async def sign_in(request):
-    form = await request.post()
+    form = await posted_form(request)
     if not same_token(request.cookies.get(SIGN_IN_COOKIE), form.get("csrf")):
         raise PageRefusal(403, _EXPIRED_FORM)
     name, password = form.get("name") or "", form.get("password") or ""

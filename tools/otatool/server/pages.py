@@ -10,6 +10,7 @@ import re
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from otatool import device_module
 from otatool.server.logs import log, logged_path
@@ -17,6 +18,7 @@ from otatool.server.sessions import current_session
 from otatool.server.store import Conflict, Invalid, NotFound
 
 PAGE_ROUTE = "page:"    # the names of the dashboard's routes start so
+BROKEN_FORM = "That form arrived broken: reload the page and try again."
 # The rollout states in the order a device moves through them; status()
 # also says when a targeted device will not be offered the image at all.
 STATES = ("pending", "offered", "downloading", "installed", "confirmed", "failed", "rolled_back")
@@ -77,6 +79,8 @@ async def page_errors(request, handler):
         return _error_page(request, 404, str(e))
     except (Invalid, Conflict) as e:
         return _error_page(request, 400, str(e))
+    except HttpProcessingError:  # a multipart body aiohttp could not parse
+        return _error_page(request, 400, BROKEN_FORM)
     except ConnectionError:
         raise  # the browser left: there is nobody to answer
     except Exception:
