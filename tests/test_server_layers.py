@@ -1,7 +1,7 @@
 """The campaign server's files (tools/otatool/server/*.py) import one way,
 from the faces down to the formats: command -> runner -> app -> admin and
-device APIs -> middleware and uploads -> shared helpers -> store and config
--> schema. A file imports files of its own layer or of lower ones, never in
+device APIs and the dashboard -> middleware, uploads, sessions and pages ->
+shared helpers -> store and config -> schema. A file imports files of its own layer or of lower ones, never in
 a circle. Imports are read from the source (ast), top-level and
 function-level alike, absolute (`otatool.server.x`), relative (`.x`) and
 `from otatool import server` (the package, the top layer) alike; what is
@@ -25,11 +25,12 @@ LAYERS = {
     # 2: what the handlers share: the application's keys, checked request
     # inputs, logs with nothing secret
     "appkeys": 2, "inputs": 2, "logs": 2,
-    # 3: the middleware (one JSON error shape, admin authentication) and
-    # uploaded images
-    "errors": 3, "auth": 3, "uploads": 3,
-    # 4: the faces: the admin and device APIs (a dashboard goes here)
-    "admin_api": 4, "device_api": 4,
+    # 3: the middleware (one JSON error shape, admin authentication, the
+    # dashboard's error pages), uploaded images, the dashboard's sessions
+    # and how its pages are made
+    "errors": 3, "auth": 3, "uploads": 3, "sessions": 3, "pages": 3,
+    # 4: the faces: the admin and device APIs, the dashboard
+    "admin_api": 4, "device_api": 4, "dashboard": 4,
     # 5: the application: routes and middleware wired together
     "app": 5,
     # 6: running it: TLS, the foreground server, ServerThread
@@ -115,7 +116,9 @@ def test_the_servers_files_import_no_cycle():
 
 def test_the_faces_stand_apart_and_the_store_knows_only_its_schema():
     g = graph()
-    assert "device_api" not in g["admin_api"] and "admin_api" not in g["device_api"]
+    faces = {"admin_api", "device_api", "dashboard"}
+    for face in faces:
+        assert not g[face] & faces, face
     assert g["store"] == {"migrations"} and g["config"] == set() and g["migrations"] == set()
 
 

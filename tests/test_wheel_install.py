@@ -132,7 +132,7 @@ def test_a_signed_update_lands_on_an_emulated_board_set_up_by_the_wheel(user):
     assert "not newer than the running 1.2.0" in boots.stdout, boots.stdout + boots.stderr
 
 
-def test_the_campaign_server_from_the_wheel_takes_an_upload_and_starts_a_campaign(user):
+def test_the_campaign_server_from_the_wheel_starts_a_campaign_and_serves_its_dashboard(user):
     user.ok("otatool", "image", "make", "--version", "2.4.0", "-o", "fleet-2.4.0.bin")
     port = free_port()
     server = user.start("otatool", "server", "--port", str(port), "--db", "fleet.sqlite")
@@ -149,6 +149,13 @@ def test_the_campaign_server_from_the_wheel_takes_an_upload_and_starts_a_campaig
         body, status = start.rsplit("\n", 1)
         assert status == "201", start
         assert json.loads(body)["version"] == "2.4.0"
+        # The dashboard's templates and stylesheet came with the wheel.
+        sign_in = user.ok("curl", "--silent", "--show-error", "--max-time", "30", "--location",
+                          base + "/")
+        assert "<h1>Sign in</h1>" in sign_in and 'name="password"' in sign_in, sign_in[:500]
+        css = user.ok("curl", "--silent", "--fail", "--max-time", "30",
+                      base + "/static/dashboard.css")
+        assert "table.stack" in css
     finally:
         server.kill()
         server.wait()

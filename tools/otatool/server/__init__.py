@@ -37,6 +37,13 @@ seconds gets 429 with Retry-After, without its passwords being checked.
     GET  /admin/ota/stop[?campaign=ID]  stop one, or every running campaign
     GET  /admin/ota/status[?campaign=ID] per campaign, per device (JSON)
 
+Dashboard (for a fleet's owner, in a browser): `/` (fleet), `/campaigns`,
+`/campaigns/<id>` (live while open; stop from there), `/campaigns/new`
+(upload, check, target, start), `/images`; `/login` with the admin's name
+and password (the same throttle as the API), a session cookie (HttpOnly,
+SameSite=Strict, Secure over HTTPS) and a CSRF token in every form. Its
+failures are pages, not JSON.
+
 Device API (the device token is its credential, in the query or the
 X-OTA-Token header):
 

@@ -1,7 +1,8 @@
 """make_app: the campaign server's aiohttp application. It opens the store
 (making the first admin), and wires the routes to the admin and device
-handlers behind the two middlewares: JSON errors outermost, then admin
-authentication.
+handlers behind the middlewares: JSON errors outermost, then the dashboard's
+error pages (for its own routes only), then admin authentication; and adds
+the dashboard.
 """
 import concurrent.futures
 import os
@@ -10,11 +11,14 @@ import time
 from aiohttp import web
 
 from otatool.server import admin_api, device_api
-from otatool.server.appkeys import AUTH_CACHE, CONFIG, HASHER, STORE, THROTTLE
+from otatool.server.dashboard import add_dashboard
+from otatool.server.appkeys import AUTH_CACHE, CONFIG, HASHER, SESSIONS, STORE, THROTTLE
 from otatool.server.auth import LoginThrottle, admin_auth
 from otatool.server.config import DEFAULTS, normalized, only_known
 from otatool.server.errors import json_errors
 from otatool.server.logs import AccessLogger, http_log
+from otatool.server.pages import page_errors
+from otatool.server.sessions import Sessions
 from otatool.server.store import Store
 from otatool.server.uploads import FORM_SLACK
 
@@ -30,16 +34,18 @@ def make_app(config):
     clock = cfg.pop("clock", None)
     cfg = normalized(only_known(cfg, "config"))
     store = _open_store(cfg, clock)
-    app = web.Application(middlewares=[json_errors, admin_auth],
+    app = web.Application(middlewares=[json_errors, page_errors, admin_auth],
                           client_max_size=cfg["max_upload"] + FORM_SLACK,
                           handler_args={"access_log_class": AccessLogger, "logger": http_log})
     app[STORE] = store
     app[CONFIG] = cfg
     app[AUTH_CACHE] = {}
     app[THROTTLE] = LoginThrottle(clock or time.monotonic)
+    app[SESSIONS] = Sessions()
     app[HASHER] = concurrent.futures.ThreadPoolExecutor(_HASH_WORKERS, "otatool-password")
     app.on_cleanup.append(_close)
     app.add_routes(_routes())
+    add_dashboard(app)
     return app
 
 

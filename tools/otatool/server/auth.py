@@ -47,40 +47,51 @@ async def _admin(request):
         return seen[key][1]
     if not header:
         raise _unauthorized()  # not a guess: not counted
-    throttle, client = request.app[THROTTLE], client_key(request.remote)
-    wait = throttle.retry_after(client)
-    if wait:
-        raise web.HTTPTooManyRequests(headers={"Retry-After": str(wait)})
-    attempt = throttle.failing(client)
-    name = await _check_credentials(request.app, header)
+    name = await checked_login(request, *_basic_credentials(header))
     if name is None:
         raise _unauthorized()
-    throttle.succeeded(client, attempt)
     if len(seen) > 100:
         seen.clear()
     seen[key] = (now + 60, name)
     return name
 
 
-async def _check_credentials(app, header):
-    """The admin's name if `header` holds the right Basic credentials."""
+async def checked_login(request, name, password):
+    """`name` when it is an admin and `password` is theirs, else None. Every
+    attempt counts against the client's address (the API's Basic header and
+    the dashboard's sign-in form alike); an address with too many recent
+    failures gets HTTPTooManyRequests with Retry-After, its password unchecked."""
+    throttle, client = request.app[THROTTLE], client_key(request.remote)
+    wait = throttle.retry_after(client)
+    if wait:
+        raise web.HTTPTooManyRequests(headers={"Retry-After": str(wait)})
+    attempt = throttle.failing(client)
+    if name is None or not await _password_ok(request.app, name, password):
+        return None
+    throttle.succeeded(client, attempt)
+    return name
+
+
+def _basic_credentials(header):
+    """(name, password) of an HTTP Basic header; (None, None) when it is not one."""
     kind, _, value = header.partition(" ")
     if kind.lower() != "basic" or len(value) > 1024:
-        return None
+        return None, None
     try:
         name, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
     except ValueError:  # not ASCII, not base64 (binascii.Error), not UTF-8
-        return None
-    if not sep:
-        return None
+        return None, None
+    return (name, password) if sep else (None, None)
+
+
+async def _password_ok(app, name, password):
     stored = app[STORE].admin_hash(name)
     # In a small pool of its own: the event loop keeps serving devices, and
     # a flood of guesses queues instead of taking every core and 16 MiB each.
     # store.check_password is looked up at each call, so that replacing it
     # (tests count and slow the checks) reaches the server.
-    ok = await asyncio.get_running_loop().run_in_executor(
+    return await asyncio.get_running_loop().run_in_executor(
         app[HASHER], store.check_password, password, stored)
-    return name if ok else None
 
 
 def client_key(remote):

@@ -315,6 +315,10 @@ class Store:
     def file(self, fid):
         return self._row("SELECT * FROM files WHERE id = ?", (fid,))
 
+    def files(self):
+        """Every uploaded image, newest first (the dashboard's Images page)."""
+        return self._rows("SELECT * FROM files ORDER BY uploaded DESC, file_name")
+
     def file_by_name(self, file_name):
         row = self._row("SELECT * FROM files WHERE file_name = ? ORDER BY uploaded DESC LIMIT 1",
                         (file_name,))
