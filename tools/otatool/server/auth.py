@@ -15,7 +15,7 @@ import time
 from aiohttp import web
 
 from otatool.server import store
-from otatool.server.appkeys import ADMIN, AUTH_CACHE, HASHER, STORE, THROTTLE
+from otatool.server.appkeys import ADMIN, AUTH_CACHE, DB, HASHER, THROTTLE
 
 LOGIN_FAILURES = 5      # failed admin logins from one address ...
 LOGIN_WINDOW = 300      # ... within this many seconds: 429 until the oldest is this old
@@ -73,7 +73,7 @@ async def _check_credentials(app, header):
         return None
     if not sep:
         return None
-    stored = app[STORE].admin_hash(name)
+    stored = await app[DB].admin_hash(name)
     # In a small pool of its own: the event loop keeps serving devices, and
     # a flood of guesses queues instead of taking every core and 16 MiB each.
     # store.check_password is looked up at each call, so that replacing it
