@@ -44,11 +44,12 @@ def _as_server_user():
 
 
 class PostgresServer:
-    """A throwaway PostgreSQL cluster: fast and not durable (fsync off),
-    which is what tests and benchmarks want."""
+    """A throwaway PostgreSQL cluster. Not durable (fsync off) unless
+    `durable`: tests want it fast, a benchmark wants a server's real commits."""
 
-    def __init__(self, max_connections=300):
+    def __init__(self, max_connections=300, durable=False):
         self.max_connections = max_connections
+        self.durable = durable
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="otatool-pg-")
         self._count = 0
@@ -61,9 +62,10 @@ class PostgresServer:
         data = os.path.join(self.dir, "data")
         subprocess.run(run_as + [pg_binary("initdb"), "-D", data, "-U", "postgres", "-A", "trust",
                                  "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
-        options = ("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off"
-                   " -c synchronous_commit=off -c full_page_writes=off -c max_connections=%d"
+        options = ("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=%d"
                    % (self.port, self.dir, self.max_connections))
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run(run_as + [pg_binary("pg_ctl"), "-D", data, "-o", options, "-w", "-t", "60",
                                  "-l", os.path.join(self.dir, "log"), "start"],
                        check=True, capture_output=True)
