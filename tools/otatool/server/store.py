@@ -3,23 +3,34 @@
 Everything the server knows lives in one SQL database, so a restart loses
 nothing (Blynk kept campaigns in memory). SQLite is the default: one file, no
 service to run. When a fleet outgrows one machine, point `db` at PostgreSQL
-(`postgresql://user:pw@host/dbname`, needs `pip install psycopg`) and run several
+(`postgresql://user:pw@host/dbname`, needs otatool[postgres]) and run several
 servers behind a load balancer, with the images on shared storage or a CDN
-(campaigns with `url=`). Only SQLite is tested; the SQL here stays portable
-(`?` placeholders rewritten for psycopg, BIGINT times, no SQLite-only syntax,
-`RETURNING` which both have). The tables themselves are in migrations.py.
+(campaigns with `url=`). Nothing is kept in a server's memory between
+requests, so the servers agree at once. The tests run on both; the SQL here
+stays portable (`?` placeholders rewritten for psycopg, BIGINT times, no
+SQLite-only syntax, `RETURNING` which both have). The tables are made and
+upgraded by migrations.py.
+
+psycopg 3 (with psycopg_pool) rather than asyncpg: it speaks DB-API like
+sqlite3, so one body of SQL and one code path serve both databases, and the
+server runs them in a thread pool (AsyncStore) instead of on its event
+loop; psycopg's binary wheel brings its own libpq, and its pool hands each
+connection back committed or rolled back, never idle in a transaction.
 
 Rollout states of one device in one campaign:
 
     (no row)     targeted, not offered: status shows "pending", or
                  "up_to_date" / "other_chip" when it will not be offered
-    offered      told where the image is (attempts += 1)
+    offered      told where the image is (attempts += 1; check-ins of one
+                 device take its row's lock, so several servers count once)
     downloading  reported by the device (progress)
     installed    reported (right before the reboot into the new image), or
                  the device checked in running the new version
     confirmed    reported after ota.mark_app_valid(): done
     failed       reported by the device (error)
-    rolled_back  reported, or seen at check-in: old -> new -> old
+    rolled_back  reported, or seen at check-in: old -> new -> old. Final for
+                 this campaign: its image is not offered to the device again
+                 (a newer campaign may offer one)
 
 A device is offered an image again only after a back-off that doubles with
 each attempt, and never after `max_attempts` offers: a board whose new image
@@ -573,14 +584,15 @@ class Store:
         if not dev:
             raise NotFound("unknown token")
         chip = dev["chip"]
-        self._note_version(token, version, now)
+        rollouts = self._note_version(token, version, now)
         for c in self.campaigns(active_only=True):
             # The newest campaign aimed at this device (and its chip)
             # decides, even when it decides "nothing": an older campaign
             # never overrides it.
             if _targets(c, dev) and not (c["chip"] and chip and c["chip"] != chip):
-                if self._should_offer(c, token, version, now):
-                    self._offer(c, token, version, now)
+                r = rollouts.get(c["id"])
+                if self._should_offer(c, r, version, now):
+                    self._offer(c, r, token, version, now)
                     return c
                 return None
         return None
@@ -588,28 +600,33 @@ class Store:
     def _note_version(self, token, version, now):
         """Track old -> new -> old at check-in: a board that installed or ran
         the new image and comes back on an older version rolled back, whether
-        or not it lived long enough to say so."""
+        or not it lived long enough to say so. Returns the device's rollouts
+        as they are now, by campaign id (each check-in reads them once)."""
         rows = self._rows("SELECT r.*, f.version AS target FROM rollouts r"
                           " JOIN campaigns c ON c.id = r.campaign_id"
                           " JOIN files f ON f.id = c.file_id WHERE r.token = ?", (token,))
         for r in rows:
             if same_version(version, r["target"]):
                 state = "installed" if r["state"] in ("offered", "downloading") else r["state"]
-                self._exec("UPDATE rollouts SET seen_new = 1, state = ?, updated = ?"
-                           " WHERE campaign_id = ? AND token = ?",
-                           (state, now, r["campaign_id"], token))
+                if (state, r["seen_new"]) != (r["state"], 1):  # else nothing to write
+                    self._exec("UPDATE rollouts SET seen_new = 1, state = ?, updated = ?"
+                               " WHERE campaign_id = ? AND token = ?",
+                               (state, now, r["campaign_id"], token))
+                    r.update(state=state, seen_new=1, updated=now)
             elif (r["state"] != "rolled_back"  # already known: keep the board's own words
                   and (r["seen_new"] or r["state"] in ("installed", "confirmed"))
                   and not is_newer(version, r["target"])):
-                self._fail(r["campaign_id"], token, "rolled_back",
+                self._fail(r, "rolled_back",
                            "checked in on %s after installing %s" % (version, r["target"]), now)
+        return {r["campaign_id"]: r for r in rows}
 
-    def _should_offer(self, c, token, version, now):
+    def _should_offer(self, c, r, version, now):
+        """Whether campaign `c` offers its image now to a device running
+        `version` whose rollout of it is `r` (None: never offered)."""
         if same_version(version, c["version"]):
             return False
         if not (is_newer(c["version"], version) or c["allow_downgrade"]):
             return False
-        r = self._row("SELECT * FROM rollouts WHERE campaign_id = ? AND token = ?", (c["id"], token))
         if r is None:
             return True
         if r["state"] == "rolled_back":
@@ -623,12 +640,10 @@ class Store:
         if r["state"] not in FAILED:
             # The last offer's back-off is over and the device still runs the
             # old version: that attempt failed without a word.
-            self._fail(c["id"], token, "failed", "no success after %d offers" % r["attempts"], now)
+            self._fail(r, "failed", "no success after %d offers" % r["attempts"], now)
         return False
 
-    def _offer(self, c, token, version, now):
-        r = self._row("SELECT attempts FROM rollouts WHERE campaign_id = ? AND token = ?",
-                      (c["id"], token))
+    def _offer(self, c, r, token, version, now):
         attempts = (r["attempts"] if r else 0) + 1
         # The next offer waits even if the device never reports: a board that
         # dies in the new image before reporting must not loop.
@@ -643,26 +658,31 @@ class Store:
                        " seen_new, from_version, updated) VALUES (?, ?, 'offered', ?, ?, 0, ?, ?)",
                        (c["id"], token, attempts, nxt, version, now))
 
-    def _fail(self, campaign_id, token, state, error, now):
-        r = self._row("SELECT attempts, next_offer FROM rollouts WHERE campaign_id = ? AND token = ?",
-                      (campaign_id, token))
+    def _fail(self, r, state, error, now):
+        """Rollout `r` (a row, updated in place) ends in `state`."""
         nxt = max(r["next_offer"], now + backoff(r["attempts"], self.backoff_base, self.backoff_max))
         self._exec("UPDATE rollouts SET state = ?, error = ?, next_offer = ?, updated = ?"
-                   " WHERE campaign_id = ? AND token = ?", (state, error, nxt, now, campaign_id, token))
+                   " WHERE campaign_id = ? AND token = ?",
+                   (state, error, nxt, now, r["campaign_id"], r["token"]))
+        r.update(state=state, error=error, next_offer=nxt, updated=now)
 
     @_writes
     def report(self, token, campaign_id, state, error=None, progress=None):
         """A device tells how its update goes (see STATES)."""
         if state not in STATES:
             raise Invalid("state must be one of " + ", ".join(STATES))
-        if not self.device(token):
-            raise NotFound("unknown token")
-        if not self._row("SELECT state FROM rollouts WHERE campaign_id = ? AND token = ?",
-                         (campaign_id, token)):
-            raise NotFound("no update of campaign %s was offered to this device" % campaign_id)
         now = self._now()
+        # A report is a sign of life; updating the device's row also locks
+        # it, as a check-in does, so the two never interleave on one device.
+        if not self._row("UPDATE devices SET last_seen = ? WHERE token = ? RETURNING token",
+                         (now, token)):
+            raise NotFound("unknown token")
+        r = self._row("SELECT * FROM rollouts WHERE campaign_id = ? AND token = ?",
+                      (campaign_id, token))
+        if r is None:
+            raise NotFound("no update of campaign %s was offered to this device" % campaign_id)
         if state in FAILED:
-            self._fail(campaign_id, token, state, error, now)
+            self._fail(r, state, error, now)
         else:
             self._exec("UPDATE rollouts SET state = ?, error = ?, progress = ?, updated = ?"
                        " WHERE campaign_id = ? AND token = ?",
