@@ -185,6 +185,7 @@ class _SqliteConnections:
             try:
                 conn = sqlite3.connect(self.path, timeout=self.BUSY_WAIT, isolation_level=None,
                                        check_same_thread=False)  # closed by close(), any thread
+                conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA journal_mode=WAL")
                 # In WAL mode NORMAL loses no committed data when the process
                 # dies; only a power cut can lose the last commits.
@@ -224,6 +225,7 @@ class _PostgresConnections:
         try:
             import psycopg  # optional: `pip install otatool[postgres]`
             import psycopg_pool
+            from psycopg.rows import dict_row
         except ImportError:
             raise Unavailable("%s: PostgreSQL needs `pip install psycopg psycopg-pool`"
                               " (or otatool[postgres])" % without_password(url))
@@ -233,7 +235,8 @@ class _PostgresConnections:
         except psycopg.Error as e:
             raise Unavailable("database %s: %s" % (without_password(url), " ".join(str(e).split())))
         self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=size, open=True,
-                                                 kwargs={"autocommit": False}, timeout=30)
+                                                 kwargs={"autocommit": False, "row_factory": dict_row},
+                                                 timeout=30)
 
     @contextlib.contextmanager
     def transaction(self, write):
@@ -344,9 +347,7 @@ class Store:
 
     def _rows(self, sql, args=()):
         with self._transaction(write=False):
-            cur = self._exec(sql, args)
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            return [dict(row) for row in self._exec(sql, args).fetchall()]
 
     def _row(self, sql, args=()):
         rows = self._rows(sql, args)
@@ -505,7 +506,7 @@ class Store:
                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                          (file_id, url, token, user, project, int(bool(allow_downgrade)),
                           max_attempts, self._now()))
-        return cur.fetchone()[0]
+        return cur.fetchone()["id"]
 
     @_writes
     def stop(self, campaign_id=None):
