@@ -71,7 +71,7 @@ async def _check_credentials(app, header):
         name, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
     except ValueError:  # not ASCII, not base64 (binascii.Error), not UTF-8
         return None
-    if not sep:
+    if not sep or "\0" in name:  # no admin has a NUL in their name
         return None
     stored = await app[DB].admin_hash(name)
     # In a small pool of its own: the event loop keeps serving devices, and

@@ -338,6 +338,10 @@ class Store:
         return int(self.clock())
 
     def _exec(self, sql, args=()):
+        if any(isinstance(a, str) and "\0" in a for a in args):
+            # PostgreSQL's text cannot hold one (SQLite's can): refused alike
+            # on both, whatever the caller let through (a path, a login name).
+            raise Invalid("text with a NUL character")
         if self.dialect != "sqlite":
             sql = sql.replace("?", "%s")
         with self._transaction(write=False) as conn:  # a lone query: a read of its own
