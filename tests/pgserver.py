@@ -1,4 +1,5 @@
-"""A real PostgreSQL server for the tests and the benchmark, started from
+"""A real PostgreSQL server for the tests and the benchmark (and the
+helpers both need to start servers on it), started from
 the machine's PostgreSQL binaries in a temporary directory on a free port of
 127.0.0.1, and removed afterwards. PostgreSQL refuses to run as root, so as
 root it runs as the unprivileged user PG_USER (created when missing).
@@ -13,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 
 PG_USER = "otapg"
 
@@ -30,6 +32,23 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_listening(port, process, seconds=60):
+    """Returns once `process` (a Popen, e.g. an `otatool server` it started)
+    accepts connections on 127.0.0.1:`port`; RuntimeError when it exits or
+    `seconds` pass first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the server on port %d exited with status %d"
+                               % (port, process.returncode))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("nothing listens on port %d after %d s" % (port, seconds))
 
 
 def _as_server_user():

@@ -5,11 +5,9 @@ rolled back left alone, and an event loop that a busy database never stops.
 """
 import concurrent.futures
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import types
 
 import psycopg
@@ -18,6 +16,7 @@ import pytest
 from otatool import server
 from otatool.server import store as campaigns
 from otatool.server.migrations import MIGRATIONS, latest_version
+from pgserver import free_port, wait_until_listening
 from test_campaign_server import PASSWORD, Api, api, clock, config, fleet, image, srv  # noqa: F401
 
 OTATOOL = os.path.join(os.path.dirname(sys.executable), "otatool")
@@ -125,24 +124,6 @@ def test_requests_that_need_no_database_answer_while_another_process_holds_it(sr
 
 
 # --- several servers on one PostgreSQL --------------------------------------------
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_listening(port, process, seconds=60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("no server on port %d" % port)
-
 
 @pytest.fixture
 def two_servers(postgres, tmp_path):

@@ -38,7 +38,7 @@ import aiohttp
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests"))  # the tests' throwaway PostgreSQL
 
-from pgserver import PostgresServer, free_port  # noqa: E402
+from pgserver import PostgresServer, free_port, wait_until_listening  # noqa: E402
 from otatool.appimage import make_app_image  # noqa: E402
 from otatool.server.store import Store  # noqa: E402
 
@@ -83,22 +83,8 @@ def start_servers(db, count, workdir):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         servers.append((process, port))
     for process, port in servers:
-        _wait_for(port, process)
+        wait_until_listening(port, process)
     return servers
-
-
-def _wait_for(port, process, seconds=60):
-    import socket
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("bench_server: a server exited with status %d" % process.returncode)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("bench_server: no server on port %d" % port)
 
 
 class Run:
