@@ -105,6 +105,10 @@ CASES = [
      USAGE, "broken.toml"),
     ("server: --config with an unknown setting", SERVER + ["--config", "{tmp}/typo.toml"], {},
      USAGE, "prot"),
+    ("server: no room for waiting connections", SERVER + ["--port", "0"],
+     {"OTA_SERVER_BACKLOG": "0"}, USAGE, "backlog"),
+    ("server: no database connections", SERVER + ["--port", "0"],
+     {"OTA_SERVER_DB_CONNECTIONS": "none"}, USAGE, "db_connections"),
 ]
 # The driver is an extra (otatool[postgres]); {tmp}/no-driver hides it as if
 # it were not installed.
