@@ -137,10 +137,11 @@ def two_servers(postgres, tmp_path):
         for i, port in enumerate(ports):
             out = tmp_path / ("server%d.out" % i)
             outs.append(out)
-            processes.append(subprocess.Popen(
-                [OTATOOL, "server", "--config", str(tmp_path / "server.toml"), "--db", url,
-                 "--files", str(tmp_path / "files"), "--host", "127.0.0.1", "--port", str(port)],
-                stdout=out.open("w"), stderr=subprocess.STDOUT))
+            with out.open("w") as stdout:  # the child keeps its own copy
+                processes.append(subprocess.Popen(
+                    [OTATOOL, "server", "--config", str(tmp_path / "server.toml"), "--db", url,
+                     "--files", str(tmp_path / "files"), "--host", "127.0.0.1",
+                     "--port", str(port)], stdout=stdout, stderr=subprocess.STDOUT))
         for port, process in zip(ports, processes):
             wait_until_listening(port, process)
         yield url, ports, [out.read_text() for out in outs]
