@@ -62,3 +62,41 @@ def board_dir(tmp_path):
     d = tmp_path / "board"
     d.mkdir()
     return d
+
+
+# --- the campaign server's databases -------------------------------------------
+
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: a server test whose story does not depend"
+                            " on the database: it runs on SQLite only")
+
+
+def pytest_generate_tests(metafunc):
+    """A test that takes `database` runs once on each of DATABASES, unless
+    marked sqlite_only (its story is the board's or the HTTP layer's, and
+    running it twice would only cost time)."""
+    if "database" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sqlite_only")
+        metafunc.parametrize("database", DATABASES[:1] if only else DATABASES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the whole run (pgserver.py)."""
+    from pgserver import PostgresServer, pg_binary
+    if not (pg_binary("initdb") and pg_binary("pg_ctl")):
+        pytest.fail("PostgreSQL's initdb and pg_ctl are missing: apt-get install postgresql")
+    with PostgresServer() as pg:
+        yield pg
+
+
+@pytest.fixture
+def database(request, tmp_path):
+    """The `db` setting of an empty database: a SQLite file, or a new
+    database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ota.sqlite")
+    return request.getfixturevalue("postgres").new_database()

@@ -113,8 +113,9 @@ def clock():
 
 
 @pytest.fixture
-def config(tmp_path, clock):
-    db = str(tmp_path / "ota.sqlite")
+def config(tmp_path, clock, database):
+    """A server's settings, on each database (conftest's `database`)."""
+    db = database
     store = campaigns.Store(db)
     store.set_password("admin", PASSWORD)
     store.close()
@@ -496,6 +497,7 @@ def test_settings_come_from_the_file_then_the_environment_then_the_command_line(
         server.load_config(str(f), environ={})
 
 
+@pytest.mark.sqlite_only  # the board's or TLS's story: any database tells it
 def test_https_is_served_when_given_a_certificate_and_key(tmp_path, config):
     cert, key = _self_signed(tmp_path)
     config.update(tls_cert=cert, tls_key=key)
@@ -575,6 +577,7 @@ def board_lines(out):
 
 
 @pytest.mark.parametrize("runtime", [run_mpy, run_cpython])
+@pytest.mark.sqlite_only  # the board's or TLS's story: any database tells it
 def test_a_board_checks_in_reports_and_is_refused_without_a_valid_token(runtime, srv, api, fleet,
                                                                       board_dir):
     img = image("1.1.0")
@@ -599,6 +602,7 @@ show(lambda: check(S.replace("http:", "https:"), "a1", version="1.0.0"))
     assert (d["state"], d["progress"], d["version"]) == ("downloading", 2048, "1.0.0")
 
 
+@pytest.mark.sqlite_only  # the board's or TLS's story: any database tells it
 def test_a_board_checks_in_over_verified_https(tmp_path, config, board_dir):
     cert, key = _self_signed(tmp_path)
     config.update(tls_cert=cert, tls_key=key)
@@ -652,6 +656,7 @@ def _canned_server(bodies):
         t.join(30)
 
 
+@pytest.mark.sqlite_only  # the board's or TLS's story: any database tells it
 def test_ota_check_can_be_called_again_and_again(srv, api, fleet, board_dir):
     # A board checks in periodically: the public ota.check must stay callable
     # (a submodule named ota/check.py would replace it after the first call).

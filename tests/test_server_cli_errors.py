@@ -5,7 +5,6 @@ for one that failed (port in use, address not on this host, a file or user
 that does not exist), and never a traceback.
 
 Runs the installed `otatool` script in a subprocess, as a user would."""
-import importlib.util
 import os
 import socket
 import subprocess
@@ -30,6 +29,10 @@ def place(tmp_path):
     (tmp_path / "damaged.pem").write_text("-----BEGIN CERTIFICATE-----\nnope\n")
     (tmp_path / "broken.toml").write_text("port = \n")
     (tmp_path / "typo.toml").write_text("prot = 9000\n")
+    for driver in ("psycopg", "psycopg_pool"):
+        (tmp_path / "no-driver" / driver).mkdir(parents=True)
+        (tmp_path / "no-driver" / driver / "__init__.py").write_text(
+            "raise ImportError('No module named %s')\n" % driver)
     store = campaigns.Store(str(tmp_path / "fleet.sqlite"))
     store.set_password("admin", "old password")
     store.close()
@@ -43,7 +46,8 @@ def otatool(args, place, env=None):
     # starts serving (on loopback: every case names --host or fails before).
     return subprocess.run([OTATOOL] + [a.format(**place) for a in args], capture_output=True,
                           text=True, timeout=20, cwd=place["tmp"],
-                          env=dict(os.environ, **(env or {})))
+                          env=dict(os.environ, **{k: v.format(**place)
+                                                  for k, v in (env or {}).items()}))
 
 
 SERVE = ["serve", "{tmp}/www"]
@@ -101,11 +105,16 @@ CASES = [
      USAGE, "broken.toml"),
     ("server: --config with an unknown setting", SERVER + ["--config", "{tmp}/typo.toml"], {},
      USAGE, "prot"),
+    ("server: no room for waiting connections", SERVER + ["--port", "0"],
+     {"OTA_SERVER_BACKLOG": "0"}, USAGE, "backlog"),
+    ("server: no database connections", SERVER + ["--port", "0"],
+     {"OTA_SERVER_DB_CONNECTIONS": "none"}, USAGE, "db_connections"),
 ]
-if importlib.util.find_spec("psycopg") is None:
-    CASES.append(("server: PostgreSQL without psycopg",
-                  ["server", "--db", "postgresql://ota:hunter2@localhost/ota"] + LOOPBACK, {},
-                  FAILURE, "pip install psycopg"))
+# The driver is an extra (otatool[postgres]); {tmp}/no-driver hides it as if
+# it were not installed.
+CASES.append(("server: PostgreSQL without psycopg",
+              ["server", "--db", "postgresql://ota:hunter2@localhost/ota"] + LOOPBACK,
+              {"PYTHONPATH": "{tmp}/no-driver"}, FAILURE, "otatool[postgres]"))
 
 
 @pytest.mark.parametrize("args, env, status, named", [c[1:] for c in CASES],

@@ -139,6 +139,11 @@ MULTIPART = {"Content-Type": "multipart/form-data; boundary=b"}
     (400, "GET", "/ota/check", {"version": "1.0.0"}, None, {"X-OTA-Token": "\xff\xfe"}),
     (401, "GET", "/admin/users", None, None, {"Authorization": "Basic \xff\xfe"}),
     (401, "GET", "/admin/users", None, None, {"Authorization": "Basic //46cA=="}),  # b"\xff\xfe:p"
+    # a NUL, which PostgreSQL's text cannot hold, where no check stops it first
+    (400, "GET", "/ota/fw/%00", None, None, {}),
+    (400, "GET", "/ota/fw/%00/manifest.json", None, None, {}),
+    (400, "DELETE", "/admin/devices/a%00", None, None, {}),
+    (401, "GET", "/admin/users", None, None, {"Authorization": "Basic YQBiOnA="}),  # b"a\0b:p"
 ])
 def test_malformed_requests_are_refused_never_500s(api, fleet, status, method, path, query, body,
                                                    headers):

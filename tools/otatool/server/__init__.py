@@ -10,7 +10,12 @@ Configuration: defaults < `--config FILE` (TOML, keys as in DEFAULTS) <
 environment (OTA_SERVER_DB, OTA_SERVER_PORT, ... see ENV) < command line.
 
     db          SQLite file (default ota-server.sqlite) or postgresql://...
-                (see store.py: the path for a fleet beyond one machine)
+                (needs otatool[postgres]; several servers may share one
+                PostgreSQL database: README.md, "Running it for a fleet")
+    db_connections  database connections (and threads running the
+                database work) per server (default 8)
+    backlog     connections the kernel queues before the server accepts
+                them (default 1024; capped by net.core.somaxconn)
     files       directory of uploaded images (default: ota-files next to db)
     public_url  how devices reach this server, e.g. https://ota.example.com
                 (default: scheme and Host of each check request)

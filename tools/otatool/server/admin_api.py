@@ -9,7 +9,7 @@ import os
 
 from aiohttp import web
 
-from otatool.server.appkeys import ADMIN, CONFIG, STORE
+from otatool.server.appkeys import ADMIN, CONFIG, DB
 from otatool.server.inputs import json_body, parsed_sql_int, short_text
 from otatool.server.logs import log
 from otatool.server.store import Invalid
@@ -20,7 +20,7 @@ from otatool.server.uploads import blob_path, read_form, store_upload
 
 async def add_user(request):
     name = short_text((await json_body(request)).get("name"), "name")
-    request.app[STORE].add_user(name)
+    await request.app[DB].add_user(name)
     log.info("admin %s added user %s", request[ADMIN], name)
     return web.json_response({"name": name}, status=201)
 
@@ -28,7 +28,7 @@ async def add_user(request):
 async def add_project(request):
     d = await json_body(request)
     user, name = short_text(d.get("user"), "user"), short_text(d.get("name"), "name")
-    request.app[STORE].add_project(user, name)
+    await request.app[DB].add_project(user, name)
     log.info("admin %s added project %s/%s", request[ADMIN], user, name)
     return web.json_response({"user": user, "name": name}, status=201)
 
@@ -38,7 +38,7 @@ async def add_device(request):
     user = short_text(d.get("user"), "user")
     project = short_text(d.get("project"), "project", False)
     name = short_text(d.get("name"), "name", False)
-    token = request.app[STORE].add_device(user, project, name,
+    token = await request.app[DB].add_device(user, project, name,
                                           short_text(d.get("token"), "token", False))
     log.info("admin %s added a device for %s/%s", request[ADMIN], user, project)
     return web.json_response({"token": token, "user": user, "project": project, "name": name},
@@ -46,23 +46,23 @@ async def add_device(request):
 
 
 async def list_users(request):
-    return web.json_response(request.app[STORE].users())
+    return web.json_response(await request.app[DB].users())
 
 
 async def list_projects(request):
     user = short_text(request.query.get("user"), "user", False)
-    return web.json_response(request.app[STORE].projects(user))
+    return web.json_response(await request.app[DB].projects(user))
 
 
 async def list_devices(request):
     q = request.query
-    return web.json_response(request.app[STORE].devices(short_text(q.get("user"), "user", False),
-                                                        short_text(q.get("project"), "project",
-                                                                   False)))
+    devices = await request.app[DB].devices(short_text(q.get("user"), "user", False),
+                                            short_text(q.get("project"), "project", False))
+    return web.json_response(devices)
 
 
 async def remove_device(request):
-    request.app[STORE].remove_device(request.match_info["token"])
+    await request.app[DB].remove_device(request.match_info["token"])
     return web.Response(status=204)
 
 
@@ -72,7 +72,7 @@ async def upload(request):
     fields, up = await read_form(request)
     if up is None:
         raise Invalid("multipart upload with a file is required")
-    row = store_upload(request.app, *up, fields.get("manifest"))
+    row = await store_upload(request.app, *up, fields.get("manifest"))
     log.info("admin %s uploaded %s (%s %s)", request[ADMIN], row["file_name"], row["kind"],
              row["version"])
     return web.json_response(_file_json(request.app, row), status=201)
@@ -100,12 +100,12 @@ def _campaign_id(query):
 
 async def start(request):
     fields, up = await read_form(request)
-    store = request.app[STORE]
+    store = request.app[DB]
     file_name = short_text(fields.get("fileName"), "fileName", False)
     if up is not None:
-        row = store_upload(request.app, *up, fields.get("manifest"))
+        row = await store_upload(request.app, *up, fields.get("manifest"))
     elif file_name:
-        row = store.file_by_name(file_name)
+        row = await store.file_by_name(file_name)
     else:
         raise Invalid("upload a file, or name an uploaded one with fileName=")
     url = fields.get("url") or None
@@ -113,23 +113,24 @@ async def start(request):
                             or not url.isprintable()):
         raise Invalid("url must be an http(s) URL of at most 512 characters")
     token = short_text(fields.get("token"), "token", False)
-    cid = store.start(row["id"], token=token, user=short_text(fields.get("user"), "user", False),
+    cid = await store.start(row["id"], token=token, user=short_text(fields.get("user"), "user", False),
                       project=short_text(fields.get("project"), "project", False),
                       url=url, allow_downgrade=_flag(fields, "allow_downgrade"),
                       max_attempts=parsed_sql_int(fields.get("max_attempts",
                                                              request.app[CONFIG]["max_attempts"]),
                                                   "max_attempts"))
-    c = store.status(cid)[0]
+    c = (await store.status(cid))[0]
     log.info("admin %s started campaign %s: %s %s to %s", request[ADMIN], cid, c["kind"],
              c["version"], "a device" if token else c["target"])
     return web.json_response(c, status=201)
 
 
 async def stop(request):
-    ids = request.app[STORE].stop(_campaign_id(request.query))
+    ids = await request.app[DB].stop(_campaign_id(request.query))
     log.info("admin %s stopped campaign(s) %s", request[ADMIN], ids)
     return web.json_response({"stopped": ids})
 
 
 async def status(request):
-    return web.json_response({"campaigns": request.app[STORE].status(_campaign_id(request.query))})
+    campaigns = await request.app[DB].status(_campaign_id(request.query))
+    return web.json_response({"campaigns": campaigns})

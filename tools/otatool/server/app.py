@@ -11,15 +11,15 @@ import time
 from aiohttp import web
 
 from otatool.server import admin_api, device_api
-from otatool.server.dashboard import add_dashboard
-from otatool.server.appkeys import AUTH_CACHE, CONFIG, HASHER, SESSIONS, STORE, THROTTLE
+from otatool.server.appkeys import AUTH_CACHE, CONFIG, DB, HASHER, SESSIONS, STORE, THROTTLE
 from otatool.server.auth import LoginThrottle, admin_auth
 from otatool.server.config import DEFAULTS, normalized, only_known
 from otatool.server.errors import json_errors
 from otatool.server.logs import AccessLogger, http_log
+from otatool.server.dashboard import add_dashboard
 from otatool.server.pages import page_errors
 from otatool.server.sessions import Sessions
-from otatool.server.store import Store
+from otatool.server.store import AsyncStore, Store
 from otatool.server.uploads import FORM_SLACK
 
 _HASH_WORKERS = 2       # scrypt takes 16 MiB and tens of ms each: a few at a time
@@ -38,6 +38,7 @@ def make_app(config):
                           client_max_size=cfg["max_upload"] + FORM_SLACK,
                           handler_args={"access_log_class": AccessLogger, "logger": http_log})
     app[STORE] = store
+    app[DB] = AsyncStore(store, cfg["db_connections"])
     app[CONFIG] = cfg
     app[AUTH_CACHE] = {}
     app[THROTTLE] = LoginThrottle(clock or time.monotonic)
@@ -54,7 +55,8 @@ def _open_store(cfg, clock):
     printed once)."""
     kw = {"clock": clock} if clock else {}
     # The database first: one that cannot be opened leaves no files directory behind.
-    store = Store(cfg["db"], backoff_base=cfg["backoff_base"], backoff_max=cfg["backoff_max"], **kw)
+    store = Store(cfg["db"], backoff_base=cfg["backoff_base"], backoff_max=cfg["backoff_max"],
+                  pool_size=cfg["db_connections"], **kw)
     try:
         os.makedirs(cfg["files"], exist_ok=True)
         password = store.ensure_admin()
@@ -92,4 +94,4 @@ def _routes():
 
 async def _close(app):
     app[HASHER].shutdown(cancel_futures=True)
-    app[STORE].close()
+    app[DB].close()  # and the store

@@ -15,7 +15,7 @@ import time
 from aiohttp import web
 
 from otatool.server import store
-from otatool.server.appkeys import ADMIN, AUTH_CACHE, HASHER, STORE, THROTTLE
+from otatool.server.appkeys import ADMIN, AUTH_CACHE, DB, HASHER, THROTTLE
 
 LOGIN_FAILURES = 5      # failed admin logins from one address ...
 LOGIN_WINDOW = 300      # ... within this many seconds: 429 until the oldest is this old
@@ -85,7 +85,9 @@ def _basic_credentials(header):
 
 
 async def _password_ok(app, name, password):
-    stored = app[STORE].admin_hash(name)
+    if "\0" in name:  # no admin has a NUL in their name (PostgreSQL text cannot hold one)
+        return False
+    stored = await app[DB].admin_hash(name)
     # In a small pool of its own: the event loop keeps serving devices, and
     # a flood of guesses queues instead of taking every core and 16 MiB each.
     # store.check_password is looked up at each call, so that replacing it

@@ -20,6 +20,8 @@ DEFAULTS = {
     "max_attempts": 3,
     "backoff_base": 60,
     "backoff_max": 86400,
+    "db_connections": 8,
+    "backlog": 1024,
 }
 ENV = {
     "OTA_SERVER_HOST": "host",
@@ -30,8 +32,11 @@ ENV = {
     "OTA_SERVER_CERT": "tls_cert",
     "OTA_SERVER_KEY": "tls_key",
     "OTA_SERVER_MAX_UPLOAD": "max_upload",
+    "OTA_SERVER_DB_CONNECTIONS": "db_connections",
+    "OTA_SERVER_BACKLOG": "backlog",
 }
-_INTS = ("port", "max_upload", "max_attempts", "backoff_base", "backoff_max")
+_INTS = ("port", "max_upload", "max_attempts", "backoff_base", "backoff_max", "db_connections",
+         "backlog")
 
 
 def load_config(path=None, environ=None, **overrides):
@@ -64,6 +69,9 @@ def normalized(cfg):
     for k in _INTS:
         cfg[k] = _setting_int(k, cfg[k])
     check_port(cfg["port"])
+    for k in ("db_connections", "backlog"):
+        if cfg[k] < 1:
+            raise ValueError("%s: %d is not a positive number" % (k, cfg[k]))
     if cfg["files"] is None:
         base = "." if "://" in cfg["db"] else os.path.dirname(os.path.abspath(cfg["db"]))
         cfg["files"] = os.path.join(base, "ota-files")

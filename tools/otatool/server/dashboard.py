@@ -14,7 +14,7 @@ import urllib.parse
 
 from aiohttp import web
 
-from otatool.server.appkeys import CONFIG, SESSIONS, STORE
+from otatool.server.appkeys import CONFIG, DB, SESSIONS
 from otatool.server.auth import checked_login
 from otatool.server.inputs import parsed_sql_int, short_text
 from otatool.server.pages import (BROKEN_FORM, PAGE_ROUTE, SKIPPED, STATES, PageRefusal,
@@ -61,7 +61,7 @@ def signed_in(handler):
     """A page for a signed-in admin: anyone else is sent to sign in first.
     The handler is called with the session too."""
     async def page(request):
-        session = current_session(request)
+        session = await current_session(request)
         if session is None:
             if request.method != "GET":
                 raise PageRefusal(403, "You are signed out: sign in and try again.")
@@ -92,7 +92,7 @@ async def checked_form(request, session):
 async def sign_in_form(request, message=None, status=200):
     """The sign-in page; its CSRF token pairs with a cookie, as there is no
     session yet."""
-    if current_session(request) is not None and request.method == "GET":
+    if await current_session(request) is not None and request.method == "GET":
         raise web.HTTPSeeOther(_local(request.query.get("next")))
     token = request.cookies.get(SIGN_IN_COOKIE) or new_token()
     response = render(request, "sign_in.html", {
@@ -125,7 +125,7 @@ async def sign_in(request):
                                   " try again in %s seconds." % e.headers["Retry-After"], 429)
     if admin is None:
         return await sign_in_form(request, "Wrong name or password.", 401)
-    secret, _ = request.app[SESSIONS].open(admin, request.app[STORE].admin_hash(admin))
+    secret, _ = request.app[SESSIONS].open(admin, await request.app[DB].admin_hash(admin))
     redirect = web.HTTPSeeOther(_local(form.get("next")))
     set_cookie(request, redirect, SESSION_COOKIE, secret, max_age=SESSION_SECONDS)
     redirect.del_cookie(SIGN_IN_COOKIE, path="/")
@@ -155,19 +155,19 @@ def latest_campaign_states(statuses):
 
 @signed_in
 async def fleet(request, session):
-    store = request.app[STORE]
+    db = request.app[DB]
     wanted = {k: short_text(request.query.get(k), k, False) for k in ("user", "project", "state")}
-    latest = latest_campaign_states(store.status())
+    latest = latest_campaign_states(await db.status())
     devices = []
-    for d in store.devices():
+    for d in await db.devices():
         campaign_id, state = latest.get(d["token"], (None, "none"))
         row = dict(d, campaign=campaign_id, state=state)
         if all(v is None or v == row[k] for k, v in (("user_name", wanted["user"]),
                                                      ("project", wanted["project"]),
                                                      ("state", wanted["state"]))):
             devices.append(row)
-    projects = sorted({p["name"] for p in store.projects()})
-    filters = [("user", "User", [(u["name"], u["name"]) for u in store.users()]),
+    projects = sorted({p["name"] for p in await db.projects()})
+    filters = [("user", "User", [(u["name"], u["name"]) for u in await db.users()]),
                ("project", "Project", [(p, p) for p in projects]),
                ("state", "State", [(s, state_name(s)) for s in STATES + SKIPPED + ("none",)])]
     return render(request, "fleet.html", {"session": session, "devices": devices,
@@ -179,17 +179,18 @@ async def fleet(request, session):
 @signed_in
 async def campaigns(request, session):
     return render(request, "campaigns.html", {"session": session,
-                                              "campaigns": request.app[STORE].status()})
+                                              "campaigns": await request.app[DB].status()})
 
 
-def _campaign_status(request):
+async def _campaign_status(request):
     cid = parsed_sql_int(request.match_info["id"], "campaign")
-    return request.app[STORE].status(cid)[0]
+    return (await request.app[DB].status(cid))[0]
 
 
 @signed_in
 async def campaign(request, session):
-    return render(request, "campaign.html", {"session": session, "c": _campaign_status(request)})
+    c = await _campaign_status(request)
+    return render(request, "campaign.html", {"session": session, "c": c})
 
 
 @signed_in
@@ -197,19 +198,20 @@ async def campaign_live(request, session):
     """The changing part of a campaign's page, which its script fetches
     again and again while the page is open."""
     return render(request, "campaign_live.html", {"session": session,
-                                                  "c": _campaign_status(request)})
+                                                  "c": await _campaign_status(request)})
 
 
 @signed_in
 async def stop_confirmation(request, session):
-    return render(request, "stop.html", {"session": session, "c": _campaign_status(request)})
+    c = await _campaign_status(request)
+    return render(request, "stop.html", {"session": session, "c": c})
 
 
 @signed_in
 async def stop_campaign(request, session):
     await checked_form(request, session)
-    c = _campaign_status(request)
-    request.app[STORE].stop(c["campaign"])
+    c = await _campaign_status(request)
+    await request.app[DB].stop(c["campaign"])
     raise web.HTTPSeeOther("/campaigns/%d" % c["campaign"])
 
 
@@ -231,18 +233,18 @@ async def upload_for_campaign(request, session):
         return render(request, "upload.html", {"session": session,
                                                "message": "Choose a file to upload."}, status=400)
     try:
-        row = store_upload(request.app, *up, fields.get("manifest") or None)
+        row = await store_upload(request.app, *up, fields.get("manifest") or None)
     except Invalid as e:
         return render(request, "upload.html", {"session": session, "message": str(e)},
                       status=400)
-    return _start_form(request, session, row)
+    return await _start_form(request, session, row)
 
 
-def _start_form(request, session, row, message=None, status=200):
-    store = request.app[STORE]
+async def _start_form(request, session, row, message=None, status=200):
+    db = request.app[DB]
     return render(request, "start.html", {
-        "session": session, "file": row, "message": message, "devices": store.devices(),
-        "users": store.users(), "projects": store.projects(),
+        "session": session, "file": row, "message": message, "devices": await db.devices(),
+        "users": await db.users(), "projects": await db.projects(),
         "max_attempts": request.app[CONFIG]["max_attempts"]}, status=status)
 
 
@@ -265,16 +267,16 @@ def target_fields(choice):
 @signed_in
 async def start_campaign(request, session):
     form = await checked_form(request, session)
-    store = request.app[STORE]
-    row = store.file(short_text(form.get("file"), "file") or "")
+    db = request.app[DB]
+    row = await db.file(short_text(form.get("file"), "file") or "")
     if row is None:
         raise NotFound("no such image: upload it again")
     try:
-        cid = store.start(row["id"], allow_downgrade=form.get("allow_downgrade") == "1",
+        cid = await db.start(row["id"], allow_downgrade=form.get("allow_downgrade") == "1",
                           max_attempts=parsed_sql_int(form.get("max_attempts"), "max_attempts"),
                           **target_fields(form.get("target")))
     except (Invalid, NotFound) as e:
-        return _start_form(request, session, row, str(e), 400)
+        return await _start_form(request, session, row, str(e), 400)
     raise web.HTTPSeeOther("/campaigns/%d" % cid)
 
 
@@ -282,11 +284,11 @@ async def start_campaign(request, session):
 
 @signed_in
 async def images(request, session):
-    store = request.app[STORE]
+    db = request.app[DB]
     used_by = {}
-    for c in store.campaigns():
+    for c in await db.campaigns():
         used_by.setdefault(c["file_id"], []).append(c)
-    return render(request, "images.html", {"session": session, "files": store.files(),
+    return render(request, "images.html", {"session": session, "files": await db.files(),
                                            "used_by": used_by})
 
 

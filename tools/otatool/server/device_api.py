@@ -12,7 +12,7 @@ import os
 from aiohttp import web
 
 from otatool.serve import byte_range
-from otatool.server.appkeys import CONFIG, STORE
+from otatool.server.appkeys import CONFIG, DB
 from otatool.server.inputs import json_body, short_text, sql_int
 from otatool.server.store import Invalid, NotFound
 from otatool.server.uploads import MANIFEST_NAME, blob_path
@@ -24,7 +24,7 @@ async def check(request):
     q = request.query
     token = short_text(q.get("token") or request.headers.get("X-OTA-Token"), "token")
     version = short_text(q.get("version"), "version")
-    c = request.app[STORE].check_in(token, version, short_text(q.get("build"), "build", False),
+    c = await request.app[DB].check_in(token, version, short_text(q.get("build"), "build", False),
                                     short_text(q.get("chip"), "chip", False))
     if c is None:
         return web.Response(status=204)
@@ -48,7 +48,7 @@ def _byte_range(header, size):
 async def signed_file(request):
     """/ota/fw/<id>/manifest.json, and the image under the name the
     manifest's relative url gives it."""
-    row = request.app[STORE].file(request.match_info["id"])
+    row = await request.app[DB].file(request.match_info["id"])
     if row is None:  # else the id is a known one, safe in a path
         raise NotFound("no such image")
     try:
@@ -65,7 +65,7 @@ async def signed_file(request):
 
 
 async def firmware(request):
-    row = request.app[STORE].file(request.match_info["id"])
+    row = await request.app[DB].file(request.match_info["id"])
     if row is None:
         raise NotFound("no such image")
     size, etag = row["size"], '"%s"' % row["sha256"]
@@ -114,5 +114,5 @@ async def report(request):
     if error:
         # A board's own words, kept even when they hold a newline or worse.
         error = "".join(c if c.isprintable() else "?" for c in error[:200])
-    request.app[STORE].report(token, campaign, d.get("state"), error, progress)
+    await request.app[DB].report(token, campaign, d.get("state"), error, progress)
     return web.Response(status=204)

@@ -42,8 +42,8 @@ def setup_templates(app):
 
 def render(request, template, context, status=200):
     """A page; the signed-in admin's session (for the header and every
-    form's CSRF token) is passed to every template."""
-    context = dict(context, session=context.get("session", current_session(request)))
+    form's CSRF token; None on the sign-in page) is passed to every template."""
+    context = dict(context, session=context.get("session"))
     response = aiohttp_jinja2.render_template(template, request, context, status=status)
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self';"
@@ -72,25 +72,25 @@ async def page_errors(request, handler):
     except web.HTTPException as e:
         if e.status < 400:  # a redirect
             raise
-        return _error_page(request, e.status, _FRIENDLY.get(e.status, e.reason))
+        return await _error_page(request, e.status, _FRIENDLY.get(e.status, e.reason))
     except PageRefusal as e:
-        return _error_page(request, e.status, str(e))
+        return await _error_page(request, e.status, str(e))
     except NotFound as e:
-        return _error_page(request, 404, str(e))
+        return await _error_page(request, 404, str(e))
     except (Invalid, Conflict) as e:
-        return _error_page(request, 400, str(e))
+        return await _error_page(request, 400, str(e))
     except HttpProcessingError:  # a multipart body aiohttp could not parse
-        return _error_page(request, 400, BROKEN_FORM)
+        return await _error_page(request, 400, BROKEN_FORM)
     except ConnectionError:
         raise  # the browser left: there is nobody to answer
     except Exception:
         log.exception("unexpected error in %s %s", request.method, logged_path(request))
-        return _error_page(request, 500, _FRIENDLY[500])
+        return await _error_page(request, 500, _FRIENDLY[500])
 
 
-def _error_page(request, status, message):
+async def _error_page(request, status, message):
     try:
-        session = current_session(request)
+        session = await current_session(request)
     except Exception:  # the store itself failing: still say something
         session = None
     return render(request, "error.html", {"status": status, "message": message,

@@ -28,6 +28,7 @@ def run_forever(app, cfg, context):
     one line when the socket cannot be bound."""
     try:
         web.run_app(app, host=cfg["host"], port=cfg["port"], ssl_context=context,
+                    backlog=cfg["backlog"],
                     print=lambda s: print(s, flush=True))
     except OSError as e:  # in use, not an address of this host, no such name
         raise cannot_listen(cfg["host"], cfg["port"], e)
@@ -75,7 +76,8 @@ class ServerThread:
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         cfg = app[CONFIG]
-        site = web.TCPSite(self._runner, cfg["host"], cfg["port"], ssl_context=ssl_context(cfg))
+        site = web.TCPSite(self._runner, cfg["host"], cfg["port"], ssl_context=ssl_context(cfg),
+                           backlog=cfg["backlog"])
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         self.app = app

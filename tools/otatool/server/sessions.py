@@ -11,7 +11,7 @@ import hmac
 import secrets
 import time
 
-from otatool.server.appkeys import SESSIONS, STORE
+from otatool.server.appkeys import DB, SESSIONS
 
 SESSION_COOKIE = "ota_session"
 SIGN_IN_COOKIE = "ota_sign_in"
@@ -56,7 +56,7 @@ class Sessions:
         self._open.pop(secret or "", None)
 
 
-def current_session(request):
+async def current_session(request):
     """The request's session, if its cookie names one whose admin still has
     the password they signed in with; else None."""
     sessions = request.app[SESSIONS]
@@ -64,7 +64,7 @@ def current_session(request):
     session = sessions.get(secret)
     if session is None:
         return None
-    if request.app[STORE].admin_hash(session.admin) != session.password_hash:
+    if await request.app[DB].admin_hash(session.admin) != session.password_hash:
         sessions.close(secret)
         return None
     return session

@@ -11,7 +11,7 @@ import re
 from aiohttp import web
 
 from otatool.serve import reason
-from otatool.server.appkeys import CONFIG, STORE
+from otatool.server.appkeys import CONFIG, DB
 from otatool.server.inputs import short_text
 from otatool.server.store import Invalid
 
@@ -117,7 +117,7 @@ def _write(path, data):
     os.replace(tmp, path)
 
 
-def store_upload(app, name, data, manifest=None):
+async def store_upload(app, name, data, manifest=None):
     """Check an uploaded image (and its manifest), record it and keep it;
     returns its file row. Invalid for what is not an image or bundle, or a
     manifest that does not describe it."""
@@ -134,7 +134,7 @@ def store_upload(app, name, data, manifest=None):
             check_manifest(manifest, info)
         except ValueError as e:
             raise Invalid("manifest: %s" % e)
-    row = app[STORE].add_file(name, info)
+    row = await app[DB].add_file(name, info)
     _write(blob_path(app, row["id"]), data)
     # Without a new manifest an earlier one stays: the id is the image's
     # content, so it still describes it.
