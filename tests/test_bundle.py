@@ -25,6 +25,15 @@ V2 = {"main.py": b"print('v2')\n" * 40, "lib/util.py": b"X = 2\n" * 700, "empty.
       "pkg/deep/mod.py": b"D = 2\n" * 50, "Readme.TXT": bytes(range(256)) * 9}
 V2_DELETE = ["legacy.py", "lib/extra.py"]
 
+# The story of issue #14: app 1.0.0 and then 2.0.0 shipped as bundles, no
+# --delete anywhere. config.json was copied by hand before the first bundle.
+S0 = {"config.json": b'{"wifi": "home"}\n'}
+S1 = {"main.py": b"print('1.0.0')\n", "util.py": b"U = 1\n" * 30, "lib/helper.py": b"H = 1\n" * 20,
+      "data.bin": bytes(range(256)) * 4, "pkg/gone.py": b"G = 1\n"}
+S2 = {"main.py": b"print('2.0.0')\n", "new.py": b"N = 2\n" * 40, "lib/helper.py": S1["lib/helper.py"],
+      "data.bin": bytes(range(255, -1, -1)) * 5}
+S1_ONLY = ["util.py", "pkg/gone.py"]
+
 BOARD = r'''
 import os, sys, vfs, hashlib, binascii, json
 def mount_board(fs):
@@ -97,28 +106,31 @@ def show(name, value):
 # power at change number CUT.
 CUT = r'''
 import ota, ota.bundle, ota.journal
+import ota.swap
 changes = [0]
-def change():
+def change(what):
     changes[0] += 1
     if changes[0] == CUT:
         os.system("kill -9 $PPID")
+    if not CUT:
+        print("op", changes[0], what)   # printed, not kept: a 32 KiB heap
 class CountingOs:
     def __getattr__(self, name):
         f = getattr(os, name)
         if name not in ("rename", "remove", "mkdir", "rmdir"):
             return f
         def call(*a):
-            change()
+            change(name + " " + " ".join(a))
             return f(*a)
         return call
 class CountingFile:
     def __init__(self, f):
         self.f = f
     def write(self, b):
-        change()
+        change("write")
         return self.f.write(b)
     def close(self):
-        change()
+        change("close")
         self.f.close()
     def __enter__(self):
         return self
@@ -127,10 +139,10 @@ class CountingFile:
 _open = open
 def counting_open(p, mode="r"):
     if "w" in mode:
-        change()
+        change("open " + p)
         return CountingFile(_open(p, mode))
     return _open(p, mode)
-for m in (ota.bundle, ota.journal):
+for m in (ota.bundle, ota.journal, ota.swap):
     m.os = CountingOs()
     m.open = counting_open
 '''
@@ -210,6 +222,32 @@ def v2_tree():
     return after(v1_tree(), V2, V2_DELETE)
 
 
+@pytest.fixture(scope="session")
+def story():
+    # 3.0.0 changes main.py, keeps lib/helper.py and data.bin, drops new.py.
+    s3 = {"main.py": b"print('3.0.0')\n", "lib/helper.py": S2["lib/helper.py"], "data.bin": S2["data.bin"]}
+    return build(S1, "1.0.0", "story"), build(S2, "2.0.0", "story"), build(s3, "3.0.0", "story")
+
+
+@pytest.fixture
+def story_board(tmp_path, story):
+    """A board running 1.0.0, a confirmed bundle, beside a hand-copied
+    config.json and a file 1.0.0 wrote itself."""
+    board = tmp_path / "board"
+    write_files(str(board / "fs" / "app"), S0)
+    run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n"
+                      "with open('/app/state.json', 'w') as f:\n    f.write('written by 1.0.0')\n",
+               story[0]), board)
+    return board
+
+
+def story_tree(files):
+    """/app with the bundle `files` installed: plus what no bundle installed."""
+    t = after(digest_tree(S0), files)
+    t["state.json"] = sha(b"written by 1.0.0")
+    return t
+
+
 # ---- host side: otatool bundle --------------------------------------------
 
 def test_otatool_bundle_packs_a_directory_that_read_bundle_header_describes(tmp_path, capsys):
@@ -228,6 +266,24 @@ def test_otatool_bundle_packs_a_directory_that_read_bundle_header_describes(tmp_
     assert d["delete"] == ["old.py"] and d["size"] == len(data)
     assert make_bundle(str(src), "2.0.1", "demo", ["old.py"], 4) == data   # reproducible
     assert read_bundle_header(data[:d["header_size"]])["files"] == d["files"]
+
+
+def test_otatool_bundle_against_the_previous_release_lists_what_the_update_adds_changes_and_removes(
+        tmp_path, capsys):
+    for version, files in (("1.0.0", S1), ("2.0.0", S2)):
+        write_files(str(tmp_path / version), files)
+    old = str(tmp_path / "1.0.0.bundle")
+    assert cli.main(["bundle", str(tmp_path / "1.0.0"), "--version", "1.0.0", "-o", old]) == 0
+    capsys.readouterr()
+    assert cli.main(["bundle", str(tmp_path / "2.0.0"), "--version", "2.0.0", "--delete", "config.json",
+                     "--against", old, "-o", str(tmp_path / "2.0.0.bundle")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == ["over 1.0.0: 1 added, 2 changed, 3 removed, 1 unchanged",
+                       "  + new.py", "  ~ data.bin", "  ~ main.py",
+                       "  - config.json", "  - pkg/gone.py", "  - util.py"]
+    assert cli.main(["bundle", str(tmp_path / "2.0.0"), "--version", "2.0.0", "--against",
+                     str(tmp_path / "1.0.0" / "main.py"), "-o", str(tmp_path / "x.bundle")]) == 2
+    assert "main.py: not an app bundle" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["../boot.py", "/boot.py", "a//b.py", "a/./b", "a/", "",
@@ -286,6 +342,52 @@ def test_update_replaces_named_files_deletes_listed_and_keeps_config(v1_board, b
     assert shown(r, "running")["version"] == "1.10.0"
     meta = sorted(os.listdir(v1_board / "fs" / "app.ota"))
     assert meta == ["cur", "old", "state"]          # no staging left
+
+
+def test_installing_2_0_0_removes_what_only_1_0_0_had(story_board, story):
+    # No --delete: a bundle is the whole app version. ota.rollback() then
+    # gives back exactly 1.0.0, util.py and pkg/gone.py included.
+    r = run(script(story_board, "feed(ota.AppBundle('/app'), DATA)\nshow('boot', bb.boot('/app'))\n"
+                                "bb.mark_app_valid('/app')\nshow('tree', tree('/app'))\n"
+                                "bb.rollback('/app')\nshow('back', tree('/app'))\n"
+                                "show('running', journal.running_desc('/app'))\n", story[1]), story_board)
+    assert shown(r, "boot") == "pending"
+    t = shown(r, "tree")
+    assert t == story_tree(S2)
+    assert "util.py" not in t and "pkg/gone.py" not in t
+    assert t["config.json"] == sha(S0["config.json"]) and "state.json" in t
+    assert shown(r, "back") == story_tree(S1)
+    assert shown(r, "running")["version"] == "1.0.0"
+
+
+def test_unconfirmed_2_0_0_rolls_back_to_exactly_1_0_0_removed_files_included(story_board, story):
+    run(script(story_board, "feed(ota.AppBundle('/app'), DATA)\n", story[1]), story_board)
+    r = run(script(story_board, "show('first', bb.boot('/app'))\nshow('second', bb.boot('/app'))\n"
+                                "show('tree', tree('/app'))\n"), story_board)
+    assert [shown(r, "first"), shown(r, "second")] == ["pending", "rolled_back"]
+    assert shown(r, "tree") == story_tree(S1)
+
+
+def kept_for_rollback(board):
+    """{name in app.ota/old: SHA-256} of the files the board keeps to roll back."""
+    r = run(script(board, "show('meta', tree('/app.ota'))\n"), board)
+    return {k[4:]: v for k, v in shown(r, "meta").items() if k.startswith("old/") and k != "old/hdr"}
+
+
+def test_rollback_keeps_only_what_the_update_changed_or_removed_and_forgets_it_after_the_next(
+        story_board, story):
+    confirm = "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n"
+    run(script(story_board, confirm, story[1]), story_board)
+    kept = kept_for_rollback(story_board)
+    # 1.0.0's main.py and data.bin (changed), util.py and pkg/gone.py
+    # (removed); not lib/helper.py, which 2.0.0 left as it was.
+    assert sorted(kept.values()) == sorted(sha(S1[n]) for n in ("main.py", "data.bin", "util.py", "pkg/gone.py"))
+    run(script(story_board, confirm, story[2]), story_board)
+    kept = kept_for_rollback(story_board)
+    assert sorted(kept.values()) == sorted(sha(S2[n]) for n in ("main.py", "new.py"))
+    r = run(script(story_board, "show('meta', tree('/app.ota'))\n"), story_board)
+    only_1_0_0 = {sha(S1[n]) for n in S1} - {sha(S2[n]) for n in S2}
+    assert not only_1_0_0 & set(shown(r, "meta").values())
 
 
 def test_unconfirmed_bundle_rolls_back_on_its_second_boot(v1_board, bundles):
@@ -551,24 +653,66 @@ def copy_board(src, dst):
     return dst
 
 
-def test_power_cut_at_every_filesystem_change_of_an_update_boots_old_or_new(v1_board, bundles, tmp_path):
-    body = "feed(ota.AppBundle('/app'), DATA)\n"
-    template = copy_board(v1_board, tmp_path / "template")
-    (template / "in.bundle").write_bytes(bundles[1])
-    total = count_changes(copy_board(template, tmp_path / "count"), body, bundles[1])
-    assert total > 30
+# The ESP32 profile, and the ESP8266 one: no esp32 module, a 32 KiB heap,
+# the library compiled in the board's /lib (as in the 32 KiB test below).
+PROFILES = {"esp32": {}, "esp8266": {"env": {"OTA_CHIP": "esp8266"}, "heap": "32k",
+                                     "path": ":".join([SHIM, ".frozen"])}}
+PROFILE_SHOWN = ("import gc\ntry:\n    import esp32\nexcept ImportError:\n    esp32 = None\n"
+                 "print(esp32 is not None, gc.mem_free() + gc.mem_alloc())\n")
+# The update as ota.client feeds it, from /in.bundle: little heap of its own.
+FEED_FILE = """
+class Client:
+    def get_image_size(self):
+        return os.stat("/in.bundle")[6]
+t = ota.AppBundle("/app")
+t.begin(Client())
+with open("/in.bundle", "rb") as f:
+    n = 1
+    while n:
+        n = f.readinto(t.window())
+        t.commit(n)
+t.finish()
+print("changes", changes[0])
+"""
+
+
+def sweep_script(board, profile, cut):
+    start = ESP8266_START % str(board / "fs") if profile == "esp8266" else BOARD + posix(board)
+    return start + "CUT = %d\n" % cut + CUT + FEED_FILE
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_power_cut_at_every_filesystem_change_of_an_update_that_adds_changes_and_removes_files_boots_old_or_new(
+        story_board, story, compiled_lib, tmp_path, profile):
+    kw = PROFILES[profile]
+    template = copy_board(story_board, tmp_path / "template")
+    (template / "fs" / "in.bundle").write_bytes(story[1])
+    if profile == "esp8266":
+        install_lib(template, compiled_lib)
+    has_esp32, heap = run(PROFILE_SHOWN, template, **kw).stdout.split()
+    assert has_esp32 == str(profile == "esp32")
+    assert (int(heap) <= 32 * 1024) == (profile == "esp8266")
+    count = copy_board(template, tmp_path / "count")
+    out = run(sweep_script(count, profile, 0), count, **kw).stdout.splitlines()
+    ops = [line.split(" ", 2)[2] for line in out if line.startswith("op ")]
+    assert out[-1] == "changes %d" % len(ops) and len(ops) > 30
+    # Every kind of change of this update is among the cuts: util.py and
+    # pkg/gone.py go (by no flag), main.py is replaced, new.py added.
+    for op in ("rename app/util.py app.ota/old/", "rename app/pkg/gone.py app.ota/old/",
+               "rename app/main.py app.ota/old/", "rename app.ota/new/"):
+        assert any(o.startswith(op) for o in ops), (op, ops)
     seen = set()
-    for cut in range(1, total + 1):
+    for cut in range(1, len(ops) + 1):
         board = copy_board(template, tmp_path / ("cut%d" % cut))
-        r = cut_run(board, cut, body, bundles[1])
+        r = run_mpy(sweep_script(board, profile, cut), board, **kw)
         assert r.returncode == -9, (cut, r.stdout, r.stderr)   # the cut really happened
         state, app = boot_and_look(board)
-        if app == v1_tree():
+        if app == story_tree(S1):
             seen.add("old")
-            assert state == "valid"
+            assert state == "valid", (cut, ops[cut - 1])
         else:
             seen.add("new")
-            assert app == v2_tree(), cut
+            assert app == story_tree(S2), (cut, ops[cut - 1])
             assert state == "pending"
         shutil.rmtree(board)
     assert seen == {"old", "new"}

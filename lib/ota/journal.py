@@ -11,10 +11,15 @@
 #   A.ota/cur        header of the installed bundle (absent: never bundled)
 #   A.ota/new/       staging: "hdr" and one file per entry index "0", "1"...
 #   A.ota/old/       the previous version: "hdr" (its header) and what the
-#                    update replaced or deleted, by the same entry index
+#                    update replaced or deleted, by the same entry index; a
+#                    file the previous bundle installed and this one does not
+#                    name as "r" + its index in old/hdr
+#                    (a file an update leaves as it is is not moved at all:
+#                    old/ holds only what changed or went)
 #   A.ota/trash      whatever is being deleted: renamed here first, so new/
 #                    and old/ are always whole or gone
-# Files of A that a bundle does not name (config, data) are never touched.
+# Files of A that no bundle installed (config, data) are never touched; the
+# files the installed bundle put there are the ones its header (cur) lists.
 #
 # Journal states (ESP-IDF's otadata states in brackets):
 #   none   (VALID)           confirmed, no previous version kept
