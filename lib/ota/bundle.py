@@ -163,7 +163,7 @@ class AppBundle:
             journal.put_state(m, "swap")         # the commit point
             self._ph = _FINISHED
             import ota.swap as swap
-            swap.install(self.app, m)
+            swap.install(self.app, m, True)
         except Exception as e:
             raise self._fail(e)
 

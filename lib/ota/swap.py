@@ -72,11 +72,12 @@ def _holds(path, digest):
     return h.digest() == digest
 
 
-def _swap(a, m, back):
+def _swap(a, m, back, fresh=False):
     # One direction of the swap (see the top of this file), from wherever a
     # power cut stopped it. The new entry list is staging's header until
     # that has become cur; the previous one is cur until it has become
-    # old/hdr (none for a first bundle).
+    # old/hdr (none for a first bundle). fresh: a forward swap that has not
+    # begun (every file staged, old/ empty) needs no look at new/ or old/.
     new, old = m + "/new/", m + "/old/"
     hdr, cur, prev = new + "hdr", m + "/cur", old + "hdr"
     mkdir(a)
@@ -99,15 +100,16 @@ def _swap(a, m, back):
                 continue
             discard(m, dst)         # only what the new app made there
             src = bak               # (1') below
-        elif kind == 0 and not exists(src):
+        elif kind == 0 and not (fresh or exists(src)):
             continue                # entry done, or left in place
         else:
-            had = exists(bak)
+            had = not fresh and exists(bak)
             if same and not had and _holds(dst, p[4]):
                 discard(m, src)     # left in place
                 continue
             if not had and exists(dst):
                 move(dst, bak)                       # (1)
+                made = name[:name.rfind("/") + 1]    # its directories exist
             if kind:
                 continue            # (2) below
         # Make the directories above dst. Entries are sorted, so the files
@@ -131,11 +133,11 @@ def _swap(a, m, back):
         move(hdr, cur)
 
 
-def install(a, m):
+def install(a, m, fresh=False):
     # From state "swap" (the staged bundle is whole and committed): finish
     # the forward swap; if the filesystem fails, undo it and re-raise.
     try:
-        _swap(a, m, False)
+        _swap(a, m, False, fresh)
     except OSError:
         undo(a, m)
         raise
