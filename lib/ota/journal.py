@@ -67,24 +67,28 @@ def mkdir(p):
             raise
 
 
-def _rmtree(p):
-    try:
-        if not os.stat(p)[0] & 0x4000:
-            os.remove(p)
+def _rmtree(p, t=0):
+    # t: p's type (0x4000 directory, 0x8000 file) when ilistdir told it,
+    # which spares a stat per file; 0: unknown (absent is fine).
+    if not t & 0xC000:
+        try:
+            t = os.stat(p)[0]
+        except OSError:
             return
-    except OSError:
+    if not t & 0x4000:
+        os.remove(p)
         return
     while True:
         # A few names at a time: a directory of any size costs a few strings.
         some = []
         for e in os.ilistdir(p) if _MPY else os.listdir(p):
-            some.append(e[0] if _MPY else e)
+            some.append(e[:2] if _MPY else (e, 0))
             if len(some) == 8:
                 break
         if not some:
             break
-        for n in some:
-            _rmtree(p + "/" + n)
+        for n, t in some:
+            _rmtree(p + "/" + n, t)
     os.rmdir(p)
 
 

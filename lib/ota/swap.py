@@ -72,6 +72,18 @@ def _holds(path, digest):
     return h.digest() == digest
 
 
+def _aside(dst, bak):
+    # (1): move dst to bak if it is there (one call, not a stat and a
+    # rename). Whether it was.
+    try:
+        move(dst, bak)
+        return True
+    except OSError as e:
+        if e.args[0] != 2:      # ENOENT: nothing to move aside
+            raise
+        return False
+
+
 def _swap(a, m, back, fresh=False):
     # One direction of the swap (see the top of this file), from wherever a
     # power cut stopped it. The new entry list is staging's header until
@@ -107,8 +119,7 @@ def _swap(a, m, back, fresh=False):
             if same and not had and _holds(dst, p[4]):
                 discard(m, src)     # left in place
                 continue
-            if not had and exists(dst):
-                move(dst, bak)                       # (1)
+            if not had and _aside(dst, bak):         # (1)
                 made = name[:name.rfind("/") + 1]    # its directories exist
             if kind:
                 continue            # (2) below

@@ -1,6 +1,6 @@
 """Benchmark of app-bundle OTA on the MicroPython unix port (prints figures).
 
-    .venv/bin/python tools/bench/bench_bundle.py [--files 40] [--size 204800] [--runs 7]
+    .venv/bin/python tools/bench/bench_bundle.py [--files 40] [--size 204800] [--runs 31]
 
 The field case: an app of --files files and --size bytes, every file changed
 in each version, installed over HTTP with ota.update(url,
@@ -14,7 +14,10 @@ rollback, what it changed.
   bytes, AppBundle's default), writes each file (and the header) under a
   staging name and renames it into place once, over the files of the
   previous run; no validation, nothing kept for rollback. Runs alternate
-  (ota, bare, bare, ota, ...); the ratio is of the medians.
+  (ota, bare, bare, ota, ...); the ratio is of the medians, and the median
+  and quartiles of the ratios of each back-to-back pair show the noise; the
+  ratio of CPU time (user + system, summed over the runs) is what a busy
+  machine moves least.
 * Filesystem changes of one update and of one bare loop: renames, removes,
   opens for writing, mkdir and rmdir, counted by wrapping `os` and `open`.
 * Smallest heap (-X heapsize, to 1 KiB; every size up to 4 KiB above
@@ -111,10 +114,26 @@ def bare(name, sizes, n=None):
 
 TIMED = BARE + r"""
 t_ota, t_bare = [], []
+cpu_ota = cpu_bare = 0
+vfs.mount(vfs.VfsPosix("/proc"), "/proc")
+def cpu():
+    # This process's user + system time in clock ticks (proc(5), fields
+    # 14 and 15): what the load of other processes hardly moves.
+    with open("/proc/self/stat") as f:
+        p = f.read().rsplit(")", 1)[1].split()
+    return int(p[11]) + int(p[12])
 def timed(f, *a):
+    global cpu_ota, cpu_bare
+    c = cpu()
     t = time.ticks_us()
     f(*a)
-    return time.ticks_diff(time.ticks_us(), t)
+    t = time.ticks_diff(time.ticks_us(), t)
+    c = cpu() - c
+    if f is bare:
+        cpu_bare += c
+    else:
+        cpu_ota += c
+    return t
 for i, name in enumerate(NAMES):
     first = i % 2
     if first:
@@ -123,7 +142,8 @@ for i, name in enumerate(NAMES):
     confirm()
     if not first:
         t_bare.append(timed(bare, name, SIZES))
-print("us", sorted(t_ota)[len(t_ota) // 2], sorted(t_bare)[len(t_bare) // 2])
+print("cpu", cpu_ota, cpu_bare)
+print("us", t_ota, t_bare)
 """
 
 COUNTED = COUNT + BARE + """
@@ -133,6 +153,10 @@ n = {}
 bare(NAME, SIZES, n)
 print("bare", sorted(n.items()))
 """
+
+
+def median(xs):
+    return sorted(xs)[len(xs) // 2]
 
 
 def compile_lib():
@@ -185,7 +209,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=40)
     ap.add_argument("--size", type=int, default=200 * 1024)
-    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=31)
     args = ap.parse_args()
     per = args.size // args.files
     root = tempfile.mkdtemp(prefix="bench_bundle.")
@@ -212,11 +236,19 @@ def main():
         shutil.copytree(template, fs)
         names = ["v%d.bundle" % v for v in range(2, count - 1)]
         out = checked(run(head + "NAMES = %r\n" % names + TIMED, fs, base))
-        ota_us, bare_us = [int(x) for x in out.split("us ", 1)[1].split()]
+        t_ota, t_bare = ast.literal_eval(out.split("us ", 1)[1].replace("] [", "], ["))
+        ota_us, bare_us = median(t_ota), median(t_bare)
         print("ota.update (download, SHA-256, staging, journaled swap): %6.1f ms (median of %d)"
               % (ota_us / 1000, len(names)))
         print("bare loop (download, staging name, one rename each):     %6.1f ms" % (bare_us / 1000))
-        print("ratio bare / ota: %.2f (goal >= 0.85)" % (bare_us / ota_us))
+        # Each pair ran back to back: its ratio shows how much the load of a
+        # shared machine moved the medians.
+        pairs = sorted(b / o for o, b in zip(t_ota, t_bare))
+        print("ratio bare / ota: %.2f of the medians (goal >= 0.85); per pair %.2f, quartiles %.2f-%.2f"
+              % (bare_us / ota_us, median(pairs), pairs[len(pairs) // 4], pairs[3 * len(pairs) // 4]))
+        cpu_ota, cpu_bare = [int(x) for x in out.split("cpu ", 1)[1].split()[:2]]
+        print("ratio bare / ota of the CPU time of all runs (user + system): %.2f (%d and %d ticks)"
+              % (cpu_bare / max(cpu_ota, 1), cpu_bare, cpu_ota))
         out = checked(run(head + "NAME = %r\n" % ("v%d.bundle" % (count - 1)) + COUNTED, fs, base))
         for line in out.splitlines():
             if line.startswith(("ota ", "bare ")):
