@@ -105,46 +105,15 @@ def show(name, value):
 # mkdir, rmdir; open for writing, write, close of such a file) and cuts the
 # power at change number CUT.
 CUT = r'''
-import ota, ota.bundle, ota.journal
-import ota.swap
+import ota, ota.bundle, ota.journal, ota.swap, _fsops
 changes = [0]
-def change(what):
+def change(name, args):
     changes[0] += 1
     if changes[0] == CUT:
         os.system("kill -9 $PPID")
     if not CUT:
-        print("op", changes[0], what)   # printed, not kept: a 32 KiB heap
-class CountingOs:
-    def __getattr__(self, name):
-        f = getattr(os, name)
-        if name not in ("rename", "remove", "mkdir", "rmdir"):
-            return f
-        def call(*a):
-            change(name + " " + " ".join(a))
-            return f(*a)
-        return call
-class CountingFile:
-    def __init__(self, f):
-        self.f = f
-    def write(self, b):
-        change("write")
-        return self.f.write(b)
-    def close(self):
-        change("close")
-        self.f.close()
-    def __enter__(self):
-        return self
-    def __exit__(self, *a):
-        self.close()
-_open = open
-def counting_open(p, mode="r"):
-    if "w" in mode:
-        change("open " + p)
-        return CountingFile(_open(p, mode))
-    return _open(p, mode)
-for m in (ota.bundle, ota.journal, ota.swap):
-    m.os = CountingOs()
-    m.open = counting_open
+        print("op", changes[0], name, " ".join(args))   # printed, not kept: a 32 KiB heap
+_fsops.watch((ota.bundle, ota.journal, ota.swap), change, writes=True)
 '''
 
 
@@ -677,8 +646,9 @@ print("changes", changes[0])
 
 
 def sweep_script(board, profile, cut):
+    # _fsops is the shim's: imported before "/" becomes the board's.
     start = ESP8266_START % str(board / "fs") if profile == "esp8266" else BOARD + posix(board)
-    return start + "CUT = %d\n" % cut + CUT + FEED_FILE
+    return "import _fsops\n" + start + "CUT = %d\n" % cut + CUT + FEED_FILE
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
