@@ -15,9 +15,8 @@ rollback, what it changed.
   staging name and renames it into place once, over the files of the
   previous run; no validation, nothing kept for rollback. Runs alternate
   (ota, bare, bare, ota, ...); the ratio is of the medians, and the median
-  and quartiles of the ratios of each back-to-back pair show the noise; the
-  ratio of CPU time (user + system, summed over the runs) is what a busy
-  machine moves least.
+  and quartiles of the ratios of each back-to-back pair show how much the
+  load of a shared machine moved them.
 * Filesystem changes of one update and of one bare loop: renames, removes,
   opens for writing, mkdir and rmdir, counted by wrapping `os` and `open`.
 * Smallest heap (-X heapsize, to 1 KiB; every size up to 4 KiB above
@@ -98,26 +97,10 @@ def bare(name, sizes, n=None):
 
 TIMED = BARE + r"""
 t_ota, t_bare = [], []
-cpu_ota = cpu_bare = 0
-vfs.mount(vfs.VfsPosix("/proc"), "/proc")
-def cpu():
-    # This process's user + system time in clock ticks (proc(5), fields
-    # 14 and 15): what the load of other processes hardly moves.
-    with open("/proc/self/stat") as f:
-        p = f.read().rsplit(")", 1)[1].split()
-    return int(p[11]) + int(p[12])
 def timed(f, *a):
-    global cpu_ota, cpu_bare
-    c = cpu()
     t = time.ticks_us()
     f(*a)
-    t = time.ticks_diff(time.ticks_us(), t)
-    c = cpu() - c
-    if f is bare:
-        cpu_bare += c
-    else:
-        cpu_ota += c
-    return t
+    return time.ticks_diff(time.ticks_us(), t)
 for i, name in enumerate(NAMES):
     first = i % 2
     if first:
@@ -126,7 +109,6 @@ for i, name in enumerate(NAMES):
     confirm()
     if not first:
         t_bare.append(timed(bare, name, SIZES))
-print("cpu", cpu_ota, cpu_bare)
 print("us", t_ota, t_bare)
 """
 
@@ -231,9 +213,6 @@ def main():
         pairs = sorted(b / o for o, b in zip(t_ota, t_bare))
         print("ratio bare / ota: %.2f of the medians (goal >= 0.85); per pair %.2f, quartiles %.2f-%.2f"
               % (bare_us / ota_us, median(pairs), pairs[len(pairs) // 4], pairs[3 * len(pairs) // 4]))
-        cpu_ota, cpu_bare = [int(x) for x in out.split("cpu ", 1)[1].split()[:2]]
-        print("ratio bare / ota of the CPU time of all runs (user + system): %.2f (%d and %d ticks)"
-              % (cpu_bare / max(cpu_ota, 1), cpu_bare, cpu_ota))
         out = checked(run(head + "NAME = %r\n" % ("v%d.bundle" % (count - 1)) + COUNTED, fs, base,
                           first="import _fsops\n"))
         for line in out.splitlines():
