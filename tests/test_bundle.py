@@ -688,17 +688,19 @@ def test_power_cut_at_every_filesystem_change_of_an_update_that_adds_changes_and
     assert seen == {"old", "new"}
 
 
-def test_power_cut_at_every_step_of_a_boot_time_rollback_boots_old_or_new(v1_board, bundles, tmp_path):
-    run(script(v1_board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\n", bundles[1]), v1_board)
+def test_power_cut_at_every_step_of_a_boot_time_rollback_restores_exactly_the_old_app(
+        story_board, story, tmp_path):
+    # 2.0.0 removed util.py and pkg/gone.py; rolling back brings them back.
+    run(script(story_board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\n", story[1]), story_board)
     body = "bb.boot('/app')\n"                         # second unconfirmed boot: rollback
-    total = count_changes(copy_board(v1_board, tmp_path / "count"), body)
+    total = count_changes(copy_board(story_board, tmp_path / "count"), body)
     assert total > 20
     for cut in range(1, total + 1):
-        board = copy_board(v1_board, tmp_path / ("cut%d" % cut))
+        board = copy_board(story_board, tmp_path / ("cut%d" % cut))
         assert cut_run(board, cut, body).returncode == -9
         state, app = boot_and_look(board)
-        # The rollback had started: it always completes to v1.
-        assert app == v1_tree() and state in ("valid", "rolled_back"), cut
+        # The rollback had started: it always completes to 1.0.0.
+        assert app == story_tree(S1) and state in ("valid", "rolled_back"), cut
         shutil.rmtree(board)
 
 
@@ -721,13 +723,14 @@ def test_power_cut_while_boot_replays_an_interrupted_swap_still_ends_whole(v1_bo
         shutil.rmtree(board)
 
 
-def test_littlefs_power_cut_at_sampled_block_writes_boots_old_or_new(tmp_path):
+def test_littlefs_power_cut_at_sampled_block_writes_boots_old_or_new(tmp_path, story):
     # littlefs on a block device file: the cut can fall inside any rename or
-    # write, between two block programs of littlefs itself.
-    v1 = build(V1, "1.9.0", "demo")
-    v2 = build(V2, "1.10.0", "demo", delete=V2_DELETE)
-    board, img = littlefs_board(tmp_path, 64, V0)
-    run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n",
+    # write, between two block programs of littlefs itself. 1.0.0 -> 2.0.0
+    # adds, changes, keeps and removes files.
+    v1, v2 = story[:2]
+    board, img = littlefs_board(tmp_path, 64, S0)
+    run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n"
+                      "with open('/app/state.json', 'w') as f:\n    f.write('written by 1.0.0')\n",
                v1, lfs_mount(img)), board)
     body = "bdev.ops = 0\nfeed(ota.AppBundle('/app'), DATA)\n"
     count = copy_board(board, tmp_path / "count")
@@ -741,10 +744,10 @@ def test_littlefs_power_cut_at_sampled_block_writes_boots_old_or_new(tmp_path):
         r = run_mpy(script(b, "bdev.cut = %d\n" % cut + body, v2, mount), b)
         assert r.returncode == -9, (cut, r.stdout, r.stderr)
         state, app = boot_and_look(b, mount)
-        if app == v1_tree():
+        if app == story_tree(S1):
             seen.add("old")
         else:
-            assert app == v2_tree(), cut
+            assert app == story_tree(S2), cut
             assert state == "pending"
             seen.add("new")
         shutil.rmtree(b)
