@@ -337,6 +337,17 @@ def test_unconfirmed_2_0_0_rolls_back_to_exactly_1_0_0_removed_files_included(st
     assert shown(r, "tree") == story_tree(S1)
 
 
+def test_a_bundled_file_changed_on_the_board_is_replaced_even_when_the_update_keeps_it(story_board, story):
+    # 2.0.0 ships 1.0.0's lib/helper.py unchanged, but the board's copy was
+    # edited: the update puts 2.0.0's back, and rollback the edited one.
+    edited = b"H = 'edited on the board'\n"
+    write_files(str(story_board / "fs" / "app"), {"lib/helper.py": edited})
+    r = run(script(story_board, "feed(ota.AppBundle('/app'), DATA)\nshow('tree', tree('/app'))\n"
+                                "bb.rollback('/app')\nshow('back', tree('/app'))\n", story[1]), story_board)
+    assert shown(r, "tree") == story_tree(S2)
+    assert shown(r, "back") == dict(story_tree(S1), **{"lib/helper.py": sha(edited)})
+
+
 def kept_for_rollback(board):
     """{name in app.ota/old: SHA-256} of the files the board keeps to roll back."""
     r = run(script(board, "show('meta', tree('/app.ota'))\n"), board)
