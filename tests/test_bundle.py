@@ -803,6 +803,16 @@ def test_ota_update_installs_a_bundle_over_http(v1_board, server):
     assert shown(r, "tree") == v2_tree()
 
 
+def test_a_running_deadline_still_bounds_the_downloads_after_an_update_installs(v1_board, server):
+    # main.py's deadline hooks into ota.http; the update must not leave a
+    # later download (the "installed" report) a fresh, unbounded copy.
+    r = run(script(v1_board, "import ota.deadline\nota.deadline.start(60000)\n"
+                             "ota.update(%r, allow_http=True, target=ota.AppBundle('/app'))\n"
+                             "import ota.http\nshow('bounded', ota.http.socket is ota.deadline._Net)\n"
+                             "ota.deadline.stop()\n" % (server + "/v2.bundle")), v1_board)
+    assert shown(r, "bounded") is True
+
+
 # As an ESP8266 board starts: the board's filesystem is "/" and sys.path the
 # firmware's; the library is in /lib as `otatool deploy --mpy` put it. (The
 # emulated `esp` module is not imported here: the firmware's costs no heap.)
