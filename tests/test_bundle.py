@@ -813,6 +813,24 @@ def test_a_running_deadline_still_bounds_the_downloads_after_an_update_installs(
     assert shown(r, "bounded") is True
 
 
+def test_boot_update_that_fails_half_way_through_the_swap_resets_instead_of_starting_a_mixed_app(
+        v1_board, server):
+    # A full heap (MemoryError) in the middle of finish()'s swap: main.py's
+    # update resets, and the next boot's ota.boot() finishes the swap.
+    (v1_board / "fs" / "ota_config.json").write_text(json.dumps(
+        {"url": server + "/v2.bundle", "kind": "bundle", "allow_http": True}))
+    body = ("import ota.swap\nmoves = [0]\n_move = ota.swap.move\n"
+            "def move(a, b):\n    moves[0] += 1\n    if moves[0] == 4:\n"
+            "        raise MemoryError('full heap')\n    _move(a, b)\n"
+            "ota.swap.move = move\nimport ota.updater\nota.updater.run()\nprint('app starts')\n")
+    # machine first: the chip's files are the host's, before "/" is the board's.
+    r = run_mpy("import machine\n" + script(v1_board, body), v1_board, env={"OTA_CHIP": "esp8266"})
+    assert "ota: update failed: full heap" in r.stdout and "app starts" not in r.stdout, r.stdout + r.stderr
+    assert r.returncode != 0 and (v1_board / "fs" / "app.ota" / "state").read_text() == "swap"
+    r = run(script(v1_board, "show('boot', bb.boot('/app'))\nshow('tree', tree('/app'))\n"), v1_board)
+    assert shown(r, "boot") == "pending" and shown(r, "tree") == v2_tree()
+
+
 # As an ESP8266 board starts: the board's filesystem is "/" and sys.path the
 # firmware's; the library is in /lib as `otatool deploy --mpy` put it. (The
 # emulated `esp` module is not imported here: the firmware's costs no heap.)
