@@ -348,6 +348,21 @@ def test_a_bundled_file_changed_on_the_board_is_replaced_even_when_the_update_ke
     assert shown(r, "back") == dict(story_tree(S1), **{"lib/helper.py": sha(edited)})
 
 
+def test_a_file_renamed_only_in_case_is_replaced_and_comes_back_on_rollback(tmp_path):
+    # Util.py -> util.py: the same path on FAT, two on littlefs. The old
+    # name goes first, then the new one comes; rollback reverses both.
+    board = tmp_path / "board"
+    (board / "fs").mkdir(parents=True)
+    v1 = build({"Util.py": b"U = 1\n", "main.py": b"1\n"}, "1.0.0")
+    v2 = build({"util.py": b"u = 2\n", "main.py": b"1\n"}, "2.0.0")
+    run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n", v1),
+        board)
+    r = run(script(board, "feed(ota.AppBundle('/app'), DATA)\nshow('tree', tree('/app'))\n"
+                          "bb.rollback('/app')\nshow('back', tree('/app'))\n", v2), board)
+    assert shown(r, "tree") == digest_tree({"util.py": b"u = 2\n", "main.py": b"1\n"})
+    assert shown(r, "back") == digest_tree({"Util.py": b"U = 1\n", "main.py": b"1\n"})
+
+
 def kept_for_rollback(board):
     """{name in app.ota/old: SHA-256} of the files the board keeps to roll back."""
     r = run(script(board, "show('meta', tree('/app.ota'))\n"), board)
