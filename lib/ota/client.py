@@ -149,19 +149,12 @@ class Handle:
                                % (self._read, self._size))
             if self._hash and self._hash.digest() != self._sha256:
                 raise OTAError(_VALIDATE_FAILED, "sha256 of the download does not match")
-            # The download's objects and code go before the target installs:
-            # on an ESP8266 the bundle swap needs their heap. Not the code
-            # while ota.deadline is loaded: it hooks into these modules, and
-            # a later download would import fresh ones it does not bound.
+            # The download's objects go before the target installs: on an
+            # ESP8266 the bundle swap needs their heap (ota.swap unloads
+            # their code).
             self._dl.close()
             self._size = self._dl.size      # get_image_size() from now on
             self._dl = None
-            import sys
-            if "ota.deadline" not in sys.modules:
-                import ota
-                for n in ("http", "http_extra"):
-                    sys.modules.pop("ota." + n, None)
-                    ota.__dict__.pop(n, None)
             self._target.finish()
         except BaseException as e:
             self._close(e)

@@ -21,8 +21,19 @@
 # This relies on rename being atomic, as on littlefs (the default on ESP32
 # and 1 MiB ESP8266 boards); FAT renames are not power-safe.
 import hashlib
+import sys
 
+import ota
 from ota.journal import discard, entries, exists, mkdir, move, put_state
+
+# Imported once a download is over (or at boot, before any): the download's
+# code goes, so that the swap has its heap on an ESP8266; it is loaded again
+# when a download needs it. Not while ota.deadline is loaded: it hooks into
+# that code, and a later download would import a fresh copy it does not bound.
+if "ota.deadline" not in sys.modules:
+    for _n in ("http", "http_extra"):
+        sys.modules.pop("ota." + _n, None)
+        ota.__dict__.pop(_n, None)
 
 
 def _step(it, files):
