@@ -828,6 +828,22 @@ def test_a_running_deadline_still_bounds_the_downloads_after_an_update_installs(
     assert shown(r, "bounded") is True
 
 
+def test_a_report_after_a_bundle_update_uses_the_same_http_code_as_the_check_in(v1_board, server):
+    # ota.check() then ota.update() then ota.report(): the check-in's code
+    # and any later download share one ota.http (no stale copy beside a
+    # fresh one); without a check-in the update frees it for the swap.
+    body = ("import sys\nota.update(%r, allow_http=True, target=ota.AppBundle('/app'))\n"
+            "show('freed', 'ota.http' not in sys.modules)\n" % (server + "/v2.bundle"))
+    r = run(script(v1_board, body), v1_board)
+    assert shown(r, "freed") is True
+    (v1_board / "fs" / "app.ota" / "state").write_text("valid")
+    body = ("import sys, ota.checkin\nota.update(%r, allow_http=True, target=ota.AppBundle('/app', "
+            "allow_downgrade=True))\nimport ota.http\n"
+            "show('same', ota.http.Download is ota.checkin.Download)\n" % (server + "/v2.bundle"))
+    r = run(script(v1_board, body), v1_board)
+    assert shown(r, "same") is True
+
+
 def test_boot_update_that_fails_half_way_through_the_swap_resets_instead_of_starting_a_mixed_app(
         v1_board, server):
     # A full heap (MemoryError) in the middle of finish()'s swap: main.py's

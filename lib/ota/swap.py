@@ -26,11 +26,13 @@ import sys
 import ota
 from ota.journal import discard, entries, exists, mkdir, move, put_state
 
-# Imported once a download is over (or at boot, before any): the download's
-# code goes, so that the swap has its heap on an ESP8266; it is loaded again
-# when a download needs it. Not while ota.deadline is loaded: it hooks into
-# that code, and a later download would import a fresh copy it does not bound.
-if "ota.deadline" not in sys.modules:
+# Imported once a download is over (or at boot, before any): on a board the
+# download's code goes, so that the swap has its heap; the next download
+# loads it again. Not while a module that holds that code is loaded
+# (ota.checkin; ota.deadline, which hooks into it): it would go on with the
+# old copy beside a fresh one. CPython has the room, and its tests hold them.
+if sys.implementation.name == "micropython" and "ota.checkin" not in sys.modules \
+        and "ota.deadline" not in sys.modules:
     for _n in ("http", "http_extra"):
         sys.modules.pop("ota." + _n, None)
         ota.__dict__.pop(_n, None)
