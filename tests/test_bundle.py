@@ -25,6 +25,15 @@ V2 = {"main.py": b"print('v2')\n" * 40, "lib/util.py": b"X = 2\n" * 700, "empty.
       "pkg/deep/mod.py": b"D = 2\n" * 50, "Readme.TXT": bytes(range(256)) * 9}
 V2_DELETE = ["legacy.py", "lib/extra.py"]
 
+# The story of issue #14: app 1.0.0 and then 2.0.0 shipped as bundles, no
+# --delete anywhere. config.json was copied by hand before the first bundle.
+S0 = {"config.json": b'{"wifi": "home"}\n'}
+S1 = {"main.py": b"print('1.0.0')\n", "util.py": b"U = 1\n" * 30, "lib/helper.py": b"H = 1\n" * 20,
+      "data.bin": bytes(range(256)) * 4, "pkg/gone.py": b"G = 1\n"}
+S2 = {"main.py": b"print('2.0.0')\n", "new.py": b"N = 2\n" * 40, "lib/helper.py": S1["lib/helper.py"],
+      "data.bin": bytes(range(255, -1, -1)) * 5}
+S1_ONLY = ["util.py", "pkg/gone.py"]
+
 BOARD = r'''
 import os, sys, vfs, hashlib, binascii, json
 def mount_board(fs):
@@ -96,43 +105,15 @@ def show(name, value):
 # mkdir, rmdir; open for writing, write, close of such a file) and cuts the
 # power at change number CUT.
 CUT = r'''
-import ota, ota.bundle, ota.journal
+import ota, ota.bundle, ota.journal, ota.swap, _fsops
 changes = [0]
-def change():
+def change(name, args):
     changes[0] += 1
     if changes[0] == CUT:
         os.system("kill -9 $PPID")
-class CountingOs:
-    def __getattr__(self, name):
-        f = getattr(os, name)
-        if name not in ("rename", "remove", "mkdir", "rmdir"):
-            return f
-        def call(*a):
-            change()
-            return f(*a)
-        return call
-class CountingFile:
-    def __init__(self, f):
-        self.f = f
-    def write(self, b):
-        change()
-        return self.f.write(b)
-    def close(self):
-        change()
-        self.f.close()
-    def __enter__(self):
-        return self
-    def __exit__(self, *a):
-        self.close()
-_open = open
-def counting_open(p, mode="r"):
-    if "w" in mode:
-        change()
-        return CountingFile(_open(p, mode))
-    return _open(p, mode)
-for m in (ota.bundle, ota.journal):
-    m.os = CountingOs()
-    m.open = counting_open
+    if not CUT:
+        print("op", changes[0], name, " ".join(args))   # printed, not kept: a 32 KiB heap
+_fsops.watch((ota.bundle, ota.journal, ota.swap), change, writes=True)
 '''
 
 
@@ -210,6 +191,32 @@ def v2_tree():
     return after(v1_tree(), V2, V2_DELETE)
 
 
+@pytest.fixture(scope="session")
+def story():
+    # 3.0.0 changes main.py, keeps lib/helper.py and data.bin, drops new.py.
+    s3 = {"main.py": b"print('3.0.0')\n", "lib/helper.py": S2["lib/helper.py"], "data.bin": S2["data.bin"]}
+    return build(S1, "1.0.0", "story"), build(S2, "2.0.0", "story"), build(s3, "3.0.0", "story")
+
+
+@pytest.fixture
+def story_board(tmp_path, story):
+    """A board running 1.0.0, a confirmed bundle, beside a hand-copied
+    config.json and a file 1.0.0 wrote itself."""
+    board = tmp_path / "board"
+    write_files(str(board / "fs" / "app"), S0)
+    run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n"
+                      "with open('/app/state.json', 'w') as f:\n    f.write('written by 1.0.0')\n",
+               story[0]), board)
+    return board
+
+
+def story_tree(files):
+    """/app with the bundle `files` installed: plus what no bundle installed."""
+    t = after(digest_tree(S0), files)
+    t["state.json"] = sha(b"written by 1.0.0")
+    return t
+
+
 # ---- host side: otatool bundle --------------------------------------------
 
 def test_otatool_bundle_packs_a_directory_that_read_bundle_header_describes(tmp_path, capsys):
@@ -228,6 +235,24 @@ def test_otatool_bundle_packs_a_directory_that_read_bundle_header_describes(tmp_
     assert d["delete"] == ["old.py"] and d["size"] == len(data)
     assert make_bundle(str(src), "2.0.1", "demo", ["old.py"], 4) == data   # reproducible
     assert read_bundle_header(data[:d["header_size"]])["files"] == d["files"]
+
+
+def test_otatool_bundle_against_the_previous_release_lists_what_the_update_adds_changes_and_removes(
+        tmp_path, capsys):
+    for version, files in (("1.0.0", S1), ("2.0.0", S2)):
+        write_files(str(tmp_path / version), files)
+    old = str(tmp_path / "1.0.0.bundle")
+    assert cli.main(["bundle", str(tmp_path / "1.0.0"), "--version", "1.0.0", "-o", old]) == 0
+    capsys.readouterr()
+    assert cli.main(["bundle", str(tmp_path / "2.0.0"), "--version", "2.0.0", "--delete", "config.json",
+                     "--against", old, "-o", str(tmp_path / "2.0.0.bundle")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == ["over 1.0.0: 1 added, 2 changed, 3 removed, 1 unchanged",
+                       "  + new.py", "  ~ data.bin", "  ~ main.py",
+                       "  - config.json", "  - pkg/gone.py", "  - util.py"]
+    assert cli.main(["bundle", str(tmp_path / "2.0.0"), "--version", "2.0.0", "--against",
+                     str(tmp_path / "1.0.0" / "main.py"), "-o", str(tmp_path / "x.bundle")]) == 2
+    assert "main.py: not an app bundle" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["../boot.py", "/boot.py", "a//b.py", "a/./b", "a/", "",
@@ -286,6 +311,78 @@ def test_update_replaces_named_files_deletes_listed_and_keeps_config(v1_board, b
     assert shown(r, "running")["version"] == "1.10.0"
     meta = sorted(os.listdir(v1_board / "fs" / "app.ota"))
     assert meta == ["cur", "old", "state"]          # no staging left
+
+
+def test_installing_2_0_0_removes_what_only_1_0_0_had(story_board, story):
+    # No --delete: a bundle is the whole app version. ota.rollback() then
+    # gives back exactly 1.0.0, util.py and pkg/gone.py included.
+    r = run(script(story_board, "feed(ota.AppBundle('/app'), DATA)\nshow('boot', bb.boot('/app'))\n"
+                                "bb.mark_app_valid('/app')\nshow('tree', tree('/app'))\n"
+                                "bb.rollback('/app')\nshow('back', tree('/app'))\n"
+                                "show('running', journal.running_desc('/app'))\n", story[1]), story_board)
+    assert shown(r, "boot") == "pending"
+    t = shown(r, "tree")
+    assert t == story_tree(S2)
+    assert "util.py" not in t and "pkg/gone.py" not in t
+    assert t["config.json"] == sha(S0["config.json"]) and "state.json" in t
+    assert shown(r, "back") == story_tree(S1)
+    assert shown(r, "running")["version"] == "1.0.0"
+
+
+def test_unconfirmed_2_0_0_rolls_back_to_exactly_1_0_0_removed_files_included(story_board, story):
+    run(script(story_board, "feed(ota.AppBundle('/app'), DATA)\n", story[1]), story_board)
+    r = run(script(story_board, "show('first', bb.boot('/app'))\nshow('second', bb.boot('/app'))\n"
+                                "show('tree', tree('/app'))\n"), story_board)
+    assert [shown(r, "first"), shown(r, "second")] == ["pending", "rolled_back"]
+    assert shown(r, "tree") == story_tree(S1)
+
+
+def test_a_bundled_file_changed_on_the_board_is_replaced_even_when_the_update_keeps_it(story_board, story):
+    # 2.0.0 ships 1.0.0's lib/helper.py unchanged, but the board's copy was
+    # edited: the update puts 2.0.0's back, and rollback the edited one.
+    edited = b"H = 'edited on the board'\n"
+    write_files(str(story_board / "fs" / "app"), {"lib/helper.py": edited})
+    r = run(script(story_board, "feed(ota.AppBundle('/app'), DATA)\nshow('tree', tree('/app'))\n"
+                                "bb.rollback('/app')\nshow('back', tree('/app'))\n", story[1]), story_board)
+    assert shown(r, "tree") == story_tree(S2)
+    assert shown(r, "back") == dict(story_tree(S1), **{"lib/helper.py": sha(edited)})
+
+
+def test_a_file_renamed_only_in_case_is_replaced_and_comes_back_on_rollback(tmp_path):
+    # Util.py -> util.py: the same path on FAT, two on littlefs. The old
+    # name goes first, then the new one comes; rollback reverses both.
+    board = tmp_path / "board"
+    (board / "fs").mkdir(parents=True)
+    v1 = build({"Util.py": b"U = 1\n", "main.py": b"1\n"}, "1.0.0")
+    v2 = build({"util.py": b"u = 2\n", "main.py": b"1\n"}, "2.0.0")
+    run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n", v1),
+        board)
+    r = run(script(board, "feed(ota.AppBundle('/app'), DATA)\nshow('tree', tree('/app'))\n"
+                          "bb.rollback('/app')\nshow('back', tree('/app'))\n", v2), board)
+    assert shown(r, "tree") == digest_tree({"util.py": b"u = 2\n", "main.py": b"1\n"})
+    assert shown(r, "back") == digest_tree({"Util.py": b"U = 1\n", "main.py": b"1\n"})
+
+
+def kept_for_rollback(board):
+    """{name in app.ota/old: SHA-256} of the files the board keeps to roll back."""
+    r = run(script(board, "show('meta', tree('/app.ota'))\n"), board)
+    return {k[4:]: v for k, v in shown(r, "meta").items() if k.startswith("old/") and k != "old/hdr"}
+
+
+def test_rollback_keeps_only_what_the_update_changed_or_removed_and_forgets_it_after_the_next(
+        story_board, story):
+    confirm = "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n"
+    run(script(story_board, confirm, story[1]), story_board)
+    kept = kept_for_rollback(story_board)
+    # 1.0.0's main.py and data.bin (changed), util.py and pkg/gone.py
+    # (removed); not lib/helper.py, which 2.0.0 left as it was.
+    assert sorted(kept.values()) == sorted(sha(S1[n]) for n in ("main.py", "data.bin", "util.py", "pkg/gone.py"))
+    run(script(story_board, confirm, story[2]), story_board)
+    kept = kept_for_rollback(story_board)
+    assert sorted(kept.values()) == sorted(sha(S2[n]) for n in ("main.py", "new.py"))
+    r = run(script(story_board, "show('meta', tree('/app.ota'))\n"), story_board)
+    only_1_0_0 = {sha(S1[n]) for n in S1} - {sha(S2[n]) for n in S2}
+    assert not only_1_0_0 & set(shown(r, "meta").values())
 
 
 def test_unconfirmed_bundle_rolls_back_on_its_second_boot(v1_board, bundles):
@@ -551,40 +648,85 @@ def copy_board(src, dst):
     return dst
 
 
-def test_power_cut_at_every_filesystem_change_of_an_update_boots_old_or_new(v1_board, bundles, tmp_path):
-    body = "feed(ota.AppBundle('/app'), DATA)\n"
-    template = copy_board(v1_board, tmp_path / "template")
-    (template / "in.bundle").write_bytes(bundles[1])
-    total = count_changes(copy_board(template, tmp_path / "count"), body, bundles[1])
-    assert total > 30
+# The ESP32 profile, and the ESP8266 one: no esp32 module, a 32 KiB heap,
+# the library compiled in the board's /lib (as in the 32 KiB test below).
+PROFILES = {"esp32": {}, "esp8266": {"env": {"OTA_CHIP": "esp8266"}, "heap": "32k",
+                                     "path": ":".join([SHIM, ".frozen"])}}
+PROFILE_SHOWN = ("import gc\ntry:\n    import esp32\nexcept ImportError:\n    esp32 = None\n"
+                 "print(esp32 is not None, gc.mem_free() + gc.mem_alloc())\n")
+# The update as ota.client feeds it, from /in.bundle: little heap of its own.
+FEED_FILE = """
+class Client:
+    def get_image_size(self):
+        return os.stat("/in.bundle")[6]
+t = ota.AppBundle("/app")
+t.begin(Client())
+with open("/in.bundle", "rb") as f:
+    n = 1
+    while n:
+        n = f.readinto(t.window())
+        t.commit(n)
+t.finish()
+print("changes", changes[0])
+"""
+
+
+def sweep_script(board, profile, cut):
+    # _fsops is the shim's: imported before "/" becomes the board's.
+    start = ESP8266_START % str(board / "fs") if profile == "esp8266" else BOARD + posix(board)
+    return "import _fsops\n" + start + "CUT = %d\n" % cut + CUT + FEED_FILE
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_power_cut_at_every_filesystem_change_of_an_update_that_adds_changes_and_removes_files_boots_old_or_new(
+        story_board, story, compiled_lib, tmp_path, profile):
+    kw = PROFILES[profile]
+    template = copy_board(story_board, tmp_path / "template")
+    (template / "fs" / "in.bundle").write_bytes(story[1])
+    if profile == "esp8266":
+        install_lib(template, compiled_lib)
+    has_esp32, heap = run(PROFILE_SHOWN, template, **kw).stdout.split()
+    assert has_esp32 == str(profile == "esp32")
+    assert (int(heap) <= 32 * 1024) == (profile == "esp8266")
+    count = copy_board(template, tmp_path / "count")
+    out = run(sweep_script(count, profile, 0), count, **kw).stdout.splitlines()
+    ops = [line.split(" ", 2)[2] for line in out if line.startswith("op ")]
+    assert out[-1] == "changes %d" % len(ops) and len(ops) > 30
+    # Every kind of change of this update is among the cuts: util.py and
+    # pkg/gone.py go (by no flag), main.py is replaced, new.py added.
+    for op in ("rename app/util.py app.ota/old/", "rename app/pkg/gone.py app.ota/old/",
+               "rename app/main.py app.ota/old/", "rename app.ota/new/"):
+        assert any(o.startswith(op) for o in ops), (op, ops)
     seen = set()
-    for cut in range(1, total + 1):
+    for cut in range(1, len(ops) + 1):
         board = copy_board(template, tmp_path / ("cut%d" % cut))
-        r = cut_run(board, cut, body, bundles[1])
+        r = run_mpy(sweep_script(board, profile, cut), board, **kw)
         assert r.returncode == -9, (cut, r.stdout, r.stderr)   # the cut really happened
         state, app = boot_and_look(board)
-        if app == v1_tree():
+        if app == story_tree(S1):
             seen.add("old")
-            assert state == "valid"
+            assert state == "valid", (cut, ops[cut - 1])
         else:
             seen.add("new")
-            assert app == v2_tree(), cut
+            assert app == story_tree(S2), (cut, ops[cut - 1])
             assert state == "pending"
         shutil.rmtree(board)
     assert seen == {"old", "new"}
 
 
-def test_power_cut_at_every_step_of_a_boot_time_rollback_boots_old_or_new(v1_board, bundles, tmp_path):
-    run(script(v1_board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\n", bundles[1]), v1_board)
+def test_power_cut_at_every_step_of_a_boot_time_rollback_restores_exactly_the_old_app(
+        story_board, story, tmp_path):
+    # 2.0.0 removed util.py and pkg/gone.py; rolling back brings them back.
+    run(script(story_board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\n", story[1]), story_board)
     body = "bb.boot('/app')\n"                         # second unconfirmed boot: rollback
-    total = count_changes(copy_board(v1_board, tmp_path / "count"), body)
+    total = count_changes(copy_board(story_board, tmp_path / "count"), body)
     assert total > 20
     for cut in range(1, total + 1):
-        board = copy_board(v1_board, tmp_path / ("cut%d" % cut))
+        board = copy_board(story_board, tmp_path / ("cut%d" % cut))
         assert cut_run(board, cut, body).returncode == -9
         state, app = boot_and_look(board)
-        # The rollback had started: it always completes to v1.
-        assert app == v1_tree() and state in ("valid", "rolled_back"), cut
+        # The rollback had started: it always completes to 1.0.0.
+        assert app == story_tree(S1) and state in ("valid", "rolled_back"), cut
         shutil.rmtree(board)
 
 
@@ -607,13 +749,14 @@ def test_power_cut_while_boot_replays_an_interrupted_swap_still_ends_whole(v1_bo
         shutil.rmtree(board)
 
 
-def test_littlefs_power_cut_at_sampled_block_writes_boots_old_or_new(tmp_path):
+def test_littlefs_power_cut_at_sampled_block_writes_boots_old_or_new(tmp_path, story):
     # littlefs on a block device file: the cut can fall inside any rename or
-    # write, between two block programs of littlefs itself.
-    v1 = build(V1, "1.9.0", "demo")
-    v2 = build(V2, "1.10.0", "demo", delete=V2_DELETE)
-    board, img = littlefs_board(tmp_path, 64, V0)
-    run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n",
+    # write, between two block programs of littlefs itself. 1.0.0 -> 2.0.0
+    # adds, changes, keeps and removes files.
+    v1, v2 = story[:2]
+    board, img = littlefs_board(tmp_path, 64, S0)
+    run(script(board, "feed(ota.AppBundle('/app'), DATA)\nbb.boot('/app')\nbb.mark_app_valid('/app')\n"
+                      "with open('/app/state.json', 'w') as f:\n    f.write('written by 1.0.0')\n",
                v1, lfs_mount(img)), board)
     body = "bdev.ops = 0\nfeed(ota.AppBundle('/app'), DATA)\n"
     count = copy_board(board, tmp_path / "count")
@@ -627,10 +770,10 @@ def test_littlefs_power_cut_at_sampled_block_writes_boots_old_or_new(tmp_path):
         r = run_mpy(script(b, "bdev.cut = %d\n" % cut + body, v2, mount), b)
         assert r.returncode == -9, (cut, r.stdout, r.stderr)
         state, app = boot_and_look(b, mount)
-        if app == v1_tree():
+        if app == story_tree(S1):
             seen.add("old")
         else:
-            assert app == v2_tree(), cut
+            assert app == story_tree(S2), cut
             assert state == "pending"
             seen.add("new")
         shutil.rmtree(b)
@@ -673,6 +816,50 @@ def test_ota_update_installs_a_bundle_over_http(v1_board, server):
             v1_board, path=None)
     assert shown(r, "desc")["version"] == "1.10.0"
     assert shown(r, "tree") == v2_tree()
+
+
+def test_a_running_deadline_still_bounds_the_downloads_after_an_update_installs(v1_board, server):
+    # main.py's deadline hooks into ota.http; the update must not leave a
+    # later download (the "installed" report) a fresh, unbounded copy.
+    r = run(script(v1_board, "import ota.deadline\nota.deadline.start(60000)\n"
+                             "ota.update(%r, allow_http=True, target=ota.AppBundle('/app'))\n"
+                             "import ota.http\nshow('bounded', ota.http.socket is ota.deadline._Net)\n"
+                             "ota.deadline.stop()\n" % (server + "/v2.bundle")), v1_board)
+    assert shown(r, "bounded") is True
+
+
+def test_a_report_after_a_bundle_update_uses_the_same_http_code_as_the_check_in(v1_board, server):
+    # ota.check() then ota.update() then ota.report(): the check-in's code
+    # and any later download share one ota.http (no stale copy beside a
+    # fresh one); without a check-in the update frees it for the swap.
+    body = ("import sys\nota.update(%r, allow_http=True, target=ota.AppBundle('/app'))\n"
+            "show('freed', 'ota.http' not in sys.modules)\n" % (server + "/v2.bundle"))
+    r = run(script(v1_board, body), v1_board)
+    assert shown(r, "freed") is True
+    (v1_board / "fs" / "app.ota" / "state").write_text("valid")
+    body = ("import sys, ota.checkin\nota.update(%r, allow_http=True, target=ota.AppBundle('/app', "
+            "allow_downgrade=True))\nimport ota.http\n"
+            "show('same', ota.http.Download is ota.checkin.Download)\n" % (server + "/v2.bundle"))
+    r = run(script(v1_board, body), v1_board)
+    assert shown(r, "same") is True
+
+
+def test_boot_update_that_fails_half_way_through_the_swap_resets_instead_of_starting_a_mixed_app(
+        v1_board, server):
+    # A full heap (MemoryError) in the middle of finish()'s swap: main.py's
+    # update resets, and the next boot's ota.boot() finishes the swap.
+    (v1_board / "fs" / "ota_config.json").write_text(json.dumps(
+        {"url": server + "/v2.bundle", "kind": "bundle", "allow_http": True}))
+    body = ("import ota.swap\nmoves = [0]\n_move = ota.swap.move\n"
+            "def move(a, b):\n    moves[0] += 1\n    if moves[0] == 4:\n"
+            "        raise MemoryError('full heap')\n    _move(a, b)\n"
+            "ota.swap.move = move\nimport ota.updater\nota.updater.run()\nprint('app starts')\n")
+    # machine first: the chip's files are the host's, before "/" is the board's.
+    r = run_mpy("import machine\n" + script(v1_board, body), v1_board, env={"OTA_CHIP": "esp8266"})
+    assert "ota: update failed: full heap" in r.stdout and "app starts" not in r.stdout, r.stdout + r.stderr
+    assert r.returncode != 0 and (v1_board / "fs" / "app.ota" / "state").read_text() == "swap"
+    r = run(script(v1_board, "show('boot', bb.boot('/app'))\nshow('tree', tree('/app'))\n"), v1_board)
+    assert shown(r, "boot") == "pending" and shown(r, "tree") == v2_tree()
 
 
 # As an ESP8266 board starts: the board's filesystem is "/" and sys.path the

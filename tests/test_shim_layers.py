@@ -14,6 +14,8 @@ LAYERS = {
     # error convention, the formats (partition table, otadata, app image)
     # and a fresh board's flash image
     "_env": 0, "_table": 0, "_otadata": 0, "_image": 0, "_factory": 0,
+    # and the filesystem changes of device modules, counted or cut (_fsops)
+    "_fsops": 0,
     # 1: the flash file: NOR rules, operations, faults, log
     "_flash": 1,
     # 2: ESP-IDF's partition access over the flash

@@ -162,8 +162,9 @@ class AppBundle:
             os.mkdir(m + "/old")
             journal.put_state(m, "swap")         # the commit point
             self._ph = _FINISHED
+            gc.collect()    # the swap's code into the holes of the download's
             import ota.swap as swap
-            swap.install(self.app, m)
+            swap.install(self.app, m, True)
         except Exception as e:
             raise self._fail(e)
 

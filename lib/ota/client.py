@@ -149,7 +149,12 @@ class Handle:
                                % (self._read, self._size))
             if self._hash and self._hash.digest() != self._sha256:
                 raise OTAError(_VALIDATE_FAILED, "sha256 of the download does not match")
+            # The download's objects go before the target installs: on an
+            # ESP8266 the bundle swap needs their heap (ota.swap unloads
+            # their code).
             self._dl.close()
+            self._size = self._dl.size      # get_image_size() from now on
+            self._dl = None
             self._target.finish()
         except BaseException as e:
             self._close(e)
@@ -166,7 +171,7 @@ class Handle:
         return self._read
 
     def get_image_size(self):
-        return self._dl.size if self._dl else -1
+        return self._dl.size if self._dl else self._size
 
     def __enter__(self):
         return self

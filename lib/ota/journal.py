@@ -11,10 +11,15 @@
 #   A.ota/cur        header of the installed bundle (absent: never bundled)
 #   A.ota/new/       staging: "hdr" and one file per entry index "0", "1"...
 #   A.ota/old/       the previous version: "hdr" (its header) and what the
-#                    update replaced or deleted, by the same entry index
+#                    update replaced or deleted, by the same entry index; a
+#                    file the previous bundle installed and this one does not
+#                    name as "r" + its index in old/hdr
+#                    (a file an update leaves as it is is not moved at all:
+#                    old/ holds only what changed or went)
 #   A.ota/trash      whatever is being deleted: renamed here first, so new/
 #                    and old/ are always whole or gone
-# Files of A that a bundle does not name (config, data) are never touched.
+# Files of A that no bundle installed (config, data) are never touched; the
+# files the installed bundle put there are the ones its header (cur) lists.
 #
 # Journal states (ESP-IDF's otadata states in brackets):
 #   none   (VALID)           confirmed, no previous version kept
@@ -62,24 +67,28 @@ def mkdir(p):
             raise
 
 
-def _rmtree(p):
-    try:
-        if not os.stat(p)[0] & 0x4000:
-            os.remove(p)
+def _rmtree(p, t=0):
+    # t: p's type (0x4000 directory, 0x8000 file) when ilistdir told it,
+    # which spares a stat per file; 0: unknown (absent is fine).
+    if not t & 0xC000:
+        try:
+            t = os.stat(p)[0]
+        except OSError:
             return
-    except OSError:
+    if not t & 0x4000:
+        os.remove(p)
         return
     while True:
         # A few names at a time: a directory of any size costs a few strings.
         some = []
         for e in os.ilistdir(p) if _MPY else os.listdir(p):
-            some.append(e[0] if _MPY else e)
+            some.append(e[:2] if _MPY else (e, 0))
             if len(some) == 8:
                 break
         if not some:
             break
-        for n in some:
-            _rmtree(p + "/" + n)
+        for n, t in some:
+            _rmtree(p + "/" + n, t)
     os.rmdir(p)
 
 

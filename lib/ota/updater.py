@@ -212,7 +212,12 @@ def run():
         elif cfg.get("url"):
             static_update(cfg, kw, version)
     except Exception as e:
-        # Whatever went wrong with the update, the app still starts.
+        # Whatever went wrong with the update, the app still starts; but not
+        # from a bundle swap a failure (a full heap) left half way: the next
+        # boot's ota.boot() finishes or undoes it first.
         print("ota: update failed:", e)
+        from ota.journal import get_state
+        if get_state("/app.ota") in ("swap", "undo"):
+            machine.reset()
     finally:
         deadline.stop()

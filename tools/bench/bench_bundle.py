@@ -1,26 +1,31 @@
 """Benchmark of app-bundle OTA on the MicroPython unix port (prints figures).
 
-    .venv/bin/python tools/bench/bench_bundle.py [--files 100] [--size 204800]
+    .venv/bin/python tools/bench/bench_bundle.py [--files 40] [--size 204800] [--runs 31]
 
+The field case: an app of --files files and --size bytes, every file changed
+in each version, installed over HTTP with ota.update(url,
+target=ota.AppBundle("/app")) on an emulated ESP8266 (OTA_CHIP=esp8266,
+lib/ota compiled as `otatool deploy --mpy` does, in the board's /lib) that
+already holds two confirmed earlier versions: the installed one and, for
+rollback, what it changed.
+
+* Throughput against the least an atomic install must do: a bare loop that
+  downloads the same bytes from the same server with the same buffer (512
+  bytes, AppBundle's default), writes each file (and the header) under a
+  staging name and renames it into place once, over the files of the
+  previous run; no validation, nothing kept for rollback. Runs alternate
+  (ota, bare, bare, ota, ...); the ratio is of the medians, and the median
+  and quartiles of the ratios of each back-to-back pair show how much the
+  load of a shared machine moved them.
+* Filesystem changes of one update and of one bare loop: renames, removes,
+  opens for writing, mkdir and rmdir, counted by wrapping `os` and `open`.
 * Smallest heap (-X heapsize, to 1 KiB; every size up to 4 KiB above
-  completes too) that completes
-  ota.update(url, target=ota.AppBundle("/app")) of a bundle with that many
-  files and bytes, lib/ota compiled as `otatool deploy --mpy` does for an
-  ESP8266-class board (no line numbers), in the board's /lib; and the
-  same for the target alone, fed from a file on the board (no HTTP client):
-  the bundle code's own share.
-* Throughput in one run over loopback HTTP: ota.update (download, per-file
-  SHA-256, staging, journaled swap) against a bare loop that reads the same
-  bytes from the same server, hashes them and writes them with a buffer of
-  the same size (512 bytes, AppBundle's default, and 4 KiB) to the same
-  filesystem: into one file, and into one file per bundled file (creating
-  files is most of the cost on a filesystem).
-* The same for the target alone, fed from a file on the board, against a
-  bare loop copying and hashing the same files, with the same buffers.
-Times are the best of --runs runs; the board is a directory of the host
-mounted as "/" (VfsPosix), so the figures include the host filesystem.
+  completes too) for the same update on the same board.
+The board is a directory of the host mounted as "/" (VfsPosix), so the
+times include the host filesystem.
 """
 import argparse
+import ast
 import os
 import shutil
 import subprocess
@@ -38,129 +43,86 @@ from otatool.bundle import build, read_bundle_header  # noqa: E402
 from otatool.serve import start_server  # noqa: E402
 
 # As an ESP8266 board starts: the board's filesystem is "/" and sys.path the
-# firmware's; the library is in /lib as `otatool deploy --mpy` puts it on a
-# small board.
+# firmware's; the library is in /lib as `otatool deploy --mpy` puts it.
 START = """
 import os, sys, vfs, time, gc
 vfs.umount("/")
 vfs.mount(vfs.VfsPosix(%r), "/")
 os.chdir("/")
 sys.path[:] = ["", ".frozen", "/lib"]
-"""
-
-UPDATE = """
 import ota
-gc.collect()
-ota.update(%r, allow_http=True, target=ota.AppBundle("/app"))
-print("ok")
+BASE = %r
+def install(name):
+    ota.update(BASE + name, allow_http=True, target=ota.AppBundle("/app"))
+def confirm():
+    import ota.bundle_boot as bb
+    bb.boot("/app")
+    bb.mark_app_valid("/app")
 """
 
-# The bundle target fed from /in.bundle instead of the network.
-FEED = """
-class Client:
-    def get_image_size(self):
-        return os.stat("/in.bundle")[6]
-def feed(t):
-    t.begin(Client())
-    with open("/in.bundle", "rb") as f:
-        n = 1
-        while n:
-            n = f.readinto(t.window())
-            t.commit(n)
-    t.finish()
+# Counts the filesystem changes of ota.bundle, ota.journal and ota.swap.
+COUNT = """
+import ota.bundle, ota.journal, ota.swap, _fsops
+N = {}
+def count(name, args):
+    N[name] = N.get(name, 0) + 1
+_fsops.watch((ota.bundle, ota.journal, ota.swap), count)
 """
 
-TARGET_ONLY = """
-import ota
-gc.collect()
-""" + FEED + """
-feed(ota.AppBundle("/app"))
-print("ok")
-"""
-
-TIMED = r"""
-import ota, socket, hashlib
-import ota.bundle_boot as bb
-def bare(host, port, path, sizes, bs):
-    # sizes None: everything into one file; else the bundle's header into
-    # one file and each file's bytes into a file of its own.
-    buf = bytearray(bs)
+BARE = r"""
+import socket
+def bare(name, sizes, n=None):
+    # n: a dict to count the filesystem changes in. Paths relative to "/":
+    # VfsPosix renames no two absolute paths (docs/HOST-BOARD.md).
+    buf = bytearray(512)
+    mv = memoryview(buf)
     s = socket.socket()
-    s.connect(socket.getaddrinfo(host, port)[0][-1])
-    s.send(b"GET %%s HTTP/1.0\r\nHost: %%s\r\n\r\n" %% (path, host))
+    s.connect(socket.getaddrinfo("127.0.0.1", PORT)[0][-1])
+    s.send(b"GET /%s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" % name)
     head = b""
     while b"\r\n\r\n" not in head:
         head += s.recv(1)
-    os.mkdir("/bare")
-    for i, size in enumerate(sizes or [1 << 30]):
-        h = hashlib.sha256()
-        with open("/bare/%%d" %% i, "wb") as f:
+    for i, size in enumerate(sizes):
+        with open("bare/%d.new" % i, "wb") as f:
             while size:
-                n = s.readinto(buf, min(size, bs))
-                if not n:
-                    break
-                mv = memoryview(buf)[:n]
-                h.update(mv)
-                f.write(mv)
-                size -= n
-        h.digest()
+                k = s.readinto(buf, min(size, 512))
+                f.write(mv[:k])
+                size -= k
+        os.rename("bare/%d.new" % i, "bare/%d" % i)
+        if n is not None:
+            n["open"] = n.get("open", 0) + 1
+            n["rename"] = n.get("rename", 0) + 1
     s.close()
-    for n in os.listdir("/bare"):
-        os.remove("/bare/" + n)
-    os.rmdir("/bare")
-for bs in (512, 4096):     # AppBundle's default buffer, and a large one
-    best_ota = best_bare = best_files = 1 << 30
-    for i in range(%d):
-        t = time.ticks_us()
-        bare("127.0.0.1", %d, b"/app.bundle", None, bs)
-        best_bare = min(best_bare, time.ticks_diff(time.ticks_us(), t))
-        t = time.ticks_us()
-        bare("127.0.0.1", %d, b"/app.bundle", SIZES, bs)
-        best_files = min(best_files, time.ticks_diff(time.ticks_us(), t))
-        t = time.ticks_us()
-        ota.update(%r, allow_http=True, target=ota.AppBundle("/app", allow_downgrade=True, bufsize=bs))
-        best_ota = min(best_ota, time.ticks_diff(time.ticks_us(), t))
-        bb.boot("/app")
-        bb.mark_app_valid("/app")
-    print("us", bs, best_ota, best_bare, best_files)
+"""
+
+TIMED = BARE + r"""
+t_ota, t_bare = [], []
+def timed(f, *a):
+    t = time.ticks_us()
+    f(*a)
+    return time.ticks_diff(time.ticks_us(), t)
+for i, name in enumerate(NAMES):
+    first = i % 2
+    if first:
+        t_bare.append(timed(bare, name, SIZES))
+    t_ota.append(timed(install, name))
+    confirm()
+    if not first:
+        t_bare.append(timed(bare, name, SIZES))
+print("us", t_ota, t_bare)
+"""
+
+COUNTED = COUNT + BARE + """
+install(NAME)
+print("ota", sorted(N.items()))
+n = {}
+bare(NAME, SIZES, n)
+print("bare", sorted(n.items()))
 """
 
 
-# The target alone against a bare loop that copies and hashes the same
-# files, both reading the bundle from a file on the board with the same
-# buffer size: the bundle code's own overhead, without HTTP and client.
-TARGET_TIMED = r"""
-import ota, hashlib
-import ota.bundle_boot as bb
-""" + FEED + r"""
-for bs in (512, 4096):
-    best_t = best_b = 1 << 30
-    for i in range(%d):
-        t0 = time.ticks_us()
-        feed(ota.AppBundle("/app", allow_downgrade=True, bufsize=bs))
-        best_t = min(best_t, time.ticks_diff(time.ticks_us(), t0))
-        bb.boot("/app")
-        bb.mark_app_valid("/app")
-        buf = bytearray(bs)
-        t0 = time.ticks_us()
-        os.mkdir("/bare")
-        with open("/in.bundle", "rb") as f:
-            for k, size in enumerate(SIZES):
-                h = hashlib.sha256()
-                with open("/bare/%%d" %% k, "wb") as g:
-                    while size:
-                        n = f.readinto(memoryview(buf)[:min(size, bs)])
-                        mv = memoryview(buf)[:n]
-                        h.update(mv)
-                        g.write(mv)
-                        size -= n
-                h.digest()
-        for name in os.listdir("/bare"):
-            os.remove("/bare/" + name)
-        os.rmdir("/bare")
-        best_b = min(best_b, time.ticks_diff(time.ticks_us(), t0))
-    print("us", bs, best_t, best_b)
-"""
+def median(xs):
+    return sorted(xs)[len(xs) // 2]
 
 
 def compile_lib():
@@ -171,89 +133,97 @@ def compile_lib():
     return compiled(package_files(DEVICE_DIR), int(r.stdout), lines=False)
 
 
-def run(code, fs, heap=None):
-    env = dict(os.environ, MICROPYPATH=":".join([SHIM_DIR, ".frozen"]),
-               OTA_CHIP="esp8266")
+def run(code, fs, base, heap=None, first=""):
+    # first: runs before "/" becomes the board's (the shim is on the path).
+    env = dict(os.environ, MICROPYPATH=":".join([SHIM_DIR, ".frozen"]), OTA_CHIP="esp8266")
     cmd = [os.path.join(BIN, "micropython")] + (["-X", "heapsize=%dk" % heap] if heap else [])
-    return subprocess.run(cmd + ["-c", (START % fs) + code], env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(cmd + ["-c", first + (START % (fs, base)) + code], env=env, capture_output=True,
+                          text=True, timeout=600)
 
 
-def fresh_board(root, bundle, lib):
-    fs = os.path.join(root, "fs")
-    shutil.rmtree(fs, ignore_errors=True)
+def checked(r):
+    if r.returncode:
+        raise SystemExit(r.stdout + r.stderr)
+    return r.stdout
+
+
+def board_with_two_versions(root, lib, base):
+    """A board whose /app runs v1, confirmed over v0 (kept for rollback)."""
+    fs = os.path.join(root, "template")
     os.makedirs(os.path.join(fs, "app"))
-    with open(os.path.join(fs, "in.bundle"), "wb") as f:
-        f.write(bundle)
+    os.makedirs(os.path.join(fs, "bare"))
     for rel, data in lib:
         path = os.path.join(fs, "lib", rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(data)
+    checked(run("for v in ('v0.bundle', 'v1.bundle'):\n    install(v)\n    confirm()\n", fs, base))
     return fs
 
 
-def smallest_heap(code, root, bundle, lib):
+def smallest_heap(root, template, base):
     # In KiB, every size up to 4 KiB above completing too.
     def works(kb):
-        r = run(code, fresh_board(root, bundle, lib), kb)
+        fs = os.path.join(root, "heap")
+        shutil.rmtree(fs, ignore_errors=True)
+        shutil.copytree(template, fs)
+        r = run("install('v2.bundle')\nprint('ok')\n", fs, base, kb)
         return r.returncode == 0 and "ok" in r.stdout
-    kb = benchutil.smallest_heap(works, 8, 256, grain=1, span=4)
-    if kb is None:
-        raise SystemExit("does not complete even with 256 KiB")
-    return kb
+    return benchutil.smallest_heap(works, 8, 256, grain=1, span=4)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", type=int, default=100)
+    ap.add_argument("--files", type=int, default=40)
     ap.add_argument("--size", type=int, default=200 * 1024)
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=31)
     args = ap.parse_args()
     per = args.size // args.files
-    files = {"m%02d/f%03d.py" % (i % 7, i): os.urandom(per // 2).hex().encode()[:per]
-             for i in range(args.files)}
-    bundle = build(files, "1.0.0", "bench")
     root = tempfile.mkdtemp(prefix="bench_bundle.")
     www = os.path.join(root, "www")
     os.makedirs(www)
-    with open(os.path.join(www, "app.bundle"), "wb") as f:
-        f.write(bundle)
+    # v0, v1: the board's history; v2 ...: one per timed run, then one counted.
+    count = args.runs + 3
+    for v in range(count):
+        files = {"m%d/f%03d.py" % (i % 5, i): os.urandom(per // 2).hex().encode()[:per]
+                 for i in range(args.files)}
+        with open(os.path.join(www, "v%d.bundle" % v), "wb") as f:
+            f.write(build(files, "1.0.%d" % v, "bench"))
+    d = read_bundle_header(open(os.path.join(www, "v0.bundle"), "rb").read())
+    sizes = [d["header_size"]] + [f["size"] for f in d["files"]]
     server, base, _ = start_server(www, log=lambda *a: None)
     try:
-        lib = compile_lib()
-        url = base + "/app.bundle"
-        print("bundle: %d files, %d bytes of files, %d bytes in all" % (args.files, args.size, len(bundle)))
-        kb = smallest_heap(UPDATE % url, root, bundle, lib)
-        print("smallest heap, ota.update over HTTP:        %3d KiB (budget: 32 KiB)" % kb)
-        kb = smallest_heap(TARGET_ONLY, root, bundle, lib)
-        print("smallest heap, AppBundle fed from a file:   %3d KiB" % kb)
-        port = int(base.rsplit(":", 1)[1])
-        d = read_bundle_header(bundle)
-        sizes = [d["header_size"]] + [f["size"] for f in d["files"]]
-        r = run("SIZES = %r\n" % sizes + TIMED % (args.runs, port, port, url), fresh_board(root, bundle, lib))
-        if r.returncode:
-            raise SystemExit(r.stdout + r.stderr)
-        kib = len(bundle) / 1024
-        for line in r.stdout.splitlines():
-            if not line.startswith("us "):
-                continue
-            bs, ota_us, bare_us, files_us = [int(x) for x in line.split()[1:]]
-            print("bufsize %d:" % bs)
-            for what, us in (("ota.update (stage + swap)", ota_us), ("bare loop, one file", bare_us),
-                             ("bare loop, one file per file", files_us)):
-                print("  throughput, %-31s %6.0f KiB/s (%.1f ms)" % (what + ":", kib * 1e6 / us, us / 1000))
-            print("  ratio ota / bare loop, one file:            %5.0f %%" % (100.0 * bare_us / ota_us))
-            print("  ratio ota / bare loop, same files:          %5.0f %% (goal >= 85 %%)"
-                  % (100.0 * files_us / ota_us))
-        r = run("SIZES = %r\n" % sizes + TARGET_TIMED % args.runs, fresh_board(root, bundle, lib))
-        if r.returncode:
-            raise SystemExit(r.stdout + r.stderr)
-        for line in r.stdout.splitlines():
-            if line.startswith("us "):
-                bs, t_us, b_us = [int(x) for x in line.split()[1:]]
-                print("AppBundle(bufsize=%d) from a file: %6d us, bare copy+hash of the files %6d us: %3.0f %%"
-                      % (bs, t_us, b_us, 100.0 * b_us / t_us))
+        base += "/"
+        template = board_with_two_versions(root, compile_lib(), base)
+        print("bundle: %d files, %d bytes of files, %d bytes in all; every file changes in each version"
+              % (args.files, d["data_size"], d["size"]))
+        port = int(base.rstrip("/").rsplit(":", 1)[1])
+        head = "PORT = %d\nSIZES = %r\n" % (port, sizes)
+        fs = os.path.join(root, "timed")
+        shutil.copytree(template, fs)
+        names = ["v%d.bundle" % v for v in range(2, count - 1)]
+        out = checked(run(head + "NAMES = %r\n" % names + TIMED, fs, base))
+        t_ota, t_bare = ast.literal_eval(out.split("us ", 1)[1].replace("] [", "], ["))
+        ota_us, bare_us = median(t_ota), median(t_bare)
+        print("ota.update (download, SHA-256, staging, journaled swap): %6.1f ms (median of %d)"
+              % (ota_us / 1000, len(names)))
+        print("bare loop (download, staging name, one rename each):     %6.1f ms" % (bare_us / 1000))
+        # Each pair ran back to back: its ratio shows how much the load of a
+        # shared machine moved the medians.
+        pairs = sorted(b / o for o, b in zip(t_ota, t_bare))
+        print("ratio bare / ota: %.2f of the medians (goal >= 0.85); per pair %.2f, quartiles %.2f-%.2f"
+              % (bare_us / ota_us, median(pairs), pairs[len(pairs) // 4], pairs[3 * len(pairs) // 4]))
+        out = checked(run(head + "NAME = %r\n" % ("v%d.bundle" % (count - 1)) + COUNTED, fs, base,
+                          first="import _fsops\n"))
+        for line in out.splitlines():
+            if line.startswith(("ota ", "bare ")):
+                who, counts = line.split(" ", 1)
+                counts = dict(ast.literal_eval(counts))     # [(name, n)] from the board
+                print("filesystem changes, %-4s %3d: %s" % (who, sum(counts.values()),
+                      ", ".join("%d %ss" % (n, k) for k, n in sorted(counts.items()))))
+        kb = smallest_heap(root, template, base)
+        print("smallest heap, ota.update over HTTP, ESP8266 profile: %s (goal <= 26 KiB)"
+              % ("%d KiB" % kb if kb else "over 256 KiB"))
     finally:
         server.shutdown()
         server.server_close()

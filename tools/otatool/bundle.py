@@ -201,7 +201,30 @@ def read_bundle_header(data):
             "files": files, "delete": delete}
 
 
+def changes(old, new):
+    """What installing bundle `new` over `old` (read_bundle_header dicts)
+    does to the app directory, as a board does it: ([added], [changed],
+    [removed], [unchanged]) names. Removed: what `old` installed and `new`
+    does not name, and `new`'s --delete names."""
+    before = {f["name"]: f["sha256"] for f in old["files"]}
+    added, changed, unchanged = [], [], []
+    for f in new["files"]:
+        sha = before.pop(f["name"], None)
+        (added if sha is None else unchanged if sha == f["sha256"] else changed).append(f["name"])
+    removed = sorted(set(before) | set(new["delete"]), key=sort_key)
+    return added, changed, removed, unchanged
+
+
+def _read_header(path):
+    try:
+        with open(path, "rb") as f:
+            return read_bundle_header(f.read(HEADER_MAX))
+    except (ValueError, OSError) as e:
+        raise CliError("%s: %s" % (path, e))
+
+
 def cmd_bundle(args):
+    old = _read_header(args.against) if args.against else None
     try:
         data = make_bundle(args.src_dir, args.version, args.project, args.delete, args.secure_version)
     except (ValueError, OSError) as e:
@@ -211,6 +234,13 @@ def cmd_bundle(args):
     print("%s: app bundle %s%s, %d files (%d bytes), %d deletions, %d bytes"
           % (args.output, d["version"], " of " + d["project_name"] if d["project_name"] else "",
              len(d["files"]), d["data_size"], len(d["delete"]), len(data)))
+    if old:
+        added, changed, removed, unchanged = changes(old, d)
+        print("over %s: %d added, %d changed, %d removed, %d unchanged"
+              % (old["version"], len(added), len(changed), len(removed), len(unchanged)))
+        for mark, names in (("+", added), ("~", changed), ("-", removed)):
+            for n in names:
+                print("  %s %s" % (mark, n))
     return 0
 
 
@@ -218,13 +248,18 @@ def register(subparsers):
     p = subparsers.add_parser(
         "bundle", help="make an app bundle (update of an app directory, any board)",
         description="Pack every file below SRC_DIR (hidden files and __pycache__ "
-                    "skipped) into an app bundle for ota.AppBundle.")
+                    "skipped) into an app bundle for ota.AppBundle. A bundle is the whole "
+                    "app version: a board that installs it removes the files its previous "
+                    "bundle installed and this one lacks (and restores them on rollback).")
     p.add_argument("src_dir", metavar="SRC_DIR")
     p.add_argument("--version", required=True, help="app version, e.g. 1.4.0")
     p.add_argument("--project", default="", help="project name (31 characters at most)")
     p.add_argument("--secure-version", type=int, default=0, metavar="N",
                    help="anti-rollback counter: boards refuse bundles with a lower one (default 0)")
     p.add_argument("--delete", action="append", default=[], metavar="NAME",
-                   help="path in the app directory the update removes (repeatable)")
+                   help="a file no bundle installed (copied by hand) that the update removes "
+                        "(repeatable); files of the previous bundle that this one lacks go anyway")
+    p.add_argument("--against", metavar="OLD.bundle",
+                   help="the previous release: list what the update adds (+), changes (~) and removes (-)")
     p.add_argument("-o", "--output", required=True, metavar="FILE")
     p.set_defaults(func=cmd_bundle)
