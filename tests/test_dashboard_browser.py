@@ -24,8 +24,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 MARKUP_VERSION = "<img src=x onerror=window.pwned=1>"
 PHONE = {"width": 390, "height": 844}
 
-# The campaign page refreshes every two seconds: wait for a state well past that.
-expect.set_options(timeout=15_000)
+# The campaign page refreshes every two seconds: wait for a state well past
+# that, and allow for a machine busy with other tests.
+expect.set_options(timeout=30_000)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def browser():
 @pytest.fixture
 def page(browser, srv):
     context = browser.new_context(base_url=srv.url, viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(60_000)
     p = context.new_page()
     errors = []
     p.on("pageerror", lambda e: errors.append(str(e)))

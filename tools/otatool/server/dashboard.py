@@ -187,24 +187,19 @@ async def _campaign_status(request):
     return (await request.app[DB].status(cid))[0]
 
 
-@signed_in
-async def campaign(request, session):
-    c = await _campaign_status(request)
-    return render(request, "campaign.html", {"session": session, "c": c})
+def _campaign_page(template):
+    """A signed-in page that shows one campaign."""
+    @signed_in
+    async def page(request, session):
+        c = await _campaign_status(request)
+        return render(request, template, {"session": session, "c": c})
+    return page
 
 
-@signed_in
-async def campaign_live(request, session):
-    """The changing part of a campaign's page, which its script fetches
-    again and again while the page is open."""
-    return render(request, "campaign_live.html", {"session": session,
-                                                  "c": await _campaign_status(request)})
-
-
-@signed_in
-async def stop_confirmation(request, session):
-    c = await _campaign_status(request)
-    return render(request, "stop.html", {"session": session, "c": c})
+campaign = _campaign_page("campaign.html")
+# the changing part of a campaign's page, fetched again and again while it is open
+campaign_live = _campaign_page("campaign_live.html")
+stop_confirmation = _campaign_page("stop.html")
 
 
 @signed_in
