@@ -58,6 +58,21 @@ _DONE = const(4)
 _FINISHED = const(5)
 
 
+def _text_field(b, at, required):
+    # The 32-byte text field at b[at]: up to 31 printable ASCII characters,
+    # then NULs only. Checked in place: no garbage while the heap is at its
+    # fullest.
+    end = at
+    while end < at + 31 and 31 < b[end] < 127:
+        end += 1
+    if required and end == at:
+        return False
+    for i in range(end, at + 32):
+        if b[i]:
+            return False
+    return True
+
+
 class AppBundle:
     kind = "bundle"     # what a signed manifest must name
 
@@ -214,19 +229,11 @@ class AppBundle:
         if self._size >= 0 and self._size != hlen + dlen:
             raise OTAError(_VALIDATE_FAILED, "%d bytes, not the bundle's %d"
                            % (self._size, hlen + dlen))
-        # Version (required) and project name: up to 31 printable ASCII
-        # characters, then NULs only, as otatool writes them; anything else
-        # would break desc() users (decode, print, JSON reports). Checked
-        # in place: no garbage while the heap is at its fullest.
-        for i in (16, 48):
-            j = i
-            while j < i + 31 and 31 < b[j] < 127:
-                j += 1
-            k = j
-            while k < i + 32 and not b[k]:
-                k += 1
-            if k < i + 32 or j == 16:
-                raise OTAError(_VALIDATE_FAILED, "bad bundle header")
+        # Version (required) and project name, as otatool writes them;
+        # anything else would break desc() users (decode, print, JSON
+        # reports).
+        if not _text_field(b, 16, True) or not _text_field(b, 48, False):
+            raise OTAError(_VALIDATE_FAILED, "bad bundle header")
         self._desc = journal.desc_of(b)
         self._size = hlen + dlen
         self._room(self._size)

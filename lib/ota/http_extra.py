@@ -73,11 +73,10 @@ def chunk_head(dl):
     dl._chunk = _CRLF
     if not size:
         left = _MAX_HEAD    # trailers: header lines, bounded as a head is
-        while left > 0:
-            n = dl._readline(left)
-            if not n:
-                break
+        n = dl._readline(left)
+        while n:
             left -= n + 2
+            n = dl._readline(left)
         dl._chunk = _PLAIN
 
 
@@ -140,4 +139,3 @@ def read_body(dl, limit):
             break
         n += k
     return bytes(mv[:n]) if n <= limit else None
-
