@@ -56,9 +56,14 @@ CHIPS = {
     "esp32c6": Chip(EM_RISCV, 0x42000000, 0x42800000, 0x40820000, 0x40800000, True, 99),
 }
 
-# esp_image_header_t.chip_id of the chips above, from the board's own table
-CHIP_IDS = {name: chip_id for chip_id, (name, *_mapped) in device_module("ota.chips").CHIPS.items()
-            if name in CHIPS}
+def chip_ids():
+    """{esptool's chip name: esp_image_header_t.chip_id} of every chip the
+    board's validator knows (lib/ota/chips.py)."""
+    return {name: chip_id for chip_id, (name, *_mapped) in device_module("ota.chips").CHIPS.items()}
+
+
+# the chip ids of the chips above, from the board's own table
+CHIP_IDS = {name: chip_id for name, chip_id in chip_ids().items() if name in CHIPS}
 
 PAGE = 0x10000  # flash MMU page (IROM_ALIGN)
 IMAGE_HDR = 24

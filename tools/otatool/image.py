@@ -5,16 +5,10 @@ CPython, so the host accepts exactly what a board will accept.
 """
 
 from otatool import device_module
-from otatool.appimage import CHIP_IDS, make_app_image
+from otatool.appimage import CHIP_IDS, chip_ids, make_app_image
 from otatool.cli import CliError, desc_text, int_range, write_output
 
 MAX_IMAGE = 16 << 20  # the largest app partition ESP-IDF can map
-
-
-def chip_ids():
-    """{esptool's chip name: esp_image_header_t.chip_id} of every chip the
-    board's validator knows (lib/ota/chips.py)."""
-    return {name: chip_id for chip_id, (name, *_mapped) in device_module("ota.chips").CHIPS.items()}
 
 
 def describe_image(data, chip=None):
