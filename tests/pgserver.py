@@ -78,17 +78,29 @@ class PostgresServer:
         if run_as:
             os.chmod(self.dir, 0o755)
             shutil.chown(self.dir, PG_USER)
-        data = os.path.join(self.dir, "data")
-        subprocess.run(run_as + [pg_binary("initdb"), "-D", data, "-U", "postgres", "-A", "trust",
-                                 "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+        subprocess.run(run_as + [pg_binary("initdb"), "-D", self._data(), "-U", "postgres",
+                                 "-A", "trust", "--no-sync", "-E", "UTF8"],
+                       check=True, capture_output=True)
+        self.resume()
+        return self
+
+    def pause(self):
+        """Shuts the server down, keeping its databases: an outage."""
+        subprocess.run(_as_server_user() + [pg_binary("pg_ctl"), "-D", self._data(), "-m", "fast",
+                                            "-w", "stop"], check=True, capture_output=True)
+
+    def resume(self):
+        """Starts the server (again) on the same port, with the same databases."""
         options = ("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=%d"
                    % (self.port, self.dir, self.max_connections))
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        subprocess.run(run_as + [pg_binary("pg_ctl"), "-D", data, "-o", options, "-w", "-t", "60",
-                                 "-l", os.path.join(self.dir, "log"), "start"],
-                       check=True, capture_output=True)
-        return self
+        subprocess.run(_as_server_user() + [pg_binary("pg_ctl"), "-D", self._data(), "-o", options,
+                                            "-w", "-t", "60", "-l", os.path.join(self.dir, "log"),
+                                            "start"], check=True, capture_output=True)
+
+    def _data(self):
+        return os.path.join(self.dir, "data")
 
     def url(self, database="postgres"):
         return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, database)
@@ -103,10 +115,10 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self):
-        data = os.path.join(self.dir, "data")
-        if os.path.isdir(data):
-            subprocess.run(_as_server_user() + [pg_binary("pg_ctl"), "-D", data, "-m", "immediate",
-                                                "-w", "stop"], capture_output=True)
+        if os.path.isdir(self._data()):
+            subprocess.run(_as_server_user() + [pg_binary("pg_ctl"), "-D", self._data(),
+                                                "-m", "immediate", "-w", "stop"],
+                           capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):

@@ -4,10 +4,13 @@ database, a schema that upgrades itself in numbered steps, a device that
 rolled back left alone, and an event loop that a busy database never stops.
 """
 import concurrent.futures
+import contextlib
+import json
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 import types
 
 import psycopg
@@ -100,16 +103,26 @@ def test_a_database_made_before_schema_versions_is_upgraded_and_keeps_its_data(d
 
 # --- a busy database does not stop the server -------------------------------------
 
-@pytest.mark.sqlite_only
-def test_requests_that_need_no_database_answer_while_another_process_holds_it(srv, api, fleet,
-                                                                            config):
+@contextlib.contextmanager
+def another_process_holding(db):
+    """A process that holds the SQLite file `db` exclusively until the block ends."""
     locker = subprocess.Popen(
         [sys.executable, "-c", "import sqlite3, sys\n"
          "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
          "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read()",
-         config["db"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+         db], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert locker.stdout.readline() == "locked\n"
+        yield locker
+    finally:
+        locker.kill()
+        locker.wait()
+
+
+@pytest.mark.sqlite_only
+def test_requests_that_need_no_database_answer_while_another_process_holds_it(srv, api, fleet,
+                                                                            config):
+    with another_process_holding(config["db"]) as locker:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             check_in = pool.submit(api.check, "a1", "1.0.0")  # a write: it waits for the lock
             status, body = api.request("GET", "/no/such/path", auth=False)
@@ -118,9 +131,61 @@ def test_requests_that_need_no_database_answer_while_another_process_holds_it(sr
             assert not check_in.done()  # still waiting, yet the others were answered
             locker.stdin.close()  # the other process lets go
             assert check_in.result(timeout=30)[0] == 204
-    finally:
-        locker.kill()
-        locker.wait()
+
+
+# --- a database that is down: 503, then back to work ------------------------------
+
+@pytest.mark.sqlite_only
+def test_a_database_held_past_the_busy_wait_answers_503_until_it_is_let_go(config,
+                                                                           monkeypatch):
+    monkeypatch.setattr(campaigns._SqliteConnections, "BUSY_WAIT", 1)
+    with server.ServerThread(config) as srv:
+        api = Api(srv, PASSWORD)
+        assert api.request("POST", "/admin/users", body={"name": "fleet"})[0] == 201
+        assert api.request("POST", "/admin/devices",
+                           body={"user": "fleet", "token": "d1"})[0] == 201
+        with another_process_holding(config["db"]):
+            status, body = api.check("d1", "1.0.0")
+            assert status == 503 and body["error"] == "database unavailable, try again later"
+        assert api.check("d1", "1.0.0")[0] == 204
+
+
+def test_while_postgresql_is_down_the_server_answers_503_and_recovers_when_it_is_back(
+        tmp_path, monkeypatch):
+    from pgserver import PostgresServer
+    monkeypatch.setattr(campaigns._PostgresConnections, "WAIT", 2)  # how long a request waits
+    with PostgresServer() as pg:
+        db = pg.new_database()
+        store = campaigns.Store(db)
+        store.set_password("admin", PASSWORD)
+        store.close()
+        with server.ServerThread({"db": db, "files": str(tmp_path / "files")}) as srv:
+            api = Api(srv, PASSWORD)
+            assert api.request("POST", "/admin/users", body={"name": "fleet"})[0] == 201
+            assert api.request("POST", "/admin/devices",
+                               body={"user": "fleet", "token": "d1"})[0] == 201
+            assert api.check("d1", "1.0.0")[0] == 204
+
+            pg.pause()
+            for _ in range(2):  # a pooled connection the server dropped, then none to be had
+                status, body, resp = api.request("GET", "/ota/check",
+                                                 {"token": "d1", "version": "1.0.0"},
+                                                 auth=False, raw=True)
+                assert status == 503, body
+                assert json.loads(body) == {"error": "database unavailable, try again later",
+                                            "detail": {"retry_after": 30}}
+                assert resp.getheader("Retry-After") == "30"
+            assert api.request("GET", "/admin/ota/status")[0] == 503
+            assert api.request("GET", "/no/such/path", auth=False)[0] == 404  # no database needed
+
+            pg.resume()
+            for _ in range(60):  # the pool reconnects in the background
+                status = api.check("d1", "1.0.0")[0]
+                if status != 503:
+                    break
+                time.sleep(0.5)
+            assert status == 204
+            assert api.request("GET", "/admin/ota/status")[0] == 200
 
 
 # --- several servers on one PostgreSQL --------------------------------------------

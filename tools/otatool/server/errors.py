@@ -2,7 +2,8 @@
 line), "detail": {facts a program may use}}.
 
 json_errors is the outermost middleware: aiohttp's own refusals (404, 405,
-413 ...), the store's exceptions (NotFound, Conflict, Invalid) and bodies
+413 ...), the store's exceptions (NotFound, Conflict, Invalid; Unavailable,
+a database that is down, 503 with Retry-After) and bodies
 aiohttp could not parse all leave in that shape; a bug leaves as a bare 500
 and a traceback in the log, never shown to the client.
 """
@@ -10,8 +11,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from otatool.server.logs import complaint, log, logged_path
-from otatool.server.store import Conflict, Invalid, NotFound
+from otatool.server.store import Conflict, Invalid, NotFound, Unavailable
 
+RETRY_AFTER_OUTAGE = 30  # seconds a client is told to wait while the database is down
 _MESSAGES = {401: "unauthorized", 404: "no such path", 405: "method not allowed here",
              416: "range not satisfiable"}
 
@@ -49,6 +51,12 @@ async def json_errors(request, handler):
         return _error(409, str(e))
     except Invalid as e:
         return _error(400, str(e))
+    except Unavailable as e:
+        # The database is down or held by another process: the log says
+        # which and why, the client only when to come back.
+        log.warning("%s %s: %s", request.method, logged_path(request), e)
+        return _error(503, "database unavailable, try again later",
+                      {"Retry-After": str(RETRY_AFTER_OUTAGE)})
     except HttpProcessingError as e:  # a multipart or chunked body aiohttp could not parse
         return _error(400, "malformed request: %s" % complaint(e))
     except ConnectionError:

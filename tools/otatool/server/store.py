@@ -71,7 +71,8 @@ class Conflict(ValueError):
 
 
 class Unavailable(Exception):
-    """The database cannot be opened or is not one: the server cannot start."""
+    """The database cannot be opened, is not one, or cannot be reached: the
+    server cannot start, or (once running) answers 503 until it is back."""
 
 
 # --- versions ---------------------------------------------------------------
@@ -200,13 +201,21 @@ class _SqliteConnections:
     @contextlib.contextmanager
     def transaction(self, write):
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        self._execute(conn, "BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield conn
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        self._execute(conn, "COMMIT")
+
+    def _execute(self, conn, statement):
+        # Where another process holding the file for longer than BUSY_WAIT
+        # shows (a backup, a disk that failed): a moment's outage, not a bug.
+        try:
+            conn.execute(statement)
+        except sqlite3.OperationalError as e:
+            raise Unavailable("database %s: %s" % (self.path, e))
 
     def close(self):
         with self._lock:
@@ -221,6 +230,8 @@ class _PostgresConnections:
     is left idle in a transaction. Check-ins of one device are serialized by
     the lock on its row, not here, so several servers may share the database."""
 
+    WAIT = 10
+
     def __init__(self, url, size):
         try:
             import psycopg  # optional: `pip install otatool[postgres]`
@@ -234,15 +245,23 @@ class _PostgresConnections:
             psycopg.connect(url, connect_timeout=10).close()
         except psycopg.Error as e:
             raise Unavailable("database %s: %s" % (without_password(url), " ".join(str(e).split())))
+        # A request waits at most WAIT seconds for a connection; while the
+        # database is down that is how long it takes to be told so (503).
         self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=size, open=True,
                                                  kwargs={"autocommit": False, "row_factory": dict_row},
-                                                 timeout=30)
+                                                 timeout=self.WAIT)
+        self._outage = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
     @contextlib.contextmanager
     def transaction(self, write):
-        # The pool commits when the block ends and rolls back on an exception.
-        with self._pool.connection() as conn:
-            yield conn
+        # The pool commits when the block ends and rolls back on an exception;
+        # a connection the server dropped is discarded when it comes back.
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except self._outage as e:
+            raise Unavailable("database %s: %s" % (without_password(self.url),
+                                                   " ".join(str(e).split())))
 
     def close(self):
         self._pool.close()
