@@ -39,7 +39,7 @@ sys.path.insert(0, HERE)
 
 import bench_ota  # noqa: E402
 
-from otatool import SHIM_DIR  # noqa: E402
+from otatool import FROZEN_MANIFEST, LIB_DIR, SHIM_DIR  # noqa: E402
 from otatool.appimage import make_app_image  # noqa: E402
 from otatool.serve import start_server  # noqa: E402
 
@@ -92,7 +92,7 @@ def build(src, build_dir, jobs):
         with open(stamp, "w") as f:
             f.write(src)
     manifest = os.path.join(build_dir, "manifest.py")
-    write_if_changed(manifest, MANIFEST % {"ota": os.path.join(REPO, "manifest.py"),
+    write_if_changed(manifest, MANIFEST % {"ota": FROZEN_MANIFEST,
                                            "shim": SHIM_FROZEN, "shim_dir": SHIM_DIR})
     nice = ["nice", "-n", "10"] if shutil.which("nice") else []
     make = nice + ["make", "-j%d" % jobs]
@@ -141,7 +141,7 @@ def main():
         server, base, _ = start_server(www, log=lambda *a: None)
         frozen = ".frozen"
         compiled = os.path.join(work, "mpy")
-        bench_ota.compile_tree(os.path.join(REPO, "lib"), compiled)
+        bench_ota.compile_tree(LIB_DIR, compiled)
         from_mpy = compiled + ":" + frozen  # ota from .mpy files, found before the frozen one
         template = tempfile.mkdtemp(dir=work)
         subprocess.run([micropython, "-c", "import esp32"], cwd=template, capture_output=True,
