@@ -58,24 +58,26 @@ for name in %(shim)r:
     module(name + ".py", base_path=%(shim_dir)r)
 """
 
+MARCH = {False: "x64", True: "x86"}
 TARGET = 5 * 1024  # issue #15: frozen ota needs at most 5 KiB more than the bare loop
 
 
 def write_if_changed(path, text):
-    # An unchanged manifest keeps its timestamp, so make has nothing to redo.
+    # -> whether the file changed (an unchanged one keeps its timestamp).
     try:
         with open(path) as f:
             if f.read() == text:
-                return
+                return False
     except OSError:
         pass
     with open(path, "w") as f:
         f.write(text)
+    return True
 
 
-def build(src, build_dir, jobs):
-    """mpy-cross, then the unix port with ota and the shim frozen; -> (path of
-    the micropython binary, path of mpy-cross, seconds the build took)."""
+def build(src, build_dir, jobs, m32):
+    """mpy-cross, then the unix port with ota and the shim frozen (m32: a
+    32-bit one); -> (path of the micropython binary, seconds make took)."""
     if not os.path.isfile(os.path.join(src, "ports", "unix", "Makefile")):
         sys.exit("bench_frozen: %s is not a MicroPython source tree (no ports/unix/Makefile)" % src)
     os.makedirs(build_dir, exist_ok=True)
@@ -88,31 +90,88 @@ def build(src, build_dir, jobs):
     except OSError:
         same = False
     if not same:
-        shutil.rmtree(os.path.join(build_dir, "unix"), ignore_errors=True)
+        for unix in ("unix", "unix-m32"):
+            shutil.rmtree(os.path.join(build_dir, unix), ignore_errors=True)
         with open(stamp, "w") as f:
             f.write(src)
     manifest = os.path.join(build_dir, "manifest.py")
-    write_if_changed(manifest, MANIFEST % {"ota": FROZEN_MANIFEST,
-                                           "shim": SHIM_FROZEN, "shim_dir": SHIM_DIR})
+    if write_if_changed(manifest, MANIFEST % {"ota": FROZEN_MANIFEST, "shim": SHIM_FROZEN,
+                                              "shim_dir": SHIM_DIR}):
+        # makemanifest.py remakes frozen_content.c only for a newer file, so
+        # one that left the manifest would stay frozen
+        for unix in ("unix", "unix-m32"):
+            try:
+                os.remove(os.path.join(build_dir, unix, "frozen_content.c"))
+            except OSError:
+                pass
     nice = ["nice", "-n", "10"] if shutil.which("nice") else []
     make = nice + ["make", "-j%d" % jobs]
+    unix = os.path.join(build_dir, "unix-m32" if m32 else "unix")
+    # -march: lib/ota/image.py and the shim's _flash.py have viper functions
+    # (ports/esp32 and ports/esp8266 pass theirs too). A 32-bit build leaves
+    # out ffi, which would need a 32-bit libffi.
+    port = ["VARIANT=standard", "BUILD=" + unix, "FROZEN_MANIFEST=" + manifest,
+            "MPY_CROSS_FLAGS=-march=" + MARCH[m32]]
+    if m32:
+        port += ["MICROPY_FORCE_32BIT=1", "MICROPY_PY_FFI=0"]
     t0 = time.monotonic()
     for cmd in (make + ["-C", os.path.join(src, "mpy-cross")],
-                # -march: lib/ota/image.py and the shim's _flash.py have viper
-                # functions (ports/esp32 and ports/esp8266 pass theirs too)
-                make + ["-C", os.path.join(src, "ports", "unix"), "VARIANT=standard",
-                        "BUILD=" + os.path.join(build_dir, "unix"), "FROZEN_MANIFEST=" + manifest,
-                        "MPY_CROSS_FLAGS=-march=x64"]):
+                make + ["-C", os.path.join(src, "ports", "unix")] + port):
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode:
             sys.exit("bench_frozen: %s failed:\n%s%s" % (" ".join(cmd), p.stdout[-3000:],
                                                          p.stderr[-3000:]))
-    return (os.path.join(build_dir, "unix", "micropython"),
-            os.path.join(src, "mpy-cross", "build", "mpy-cross"), time.monotonic() - t0)
+    return os.path.join(unix, "micropython"), time.monotonic() - t0
 
 
 def kib(heap):
     return "%d bytes (%.1f KiB)" % (heap, heap / 1024) if heap else "does not complete at 96 KiB"
+
+
+def measure(micropython, march, src, work, base):
+    """Print the smallest heaps on one built binary."""
+    # bench_ota's run() and compile_tree() use these two: here the built
+    # firmware and its own mpy-cross, for its architecture (compile_tree
+    # passes no flags, hence the wrapper)
+    cross = os.path.join(work, "mpy-cross-" + march)
+    with open(cross, "w") as f:
+        f.write('#!/bin/sh\nexec "%s" -march=%s "$@"\n'
+                % (os.path.join(src, "mpy-cross", "build", "mpy-cross"), march))
+    os.chmod(cross, 0o755)
+    bench_ota.MICROPYTHON, bench_ota.MPY_CROSS = micropython, cross
+    frozen = ".frozen"
+    compiled = os.path.join(work, "mpy-" + march)
+    bench_ota.compile_tree(LIB_DIR, compiled)
+    from_mpy = compiled + ":" + frozen  # ota from .mpy files, found before the frozen one
+    template = tempfile.mkdtemp(dir=work)
+    env = dict(os.environ, MICROPYPATH=frozen, OTA_BOARD=template)
+    subprocess.run([micropython, "-c", "import esp32"], cwd=template, capture_output=True,
+                   env=env, timeout=60, check=True)  # makes a fresh flash file
+    p = subprocess.run([micropython, "-c", "import ota, esp32; print(ota.__file__, esp32.__file__)"],
+                       env=env, capture_output=True, text=True, timeout=60, cwd=template)
+    if p.stdout.split() != ["ota/__init__.py", "esp32.py"]:  # a frozen module's __file__
+        sys.exit("bench_frozen: ota or esp32 is not frozen in %s: %s%s"
+                 % (micropython, p.stdout, p.stderr))
+
+    host, port = base.split("//")[1].split(":")
+    bare = bench_ota.BARE % {"host": host, "port": int(port), "path": "/fw.bin"}
+    url = base + "/fw.bin"
+
+    def heap(script, path):
+        return bench_ota.smallest_heap(script, template, work, path, lo=4 * 1024)
+
+    first = heap(bench_ota.OTA % {"url": url, "first": ""}, frozen)
+    print("  ota frozen, import ota first:         %s" % kib(first))
+    print("  ota frozen, esp32 imported first:     %s"
+          % kib(heap(bench_ota.OTA % {"url": url, "first": "import esp32"}, frozen)))
+    bare_heap = heap(bare, frozen)
+    print("  bare read+sha256+writeblocks loop:    %s" % kib(bare_heap))
+    if first and bare_heap:
+        diff = first - bare_heap
+        print("  frozen ota - bare loop:               %d bytes (%.1f KiB; target <= 5 KiB: %s)"
+              % (diff, diff / 1024, "met" if diff <= TARGET else "not met"))
+    print("  ota as .mpy files, import ota first:  %s"
+          % kib(heap(bench_ota.OTA % {"url": url, "first": ""}, from_mpy)))
 
 
 def main():
@@ -122,15 +181,13 @@ def main():
     ap.add_argument("--build-dir", default=os.path.join(REPO, "build", "bench-frozen"),
                     help="where the build is kept between runs (default: %(default)s)")
     ap.add_argument("--jobs", type=int, default=2, help="make -j (default: %(default)s)")
+    ap.add_argument("--m32", action="store_true",
+                    help="also build and measure a 32-bit unix port, whose objects take the "
+                         "room they take on an ESP32 (needs gcc-multilib)")
     args = ap.parse_args()
-    micropython, mpy_cross, seconds = build(os.path.abspath(args.micropython_src),
-                                            os.path.abspath(args.build_dir), args.jobs)
-    print("unix port with ota and the shim frozen: %s (make: %.0f s)" % (micropython, seconds))
-    # bench_ota's run() and compile_tree() use these two; here they are the
-    # built firmware and its own mpy-cross.
-    bench_ota.MICROPYTHON, bench_ota.MPY_CROSS = micropython, mpy_cross
+    src = os.path.abspath(args.micropython_src)
     # A frozen _env cannot find the shim's directory from its __file__
-    # (.frozen/_env.py); the helper process runs from there.
+    # (_env.py); the helper process runs from there.
     os.environ["OTA_SHIM"] = SHIM_DIR
     work = tempfile.mkdtemp(prefix="bench-frozen-")
     try:
@@ -139,41 +196,13 @@ def main():
         with open(os.path.join(www, "fw.bin"), "wb") as f:
             f.write(make_app_image(version="2.0.0", size=1536 * 1024 - 4096))
         server, base, _ = start_server(www, log=lambda *a: None)
-        frozen = ".frozen"
-        compiled = os.path.join(work, "mpy")
-        bench_ota.compile_tree(LIB_DIR, compiled)
-        from_mpy = compiled + ":" + frozen  # ota from .mpy files, found before the frozen one
-        template = tempfile.mkdtemp(dir=work)
-        subprocess.run([micropython, "-c", "import esp32"], cwd=template, capture_output=True,
-                       env=dict(os.environ, MICROPYPATH=frozen, OTA_BOARD=template), timeout=60,
-                       check=True)  # makes a fresh flash file
-        p = subprocess.run([micropython, "-c", "import ota, esp32; print(ota.__file__, esp32.__file__)"],
-                           env=dict(os.environ, MICROPYPATH=frozen, OTA_BOARD=template),
-                           capture_output=True, text=True, timeout=60, cwd=template)
-        if p.stdout.split() != ["ota/__init__.py", "esp32.py"]:  # a frozen module's __file__
-            sys.exit("bench_frozen: ota or esp32 is not frozen in %s: %s%s"
-                     % (micropython, p.stdout, p.stderr))
-
-        host, port = base.split("//")[1].split(":")
-        bare = bench_ota.BARE % {"host": host, "port": int(port), "path": "/fw.bin"}
-        url = base + "/fw.bin"
-
-        def heap(script, path):
-            return bench_ota.smallest_heap(script, template, work, path, lo=4 * 1024)
-
-        print("smallest -X heapsize from which a 1.5 MiB firmware OTA completes, same binary:")
-        first = heap(bench_ota.OTA % {"url": url, "first": ""}, frozen)
-        print("  ota frozen, import ota first:         %s" % kib(first))
-        print("  ota frozen, esp32 imported first:     %s"
-              % kib(heap(bench_ota.OTA % {"url": url, "first": "import esp32"}, frozen)))
-        bare_heap = heap(bare, frozen)
-        print("  bare read+sha256+writeblocks loop:    %s" % kib(bare_heap))
-        if first and bare_heap:
-            diff = first - bare_heap
-            print("  frozen ota - bare loop:               %d bytes (%.1f KiB; target <= 5 KiB: %s)"
-                  % (diff, diff / 1024, "met" if diff <= TARGET else "not met"))
-        print("  ota as .mpy files, import ota first:  %s"
-              % kib(heap(bench_ota.OTA % {"url": url, "first": ""}, from_mpy)))
+        for m32 in (False, True) if args.m32 else (False,):
+            micropython, seconds = build(src, os.path.abspath(args.build_dir), args.jobs, m32)
+            print("%d-bit unix port with ota and the shim frozen: %s (make: %.0f s)"
+                  % (32 if m32 else 64, micropython, seconds))
+            print("smallest -X heapsize from which a 1.5 MiB firmware OTA completes, "
+                  "same binary:")
+            measure(micropython, MARCH[m32], src, work, base)
         server.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
