@@ -19,11 +19,16 @@ bench_ota.py measures it):
 * for comparison, ota loaded as .mpy files from a directory, as
   `otatool deploy --mpy` puts it on a board (the shim still frozen).
 
-    .venv/bin/python tools/bench/bench_frozen.py --micropython-src DIR [--build-dir DIR] [--jobs 2]
+With --m32 it does it all again on a 32-bit build, whose objects take the
+room they take on an ESP32 (gcc-multilib; ffi left out).
 
-DIR is a MicroPython source tree (v1.28.0 was used) with the submodules the
-unix port needs (lib/micropython-lib, lib/mbedtls, lib/berkeley-db-1.xx).
-The build runs under `nice -n 10`.
+    .venv/bin/python tools/bench/bench_frozen.py --micropython-src DIR [--m32] [--build-dir DIR] [--jobs 2]
+
+DIR is a MicroPython source tree with the submodules the unix port needs
+(lib/micropython-lib, lib/mbedtls, lib/berkeley-db-1.xx), newer than
+v1.28.0, whose unix sockets lack the sendall() that ota uses (the figures
+in docs/FREEZING.md come from commit 3fff03367a). The build runs under
+`nice -n 10`.
 """
 import argparse
 import os
