@@ -63,7 +63,7 @@ for name in %(shim)r:
     module(name + ".py", base_path=%(shim_dir)r)
 """
 
-MARCH = {False: "x64", True: "x86"}
+MARCH = {False: "x64", True: "x86"}  # on an x86-64 host
 TARGET = 5 * 1024  # issue #15: frozen ota needs at most 5 KiB more than the bare loop
 
 
