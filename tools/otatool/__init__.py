@@ -12,6 +12,8 @@ _PACKAGE = resources.files(__name__)
 DEVICE_DIR = str(_PACKAGE / "device")
 LIB_DIR = os.path.join(DEVICE_DIR, "lib")
 SHIM_DIR = str(_PACKAGE / "shim")
+# FROZEN_MANIFEST= of a firmware build that freezes ota (docs/FREEZING.md)
+FROZEN_MANIFEST = os.path.join(DEVICE_DIR, "manifest.py")
 
 
 def device_module(name):

@@ -13,8 +13,11 @@ def abspath(p):
 
 
 # the shim's directory, where the helper process (_idf) and the default apps
-# are: this file's, or the one above its __pycache__ when _mpy loaded it
-SHIM = abspath(__file__.rsplit("/", 1)[0] if "/" in __file__ else ".").split("/__pycache__")[0]
+# are: this file's, or the one above its __pycache__ when _mpy loaded it, or
+# $OTA_SHIM when the shim is frozen into the interpreter (its __file__ is
+# then .frozen/_env.py; tools/bench/bench_frozen.py builds one)
+SHIM = os.getenv("OTA_SHIM") or abspath(
+    __file__.rsplit("/", 1)[0] if "/" in __file__ else ".").split("/__pycache__")[0]
 DIR = abspath(os.getenv("OTA_BOARD") or ".ota-board")
 CHIP = os.getenv("OTA_CHIP") or "esp32"
 # an ESP32-family chip: a partitioned flash, otadata, an esp32 module (the
