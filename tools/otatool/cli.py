@@ -115,8 +115,9 @@ def compress_for_board(data, args):
 
 def compression_note(header, wire_size):
     """One line on a compressed update: both sizes, the saving, the window."""
-    return ("compressed: %d -> %d bytes (%d%% smaller), window %d bytes, %d block%s of %d"
-            % (header.total_size, wire_size, saving_percent(header.total_size, wire_size),
+    saving = saving_percent(header.total_size, wire_size)
+    return ("compressed: %d -> %d bytes (%d%% %s), window %d bytes, %d block%s of %d"
+            % (header.total_size, wire_size, abs(saving), "smaller" if saving >= 0 else "larger",
                1 << header.window_bits, header.block_count,
                "" if header.block_count == 1 else "s", header.block_size))
 
