@@ -35,14 +35,15 @@ def describe_upload(data, limit):
     decompression bomb, ...)."""
     from otatool.compressed import is_compressed
     from otatool.image import describe_update, inflate
-    info = {"wire_size": len(data), "wire_sha256": hashlib.sha256(data).hexdigest(),
-            "window_bits": None}
+    wire_sha256 = sha256 = hashlib.sha256(data).hexdigest()
+    info = {"wire_size": len(data), "wire_sha256": wire_sha256, "window_bits": None}
     if is_compressed(data):
         try:
             header, data = inflate(data, limit)
         except ValueError as e:
             raise ValueError("bad compressed update: %s" % e) from None
         info["window_bits"] = header.window_bits
+        sha256 = header.sha256.hex()  # decompress() checked it
         what = "a compressed update of no firmware image or app bundle: %s"
     else:
         what = "not a firmware image or app bundle: %s"
@@ -51,8 +52,7 @@ def describe_upload(data, limit):
     except ValueError as e:
         raise ValueError(what % e) from None
     info.update(kind=d["kind"], chip=d["chip"], version=d["version"],
-                project_name=d.get("project_name"), size=len(data),
-                sha256=hashlib.sha256(data).hexdigest())
+                project_name=d.get("project_name"), size=len(data), sha256=sha256)
     return info
 
 
