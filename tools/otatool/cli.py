@@ -10,6 +10,8 @@ import importlib.metadata
 import os
 import sys
 
+from otatool import compressed
+
 COMMANDS = [
     "image",
     "bundle",
@@ -72,8 +74,7 @@ def directory(text):
 def window_size(text):
     """An argparse type: a deflate window in bytes (a power of two,
     512..32768), as its window_bits."""
-    from otatool.compressed import WINDOW_BITS_RANGE
-    sizes = [1 << bits for bits in WINDOW_BITS_RANGE]
+    sizes = [1 << bits for bits in compressed.WINDOW_BITS_RANGE]
     if text not in [str(n) for n in sizes]:
         raise argparse.ArgumentTypeError("%r is not a window size: give one of %s bytes"
                                          % (text, ", ".join(map(str, sizes))))
@@ -82,11 +83,10 @@ def window_size(text):
 
 def block_size(text):
     """An argparse type: bytes per compressed block, whole flash sectors."""
-    from otatool.compressed import BLOCK_SIZE_MAX, SECTOR
-    value = int_range(SECTOR, BLOCK_SIZE_MAX)(text)
-    if value % SECTOR:
+    value = int_range(compressed.SECTOR, compressed.BLOCK_SIZE_MAX)(text)
+    if value % compressed.SECTOR:
         raise argparse.ArgumentTypeError("%d is not a multiple of %d (a flash sector)"
-                                         % (value, SECTOR))
+                                         % (value, compressed.SECTOR))
     return value
 
 
@@ -107,7 +107,6 @@ def add_compression_options(parser, what):
 def compress_for_board(data, args):
     """`data` compressed with the window and block size of the command
     line, and one line saying what it saved."""
-    from otatool import compressed
     z = compressed.compress(data, args.window_bits or compressed.WINDOW_BITS,
                             args.block_size or compressed.BLOCK_SIZE)
     return z, compression_note(compressed.CompressedHeader.from_bytes(z), len(z))
