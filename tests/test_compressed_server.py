@@ -14,6 +14,7 @@ import urllib.parse
 import zlib
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,7 @@ from otatool.server import store as campaigns
 from otatool.server.pages import size
 from otatool.server.migrations import MIGRATIONS, latest_version
 from otatool.server.uploads import describe_upload
+from otatool.sign import make_manifest, sign_manifest
 from test_campaign_server import api, clock, config, fleet, srv  # noqa: F401 (fixtures)
 from test_dashboard_pages import csrf_of, owner  # noqa: F401 (fixture)
 
@@ -90,6 +92,26 @@ def test_the_same_image_plain_and_compressed_are_two_files(api, fleet):
     assert plain["id"] != packed["id"] and plain["sha256"] == packed["sha256"]
     for f, body in ((plain, img), (packed, compress(img))):
         assert api.request("GET", "/ota/fw/" + f["id"], auth=False, raw=True)[1] == body
+
+
+@pytest.mark.sqlite_only  # the manifest's story: any database tells it
+def test_a_signed_manifest_of_a_compressed_file_describes_the_image_as_installed(api, fleet):
+    img = _image()
+    z = compress(img)
+    key = Ed25519PrivateKey.generate()
+    manifest = sign_manifest(make_manifest(img, "app-1.1.0.bin.z"), key).decode()
+    status, f = api.upload("/admin/ota/upload", z, name="app-1.1.0.bin.z", manifest=manifest)
+    assert status == 201 and f["signed"] and f["compressed"], f
+    api.request("GET", "/admin/ota/start", {"fileName": "app-1.1.0.bin.z", "token": "a1"})
+    status, offer = api.check("a1", "1.0.0")
+    assert status == 200 and offer["compressed"] and offer["manifest"].endswith("/manifest.json")
+    base = urllib.parse.urlsplit(offer["manifest"]).path.rsplit("/", 1)[0]
+    assert api.request("GET", base + "/app-1.1.0.bin.z", auth=False, raw=True)[1] == z
+    # One that describes the compressed bytes instead is not this image's.
+    wrong = sign_manifest(dict(make_manifest(img, "app-1.1.0.bin.z"), size=len(z),
+                               sha256=hashlib.sha256(z).hexdigest()), key).decode()
+    status, body = api.upload("/admin/ota/upload", z, name="app.bin.z", manifest=wrong)
+    assert status == 400 and "manifest: its size" in body["error"]
 
 
 def test_the_dashboard_shows_both_sizes_and_the_saving(api, fleet, owner):
