@@ -594,7 +594,7 @@ show(lambda: check(S.replace("http:", "https:"), "a1", version="1.0.0"))
     offer, reported, none, unknown, not_offered, no_http, no_cert = board_lines(out)
     assert offer == {"url": srv.url + "/ota/fw/" + hashlib.sha256(img).hexdigest()[:32],
                      "version": "1.1.0", "size": len(img), "sha256": hashlib.sha256(img).hexdigest(),
-                     "kind": "firmware", "campaign": cid}
+                     "kind": "firmware", "campaign": cid, "compressed": False}
     assert reported is None and none is None
     assert unknown == ["ESP_FAIL", 404] and not_offered == ["ESP_FAIL", 404]
     assert no_http == no_cert == ["ESP_ERR_INVALID_ARG", None]

@@ -10,6 +10,9 @@ import sys
 
 import pytest
 
+from otatool.appimage import make_app_image
+from otatool.compressed import compress
+
 # (argv, exit status, text the one line must hold)
 BAD_COMMAND_LINES = [
     ("image make --version 1.0.0 --size 999999999999 -o x.bin", 2, "999999999999"),
@@ -24,6 +27,19 @@ BAD_COMMAND_LINES = [
     ("image make --version 1.0.0 -o no/such/dir/x.bin", 2, "no/such/dir/x.bin"),
     ("image info no-such.bin", 2, "no-such.bin"),
     ("image info a-file", 2, "not an ESP app image"),
+    ("image info cut.z", 2, "cut.z: compressed update is"),
+    ("image compress a-file -o x.bin", 2, "not an app image or app bundle to compress"),
+    ("image compress no-such.bin -o x.bin", 2, "no-such.bin"),
+    ("image compress app.z -o x.bin", 2, "app.z: already a compressed update"),
+    ("image compress app.bin", 2, "-o/--output"),
+    ("image compress app.bin -o x.bin --window 3000", 2, "'3000' is not a window size"),
+    ("image compress app.bin -o x.bin --window 2k", 2, "'2k' is not a window size"),
+    ("image compress app.bin -o x.bin --window-bits 16", 2, "16 is out of range"),
+    ("image compress app.bin -o x.bin --window 2048 --window-bits 11", 2, "not allowed with"),
+    ("image compress app.bin -o x.bin --block-size 5000", 2, "not a multiple of 4096"),
+    ("image compress app.bin -o x.bin --block-size 2097152", 2, "2097152 is out of range"),
+    ("image compress app.bin -o no/such/dir/x.bin", 2, "no/such/dir/x.bin"),
+    ("bundle app --version 1.0.0 -o x.bin --window 2048", 2, "need --compress"),
     ("board --board a-file", 2, "a-file is a file, not a directory"),
     ("board --heap banana", 2, "'banana' is not a heap size"),
     ("board --heap 1k", 2, "'1k' is not a heap size"),
@@ -48,6 +64,11 @@ BAD_COMMAND_LINES = [
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     (d / "a-file").write_text("not an image\n")
+    (d / "app.bin").write_bytes(make_app_image())
+    (d / "app.z").write_bytes(compress(make_app_image()))
+    (d / "cut.z").write_bytes(compress(make_app_image())[:-1])
+    (d / "app").mkdir()
+    (d / "app" / "main.py").write_text("print(1)\n")
     return d
 
 

@@ -3,13 +3,19 @@
 # submodule ota.check would replace the function ota.check by the module.
 #
 #   offer = ota.check("https://ota.example.com", TOKEN, cert_pem=CA)
-#   if offer:   # {url, version, size, sha256, kind, campaign[, manifest]}
+#   if offer:   # {url, version, size, sha256, kind, campaign, compressed
+#               #  [, wire_size][, manifest]}
 #       ...ota.update(offer["url"], sha256=offer["sha256"], size=offer["size"], ...)
 #       ota.checkin.report(server, TOKEN, offer["campaign"], "installed")
 #
 # `manifest`, when the admin uploaded one with the image, is the URL of its
 # signed manifest: a board with a public key installs through it instead,
 # ota.begin(offer["manifest"], public_key=KEY, ...) (see main.py).
+#
+# `compressed` (always in the offer; False unless the server says so): the
+# url is a compressed update (docs/COMPRESSED.md) of `wire_size` bytes;
+# `size` and `sha256` stay those of the image as installed, checked against
+# the inflated bytes.
 #
 # The check-in says which version runs; the server alone decides whether an
 # update is due, so a board never compares versions itself. The device token
@@ -116,6 +122,10 @@ def _offer(raw):
             raise OTAError(ESP_ERR_INVALID_RESPONSE, "check answer without %s" % name)
     if not isinstance(offer.get("manifest", ""), str):
         raise OTAError(ESP_ERR_INVALID_RESPONSE, "check answer: manifest is not a URL")
+    z = offer.get("compressed", False)
+    if not isinstance(z, bool) or z and not isinstance(offer.get("wire_size"), int):
+        raise OTAError(ESP_ERR_INVALID_RESPONSE, "check answer: bad compressed or wire_size")
+    offer["compressed"] = z
     return offer
 
 

@@ -29,15 +29,16 @@ file and carries no hash, and the member list is only known at the end of
 the stream, so a board could check neither the names, nor the free space,
 nor what will be deleted before writing. This header is ~70 bytes per file,
 bounded, and lets the board refuse a bad bundle before it stores any file.
-No compression in format 1: inflating needs `deflate` with a window the
-host chose small enough for an ESP8266 heap; the flags byte is kept for it.
+The bundle itself is not compressed (the flags byte stays 0): `otatool
+bundle --compress` wraps the whole bundle in a compressed update
+(otatool.compressed), as it does an app image.
 """
 import hashlib
 import os
 import re
 import struct
 
-from otatool.cli import CliError, write_output
+from otatool.cli import CliError, add_compression_options, compress_for_board, write_output
 
 MAGIC = b"OTAB"
 FORMAT = 1
@@ -201,6 +202,21 @@ def read_bundle_header(data):
             "files": files, "delete": delete}
 
 
+def check_bundle(data):
+    """read_bundle_header of a whole bundle, after checking that `data` is
+    exactly the bundle its header describes and that every file's bytes
+    match its SHA-256. Raises ValueError."""
+    h = read_bundle_header(data)
+    if h["size"] != len(data):
+        raise ValueError("bundle has %d bytes, its header says %d" % (len(data), h["size"]))
+    pos = h["header_size"]
+    for f in h["files"]:
+        if hashlib.sha256(data[pos:pos + f["size"]]).hexdigest() != f["sha256"]:
+            raise ValueError("%s: SHA-256 does not match the header" % f["name"])
+        pos += f["size"]
+    return h
+
+
 def changes(old, new):
     """What installing bundle `new` over `old` (read_bundle_header dicts)
     does to the app directory, as a board does it: ([added], [changed],
@@ -224,16 +240,21 @@ def _read_header(path):
 
 
 def cmd_bundle(args):
+    if not args.compress and (args.window_bits or args.block_size):
+        raise CliError("--window, --window-bits and --block-size need --compress")
     old = _read_header(args.against) if args.against else None
     try:
         data = make_bundle(args.src_dir, args.version, args.project, args.delete, args.secure_version)
+        wire, note = compress_for_board(data, args) if args.compress else (data, None)
     except (ValueError, OSError) as e:
         raise CliError(str(e))
-    write_output(args.output, data)
+    write_output(args.output, wire)
     d = read_bundle_header(data)
     print("%s: app bundle %s%s, %d files (%d bytes), %d deletions, %d bytes"
           % (args.output, d["version"], " of " + d["project_name"] if d["project_name"] else "",
              len(d["files"]), d["data_size"], len(d["delete"]), len(data)))
+    if note:
+        print(note)
     if old:
         added, changed, removed, unchanged = changes(old, d)
         print("over %s: %d added, %d changed, %d removed, %d unchanged"
@@ -262,4 +283,7 @@ def register(subparsers):
     p.add_argument("--against", metavar="OLD.bundle",
                    help="the previous release: list what the update adds (+), changes (~) and removes (-)")
     p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--compress", action="store_true",
+                   help="write it as a compressed update, a smaller download (docs/COMPRESSED.md)")
+    add_compression_options(p, " (with --compress)")
     p.set_defaults(func=cmd_bundle)

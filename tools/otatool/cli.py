@@ -10,6 +10,8 @@ import importlib.metadata
 import os
 import sys
 
+from otatool import compressed
+
 COMMANDS = [
     "image",
     "bundle",
@@ -67,6 +69,61 @@ def directory(text):
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError("%s is a file, not a directory" % text)
     return text
+
+
+def window_size(text):
+    """An argparse type: a deflate window in bytes (a power of two,
+    512..32768), as its window_bits."""
+    sizes = [1 << bits for bits in compressed.WINDOW_BITS_RANGE]
+    if text not in [str(n) for n in sizes]:
+        raise argparse.ArgumentTypeError("%r is not a window size: give one of %s bytes"
+                                         % (text, ", ".join(map(str, sizes))))
+    return int(text).bit_length() - 1
+
+
+def block_size(text):
+    """An argparse type: bytes per compressed block, whole flash sectors."""
+    value = int_range(compressed.SECTOR, compressed.BLOCK_SIZE_MAX)(text)
+    if value % compressed.SECTOR:
+        raise argparse.ArgumentTypeError("%d is not a multiple of %d (a flash sector)"
+                                         % (value, compressed.SECTOR))
+    return value
+
+
+def add_compression_options(parser, what):
+    """--window, --window-bits and --block-size of a command that compresses;
+    `what` says when they apply. Their defaults are None: the format's."""
+    window = parser.add_mutually_exclusive_group()
+    window.add_argument("--window", type=window_size, dest="window_bits", metavar="BYTES",
+                        help="deflate window%s: the RAM the board needs to inflate; 4096 "
+                             "(the default) for ESP32, 2048 for ESP8266" % what)
+    window.add_argument("--window-bits", type=int_range(9, 15), metavar="N",
+                        help="the window as log2 of its size (9..15; 12 is 4096 bytes)")
+    parser.add_argument("--block-size", type=block_size, metavar="BYTES",
+                        help="bytes per block%s, a multiple of 4096 (default 65536): a board "
+                             "resumes a cut download at the block it was in" % what)
+
+
+def compress_for_board(data, args):
+    """`data` compressed with the window and block size of the command
+    line, and one line saying what it saved."""
+    z = compressed.compress(data, args.window_bits or compressed.WINDOW_BITS,
+                            args.block_size or compressed.BLOCK_SIZE)
+    return z, compression_note(compressed.CompressedHeader.from_bytes(z), len(z))
+
+
+def compression_note(header, wire_size):
+    """One line on a compressed update: both sizes, the saving, the window."""
+    saving = saving_percent(header.total_size, wire_size)
+    return ("compressed: %d -> %d bytes (%d%% %s), window %d bytes, %d block%s of %d"
+            % (header.total_size, wire_size, abs(saving), "smaller" if saving >= 0 else "larger",
+               1 << header.window_bits, header.block_count,
+               "" if header.block_count == 1 else "s", header.block_size))
+
+
+def saving_percent(size, wire_size):
+    """How much smaller the download is than the image, in whole percent."""
+    return round(100 * (size - wire_size) / size) if size else 0
 
 
 def write_output(path, data):

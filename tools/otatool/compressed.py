@@ -114,8 +114,10 @@ def compress(data, window_bits=WINDOW_BITS, block_size=BLOCK_SIZE):
     """The compressed update of `data` (bytes)."""
     if window_bits not in WINDOW_BITS_RANGE:
         raise ValueError("window_bits must be 9..15")
-    if not data:
-        raise ValueError("nothing to compress")
+    if not (block_size and block_size % SECTOR == 0 and block_size <= BLOCK_SIZE_MAX):
+        raise ValueError("block_size must be a multiple of %d, at most %d" % (SECTOR, BLOCK_SIZE_MAX))
+    if not 0 < len(data) <= BLOCKS_MAX * block_size:
+        raise ValueError("%d bytes: 1 to %d blocks of %d" % (len(data), BLOCKS_MAX, block_size))
     blocks = []
     for start in range(0, len(data), block_size):
         c = zlib.compressobj(9, zlib.DEFLATED, -window_bits, 9)

@@ -1,12 +1,16 @@
-"""`otatool image info|make`: check and make ESP32 app images.
+"""`otatool image info|make|compress`: check, make and compress ESP32 app
+images.
 
 Checking runs the DEVICE's streaming validator (lib/ota/image.py) under
-CPython, so the host accepts exactly what a board will accept.
+CPython, so the host accepts exactly what a board will accept. A compressed
+update (otatool.compressed) is inflated, every field checked, and what it
+holds is checked the same way.
 """
 
-from otatool import device_module
+from otatool import compressed, device_module
 from otatool.appimage import CHIP_IDS, chip_ids, make_app_image
-from otatool.cli import CliError, desc_text, int_range, write_output
+from otatool.cli import (CliError, add_compression_options, compress_for_board,
+                         compression_note, desc_text, int_range, write_output)
 
 MAX_IMAGE = 16 << 20  # the largest app partition ESP-IDF can map
 
@@ -36,18 +40,57 @@ def describe_image(data, chip=None):
     return dict(v.desc, chip=chip, length=v.length, hash_appended=data[23] != 0)
 
 
-def cmd_info(args):
+def describe_update(data, chip=None):
+    """A whole app image (describe_image) or app bundle (check_bundle's
+    header) checked as a board checks it, as a dict with kind ("firmware"
+    or "bundle"), chip (None for a bundle), version and project_name.
+    ValueError for anything else, a compressed update included."""
+    if data[:1] == b"\xe9":
+        return dict(describe_image(data, chip), kind="firmware")
+    if compressed.is_compressed(data):
+        raise ValueError("compressed twice")
+    from otatool.bundle import MAGIC, check_bundle
+    if data[:4] != MAGIC:
+        raise ValueError("not an ESP app image (first byte 0xE9) nor an app bundle (magic OTAB)")
+    return dict(check_bundle(data), kind="bundle", chip=None)
+
+
+def inflate(data, limit):
+    """(header, inflated bytes) of a compressed update whose header promises
+    at most `limit` bytes: the header is checked, and its total_size
+    bounded, before anything is inflated. ValueError with one line."""
+    header = compressed.CompressedHeader.from_bytes(data)
+    if header.total_size > limit:
+        raise ValueError("it would inflate to %d bytes, more than the %d allowed"
+                         % (header.total_size, limit))
+    return header, compressed.decompress(data)
+
+
+def _read(path):
     try:
-        with open(args.file, "rb") as f:
-            data = f.read()
+        with open(path, "rb") as f:
+            return f.read()
     except OSError as e:
-        raise CliError("%s: %s" % (args.file, e.strerror or e))
+        raise CliError("%s: %s" % (path, e.strerror or e))
+
+
+def cmd_info(args):
+    data = _read(args.file)
+    name = args.file
     try:
-        d = describe_image(data, args.chip)
+        if compressed.is_compressed(data):
+            header, data = inflate(data, MAX_IMAGE)
+            print("%s: %s" % (name, compression_note(header, header.offsets[-1])))
+            name = "  inflated"
+        d = describe_update(data, args.chip)
     except ValueError as e:
         raise CliError("%s: %s" % (args.file, e))
+    if d["kind"] == "bundle":
+        print("%s: app bundle %s, %d files (%d bytes), %d deletions, %d bytes"
+              % (name, d["version"], len(d["files"]), d["data_size"], len(d["delete"]), d["size"]))
+        return 0
     print("%s: %s app image, %d bytes, checksum%s valid"
-          % (args.file, d["chip"], d["length"], " and SHA-256" if d["hash_appended"] else ""))
+          % (name, d["chip"], d["length"], " and SHA-256" if d["hash_appended"] else ""))
     print("  version:        %s" % d["version"])
     print("  project_name:   %s" % d["project_name"])
     print("  idf_ver:        %s" % d["idf_ver"])
@@ -67,11 +110,30 @@ def cmd_make(args):
     return 0
 
 
+def cmd_compress(args):
+    data = _read(args.file)
+    if compressed.is_compressed(data):
+        raise CliError("%s: already a compressed update" % args.file)
+    try:
+        d = describe_update(data)
+    except ValueError as e:
+        raise CliError("%s: not an app image or app bundle to compress: %s" % (args.file, e))
+    try:
+        z, note = compress_for_board(data, args)
+    except ValueError as e:  # more blocks than the format holds
+        raise CliError("%s: %s" % (args.file, e))
+    write_output(args.output, z)
+    what = "%s app image" % d["chip"] if d["kind"] == "firmware" else "app bundle"
+    print("%s: %s %s, %s" % (args.output, what, d["version"], note))
+    return 0
+
+
 def register(sub):
     p = sub.add_parser("image", help="check or make ESP32 app images")
     isub = p.add_subparsers(dest="image_command", required=True, metavar="ACTION")
 
-    info = isub.add_parser("info", help="validate an app image as a board would and describe it")
+    info = isub.add_parser("info", help="validate an app image, app bundle or compressed update "
+                                        "as a board would and describe it")
     info.add_argument("file")
     info.add_argument("--chip", choices=sorted(chip_ids()),
                       help="the board's chip (default: the one named in the image)")
@@ -89,3 +151,14 @@ def register(sub):
                       help="project name in the app descriptor")
     make.add_argument("-o", "--output", required=True)
     make.set_defaults(func=cmd_make)
+
+    comp = isub.add_parser(
+        "compress", help="compress an app image or bundle for a smaller download",
+        description="Check that FILE is an app image or app bundle a board accepts, then write "
+                    "it as a compressed update: blocks of raw deflate that a board inflates "
+                    "as they arrive (docs/COMPRESSED.md).")
+    comp.add_argument("file", metavar="FILE")
+    comp.add_argument("-o", "--output", required=True, metavar="OUT",
+                      help="the compressed update, e.g. FILE.z")
+    add_compression_options(comp, "")
+    comp.set_defaults(func=cmd_compress)

@@ -7,6 +7,9 @@ once, a local CA and a server certificate for localhost, 127.0.0.1 and ::1
 (plus the --bind address) and prints the CA file to give the board as
 `cert_pem`.
 
+Compressed updates (`otatool image compress`) are files like any other: a
+board resumes one with a Range from the start of a block.
+
 Signed manifests are served like any file, as application/json when the name
 ends in .json. Put the image and its manifest side by side, the manifest
 naming the image relatively (`otatool sign app-1.2.0.bin --url app-1.2.0.bin`

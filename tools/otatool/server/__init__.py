@@ -20,7 +20,8 @@ environment (OTA_SERVER_DB, OTA_SERVER_PORT, ... see ENV) < command line.
     public_url  how devices reach this server, e.g. https://ota.example.com
                 (default: scheme and Host of each check request)
     tls_cert, tls_key   PEM files: serve HTTPS
-    max_upload  largest image accepted, bytes (413 above)
+    max_upload  largest image accepted, bytes (413 above); a compressed
+                upload may inflate to no more than this (400 above)
 
 Admin API (HTTP Basic auth; the first start creates user "admin" with a random
 password, prints it once and stores only its scrypt hash;
@@ -34,6 +35,9 @@ seconds gets 429 with Retry-After, without its passwords being checked.
     GET  /admin/users | /admin/projects[?user=] | /admin/devices[?user=&project=]
     DELETE /admin/devices/<token>
     POST /admin/ota/upload multipart file [+ manifest]             -> 201 file
+         (an image or bundle, plain or compressed: docs/COMPRESSED.md. A
+         file: size, sha256 as installed; wire_size, wire_sha256 as
+         downloaded; compressed, window, saving_percent)
     POST /admin/ota/start  multipart file [+ manifest] + fields (or query): -> 201
          token=T | user=U [project=P] | none (every device);
          allow_downgrade=1, max_attempts=N, url=U (devices fetch the image
@@ -54,8 +58,11 @@ X-OTA-Token header):
 
     GET  /ota/check?token=&version=&build=&chip=
          -> 204 nothing due | 200 {url, version, size, sha256, kind, campaign
-                                   [, manifest]}
-    GET  /ota/fw/<id>   the image; Range/206, If-Range, ETag = "sha256"
+                                   [, compressed: true, wire_size][, manifest]}
+         size and sha256: the image as installed, also when the file is
+         compressed (wire_size: the bytes downloaded)
+    GET  /ota/fw/<id>   the file as uploaded; Range/206, If-Range, ETag =
+                        "SHA-256 of the file"
     GET  /ota/fw/<id>/manifest.json   its signed manifest, if one was uploaded
     GET  /ota/fw/<id>/<name>          the image again, when <name> is the
                                       manifest's relative url

@@ -9,6 +9,7 @@ import os
 
 from aiohttp import web
 
+from otatool.cli import saving_percent
 from otatool.server.appkeys import ADMIN, CONFIG, DB
 from otatool.server.inputs import json_body, parsed_sql_int, short_text
 from otatool.server.logs import log
@@ -79,8 +80,14 @@ async def upload(request):
 
 
 def _file_json(app, row):
+    """An image as the API shows it: size and sha256 of the image as a board
+    installs it, wire_size and wire_sha256 of the file it downloads (the
+    same unless compressed), and what compression saved."""
     d = {k: row[k] for k in ("id", "file_name", "kind", "chip", "version", "project_name",
-                             "size", "sha256")}
+                             "size", "sha256", "wire_size", "wire_sha256")}
+    d["compressed"] = row["window_bits"] is not None
+    d["window"] = 1 << row["window_bits"] if d["compressed"] else None
+    d["saving_percent"] = saving_percent(row["size"], row["wire_size"])
     d["signed"] = os.path.exists(blob_path(app, row["id"], manifest=True))
     return d
 

@@ -32,6 +32,10 @@ async def check(request):
     fw = "%s/ota/fw/%s" % (base.rstrip("/"), c["file_id"])
     offer = {"url": c["url"] or fw, "version": c["version"], "size": c["size"],
              "sha256": c["sha256"], "kind": c["kind"], "campaign": c["id"]}
+    if c["window_bits"] is not None:
+        # size and sha256 stay the installed image's: the board checks them
+        # against what it inflates; wire_size is what it downloads.
+        offer.update(compressed=True, wire_size=c["wire_size"])
     if os.path.exists(blob_path(request.app, c["file_id"], manifest=True)):
         offer["manifest"] = "%s/%s" % (fw, MANIFEST_NAME)
     return web.json_response(offer)
@@ -68,7 +72,7 @@ async def firmware(request):
     row = await request.app[DB].file(request.match_info["id"])
     if row is None:
         raise NotFound("no such image")
-    size, etag = row["size"], '"%s"' % row["sha256"]
+    size, etag = row["wire_size"], '"%s"' % row["wire_sha256"]  # the file as kept
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers=headers)

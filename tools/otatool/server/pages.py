@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from otatool import device_module
+from otatool.cli import saving_percent
 from otatool.server.logs import log, logged_path
 from otatool.server.sessions import current_session
 from otatool.server.store import Conflict, Invalid, NotFound
@@ -37,7 +38,7 @@ def setup_templates(app):
                                trim_blocks=True, lstrip_blocks=True)
     env.filters.update(short_token=short_token, when=when, size=size, error_parts=error_parts,
                        state_name=state_name)
-    env.globals.update(STATES=STATES, SKIPPED=SKIPPED)
+    env.globals.update(STATES=STATES, SKIPPED=SKIPPED, saving_percent=saving_percent)
 
 
 def render(request, template, context, status=200):

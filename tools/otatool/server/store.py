@@ -478,14 +478,19 @@ class Store:
     @_writes
     def add_file(self, file_name, info):
         """Record an uploaded, already checked image. `info`: kind, chip,
-        version, project_name, size, sha256. Returns the file row; its id
-        (content-addressed) names the blob on disk and in /ota/fw/<id>."""
-        fid = info["sha256"][:32]
+        version, project_name, size, sha256 (of the image as installed),
+        wire_size, wire_sha256 (of the file kept and downloaded: compressed
+        or the same), window_bits (None unless compressed). Returns the file
+        row; its id (the kept file's content) names the blob on disk and in
+        /ota/fw/<id>."""
+        fid = info["wire_sha256"][:32]
         self._exec("DELETE FROM files WHERE id = ?", (fid,))
         self._exec("INSERT INTO files (id, file_name, kind, chip, version, project_name,"
-                   " size, sha256, uploaded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   " size, sha256, uploaded, wire_size, wire_sha256, window_bits)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (fid, file_name, info["kind"], info.get("chip"), info["version"],
-                    info.get("project_name"), info["size"], info["sha256"], self._now()))
+                    info.get("project_name"), info["size"], info["sha256"], self._now(),
+                    info["wire_size"], info["wire_sha256"], info.get("window_bits")))
         return self.file(fid)
 
     @_reads
@@ -550,7 +555,8 @@ class Store:
 
     @_reads
     def campaign(self, campaign_id):
-        row = self._row("SELECT c.*, f.file_name, f.kind, f.chip, f.version, f.size, f.sha256"
+        row = self._row("SELECT c.*, f.file_name, f.kind, f.chip, f.version, f.size, f.sha256,"
+                        " f.wire_size, f.window_bits"
                         " FROM campaigns c JOIN files f ON f.id = c.file_id WHERE c.id = ?",
                         (campaign_id,))
         if not row:
@@ -560,7 +566,8 @@ class Store:
     @_reads
     def campaigns(self, active_only=False):
         where = " WHERE c.stopped IS NULL" if active_only else ""
-        return self._rows("SELECT c.*, f.file_name, f.kind, f.chip, f.version, f.size, f.sha256"
+        return self._rows("SELECT c.*, f.file_name, f.kind, f.chip, f.version, f.size, f.sha256,"
+                          " f.wire_size, f.window_bits"
                           " FROM campaigns c JOIN files f ON f.id = c.file_id" + where +
                           " ORDER BY c.id DESC")
 
@@ -594,6 +601,7 @@ class Store:
                 "stopped": c["stopped"], "target": {k: v for k, v in target.items() if v} or "all",
                 "file": c["file_name"], "file_id": c["file_id"], "kind": c["kind"],
                 "version": c["version"], "size": c["size"], "sha256": c["sha256"],
+                "wire_size": c["wire_size"], "compressed": c["window_bits"] is not None,
                 "url": c["url"], "allow_downgrade": bool(c["allow_downgrade"]),
                 "max_attempts": c["max_attempts"], "counts": counts, "devices": devices}
 

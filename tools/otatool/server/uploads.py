@@ -1,7 +1,9 @@
 """Uploaded images: read from a bounded multipart form, recognised as a
-firmware image or an app bundle, checked against the signed manifest sent
-with them, recorded in the store and kept on disk under their content's id.
+firmware image or an app bundle (either one plain or compressed), checked
+against the signed manifest sent with them, recorded in the store and kept
+on disk, as uploaded, under their content's id.
 """
+import asyncio
 import base64
 import hashlib
 import json
@@ -21,25 +23,37 @@ MANIFEST_NAME = "manifest.json"
 _MANIFEST_URL = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # a bare file name
 
 
-def describe_upload(data):
-    """kind, chip, version, project_name of a firmware image or app bundle;
-    ValueError for anything else (a whole flash dump, a text file, ...)."""
-    if data[:1] == b"\xe9":
-        from otatool.image import describe_image
-        d = describe_image(data)
-        return {"kind": "firmware", "chip": d.get("chip"), "version": d["version"],
-                "project_name": d.get("project_name")}
-    from otatool.bundle import read_bundle_header
-    h = read_bundle_header(data)
-    if h["size"] != len(data):
-        raise ValueError("bundle has %d bytes, its header says %d" % (len(data), h["size"]))
-    pos = h["header_size"]
-    for f in h["files"]:
-        if hashlib.sha256(data[pos:pos + f["size"]]).hexdigest() != f["sha256"]:
-            raise ValueError("%s: SHA-256 does not match the header" % f["name"])
-        pos += f["size"]
-    return {"kind": "bundle", "chip": None, "version": h["version"],
-            "project_name": h.get("project_name")}
+def describe_upload(data, limit):
+    """What a board installs from an uploaded firmware image or app bundle,
+    plain or compressed (otatool.compressed): kind, chip, version,
+    project_name, size and sha256 of the image as installed; wire_size,
+    wire_sha256 of the file as uploaded, kept and downloaded; window_bits
+    when compressed, else None. A compressed upload's header is checked and
+    what it promises bounded by `limit` (the largest plain upload) before it
+    is inflated, block by block, each block's output bounded. ValueError
+    with one line for anything else (a flash dump, a text file, a
+    decompression bomb, ...)."""
+    from otatool.compressed import is_compressed
+    from otatool.image import describe_update, inflate
+    wire_sha256 = sha256 = hashlib.sha256(data).hexdigest()
+    info = {"wire_size": len(data), "wire_sha256": wire_sha256, "window_bits": None}
+    if is_compressed(data):
+        try:
+            header, data = inflate(data, limit)
+        except ValueError as e:
+            raise ValueError("bad compressed update: %s" % e) from None
+        info["window_bits"] = header.window_bits
+        sha256 = header.sha256.hex()  # decompress() checked it
+        what = "a compressed update of no firmware image or app bundle: %s"
+    else:
+        what = "not a firmware image or app bundle: %s"
+    try:
+        d = describe_update(data)
+    except ValueError as e:
+        raise ValueError(what % e) from None
+    info.update(kind=d["kind"], chip=d["chip"], version=d["version"],
+                project_name=d.get("project_name"), size=len(data), sha256=sha256)
+    return info
 
 
 async def read_form(request):
@@ -122,11 +136,11 @@ async def store_upload(app, name, data, manifest=None):
     returns its file row. Invalid for what is not an image or bundle, or a
     manifest that does not describe it."""
     try:
-        info = describe_upload(data)
+        # Off the event loop: checking (and inflating) a few MiB takes a while.
+        info = await asyncio.get_running_loop().run_in_executor(
+            None, describe_upload, data, app[CONFIG]["max_upload"])
     except ValueError as e:
-        raise Invalid("not a firmware image or app bundle: %s" % e)
-    info["size"] = len(data)
-    info["sha256"] = hashlib.sha256(data).hexdigest()
+        raise Invalid(str(e))
     if isinstance(manifest, str):
         manifest = manifest.encode()
     if manifest is not None:
