@@ -227,3 +227,41 @@ def test_a_confirmation_the_server_missed_is_sent_at_the_next_boot(srv, farm, tm
         assert third == "exit" and "failed" not in out
         assert api.device_status(c, "g1")["state"] == "confirmed"
     assert not os.path.exists(os.path.join(board.fs_dir, "ota_pending.json"))
+
+
+# --- a fixed url: no campaign server to remember the rollback ------------------
+
+def test_a_version_the_bootloader_rolled_back_is_not_installed_again_from_a_fixed_url(
+        tmp_path, board_lib):
+    from otatool.serve import start_server
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "app.bin").write_bytes(
+        make_app_image(version="1.1.0", project_name="ota-broken", size=24 * 1024))
+    server_, base, _ = start_server(str(www), log=lambda *a: None)
+    try:
+        board = make_board(tmp_path / "b", board_lib,
+                           {"url": base + "/app.bin", "allow_http": True},
+                           {"selftest.py": SELFTEST})
+        # Installed, booted, failed its self-test; the next power-on falls back.
+        (first, _, _), (second, slot, _) = power_on(board)
+        assert (first, second, slot) == ("reset", "exit", "ota_1")
+        (third, slot, out3), = power_on(board, boots=1)
+        assert (third, slot) == ("exit", "ota_0")
+        assert board.otadata_states()[1][1] == "ABORTED"
+        assert "ota: no update: 1.1.0 was rolled back on this board" in out3
+        # and so on at every boot: 1.0.0 keeps running, nothing is installed again
+        (fourth, slot, out4), = power_on(board, boots=1)
+        assert (fourth, slot) == ("exit", "ota_0")
+        assert "ota: installing" not in out4 and "rolled back on this board" in out4
+
+        # A fixed release at the same url installs as usual.
+        (www / "app.bin").write_bytes(
+            make_app_image(version="1.1.1", project_name="greenhouse", size=24 * 1024))
+        boots = power_on(board)
+        (fifth, _, out5), (sixth, slot, _) = boots
+        assert "ota: installing greenhouse 1.1.1" in out5
+        assert (fifth, sixth, slot) == ("reset", "exit", "ota_1")
+        assert board.otadata_states()[1][1] == "VALID"
+    finally:
+        server_.shutdown()

@@ -69,7 +69,7 @@ class OTAError(Exception):
 # rather than a wrapper function per name.
 _LAZY = {"begin": "client", "update": "client", "AppBundle": "bundle",
          "mark_app_valid": "app", "rollback": "app", "running_app": "app",
-         "status": "app", "boot": "app", "check": "checkin", "report": "checkin"}
+         "status": "app", "boot": "app", "last_invalid_app": "app", "check": "checkin", "report": "checkin"}
 
 
 def __getattr__(name):

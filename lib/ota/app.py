@@ -59,6 +59,28 @@ def running_app():
     return read_app(running_partition(), bytearray(512))[1]
 
 
+def last_invalid_app():
+    # esp_ota_get_last_invalid_partition() and its esp_app_desc_t: the app
+    # that was rolled back, as a dict, so that an update can refuse to
+    # install the same version again; None when there is none (or no
+    # firmware OTA on this board).
+    Partition = _partition()
+    if Partition is None:
+        return None
+    from ota.otadata import rejected_slot
+    slot = rejected_slot()
+    # A slot that runs now was installed again since (its newer entry is in
+    # the other otadata sector): nothing there was rejected.
+    if slot is None or Partition(Partition.RUNNING).info()[1] == 0x10 + slot:
+        return None
+    from ota.firmware import read_app
+    part = Partition.find(Partition.TYPE_APP, 0x10 + slot)[0]
+    try:
+        return read_app(part, bytearray(512))[1]
+    except OTAError:
+        return None     # erased or overwritten since
+
+
 def status():
     # Everything a person wants to print about the two app slots.
     import ota.journal as journal

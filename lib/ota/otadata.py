@@ -61,3 +61,13 @@ def running_state():
     if act and act[0] == running:
         return act[1]
     return UNDEFINED
+
+
+def rejected_slot():
+    # The slot whose app the bootloader (ABORTED: it never confirmed itself)
+    # or a rollback (INVALID) turned away, as esp_ota_get_last_invalid_partition
+    # finds it; None when no otadata entry says so.
+    for e in entries():
+        if e and e[1] in (INVALID, ABORTED):
+            return (e[0] - 1) % ota_slot_count()
+    return None

@@ -86,6 +86,8 @@ def install(cfg, kw, url, version, sha256=None, size=None):
         # chip and version before it fetches the image the manifest names,
         # whose size and sha256 the manifest binds.
         kw = dict(kw, public_key=cfg["public_key"].strip())
+    # Read before the download writes the partition the rejected app is in.
+    rejected = None if target else (ota.last_invalid_app() or {}).get("version")
     gc.collect()   # the check-in's leftovers: room for the buffers to come
     with ota.begin(url, target=target, sha256=sha256, size=size, on_progress=show_progress,
                    **kw) as h:
@@ -93,6 +95,12 @@ def install(cfg, kw, url, version, sha256=None, size=None):
         if new["version"] == version:
             print("ota: already running", version)
             return None
+        if new["version"] == rejected:
+            # As ESP-IDF's OTA examples do: a version that failed on this
+            # board once is not installed again (each boot would otherwise
+            # install it, reset into it and fall back again).
+            raise ota.OTAError(ota.ESP_ERR_INVALID_VERSION,
+                               "%s was rolled back on this board" % new["version"])
         print("ota: installing", new["project_name"], new["version"])
         while h.perform() == ota.IN_PROGRESS:
             pass
