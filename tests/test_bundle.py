@@ -391,12 +391,14 @@ def test_unconfirmed_bundle_rolls_back_on_its_second_boot(v1_board, bundles):
     assert shown(r, "first") == "pending" and shown(r, "tree") == v2_tree()
     r = run(script(v1_board, "show('second', bb.boot('/app'))\nshow('tree', tree('/app'))\n"
                              "show('running', journal.running_desc('/app'))\n"
+                             "show('rejected', journal.rejected_desc('/app'))\n"
                              "show('third', bb.boot('/app'))\n"), v1_board)
     assert shown(r, "second") == "rolled_back"
     assert shown(r, "tree") == v1_tree()
     assert shown(r, "running")["version"] == "1.9.0"
+    assert shown(r, "rejected")["version"] == "1.10.0"   # main.py does not install it again
     assert shown(r, "third") == "valid"
-    assert sorted(os.listdir(v1_board / "fs" / "app.ota")) == ["cur", "state"]
+    assert sorted(os.listdir(v1_board / "fs" / "app.ota")) == ["cur", "rejected", "state"]
 
 
 def test_confirmed_bundle_stays_and_rollback_on_request_restores_the_previous(v1_board, bundles):

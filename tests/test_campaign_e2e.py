@@ -265,3 +265,39 @@ def test_a_version_the_bootloader_rolled_back_is_not_installed_again_from_a_fixe
         assert board.otadata_states()[1][1] == "VALID"
     finally:
         server_.shutdown()
+
+
+def test_a_bundle_rolled_back_unconfirmed_is_not_installed_again_from_a_fixed_url(
+        tmp_path, board_lib):
+    from otatool.bundle import build
+    from otatool.serve import start_server
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "app.otab").write_bytes(build({"app_main.py": b"print('broken')\n"}, "1.1.0",
+                                         "ota-broken"))
+    server_, base, _ = start_server(str(www), log=lambda *a: None)
+    try:
+        # An ESP8266 without a bundle yet (running_app() is None until one is in).
+        selftest = ("import ota\ndef run():\n"
+                    "    return (ota.running_app() or {}).get('project_name') != 'ota-broken'\n")
+        board = make_board(tmp_path / "b", board_lib,
+                           {"url": base + "/app.otab", "allow_http": True, "kind": "bundle"},
+                           {"selftest.py": selftest}, chip="esp8266")
+        (first, _, out1), (second, _, out2) = power_on(board)
+        assert "ota: installing ota-broken 1.1.0" in out1 and first == "reset"
+        assert "not confirming this version" in out2 and second == "exit"
+        # ota.boot() rolls the unconfirmed bundle back and keeps its header.
+        for _ in range(2):
+            (reason, _, out), = power_on(board, boots=1)
+            assert reason == "exit"
+            assert "ota: no update: 1.1.0 was rolled back on this board" in out
+            assert "ota: installing" not in out
+        assert not os.path.exists(os.path.join(board.fs_dir, "app", "app_main.py"))
+
+        (www / "app.otab").write_bytes(build({"app_main.py": b"print('fixed')\n"}, "1.1.1",
+                                             "greenhouse"))
+        (first, _, out1), (second, _, out2) = power_on(board)
+        assert "ota: installing greenhouse 1.1.1" in out1 and first == "reset"
+        assert out2.splitlines()[-1] == "fixed"
+    finally:
+        server_.shutdown()

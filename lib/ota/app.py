@@ -85,7 +85,7 @@ def status():
     # Everything a person wants to print about the two app slots.
     import ota.journal as journal
     bundle = {"dir": APP, "state": journal.get_state(APP + ".ota"),
-              "installed": journal.running_desc(APP)}
+              "installed": journal.running_desc(APP), "rejected": journal.rejected_desc(APP)}
     Partition = _partition()
     if Partition is None:
         return {"bundle": bundle}

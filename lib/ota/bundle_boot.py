@@ -4,7 +4,7 @@
 # ota.swap, its journal ota.journal (see there for the states). ota.swap is
 # imported only when there is a swap to run: most boots find none, and
 # what they import stays in the heap that main.py's update then needs.
-from ota.journal import discard, get_state, put_state
+from ota.journal import discard, get_state, keep_rejected, put_state
 
 
 def boot(app="/app"):
@@ -22,6 +22,8 @@ def boot(app="/app"):
             return "rolled_back"            # install() undid it
         st = "new"
     if st == "undo" or st == "pend":
+        if st == "pend":
+            keep_rejected(m)
         from ota.swap import undo
         undo(app, m)
         return "rolled_back"
@@ -43,8 +45,11 @@ def mark_app_valid(app="/app"):
 def rollback(app="/app"):
     # Back to the previous bundle (confirmed or not). The caller resets.
     m = app + ".ota"
-    if get_state(m) not in ("valid", "new", "pend"):
+    st = get_state(m)
+    if st not in ("valid", "new", "pend"):
         from ota import OTAError, ESP_ERR_OTA_ROLLBACK_FAILED
         raise OTAError(ESP_ERR_OTA_ROLLBACK_FAILED, "no previous app bundle kept")
+    if st != "valid":
+        keep_rejected(m)
     from ota.swap import undo
     undo(app, m)

@@ -9,6 +9,8 @@
 #   A.ota/state      the journal: one word (see _STATES); A.ota/state.tmp is
 #                    its next value, written whole and then renamed over it
 #   A.ota/cur        header of the installed bundle (absent: never bundled)
+#   A.ota/rejected   fixed part of the header of the last bundle rolled back
+#                    unconfirmed: an update does not install it again
 #   A.ota/new/       staging: "hdr" and one file per entry index "0", "1"...
 #   A.ota/old/       the previous version: "hdr" (its header) and what the
 #                    update replaced or deleted, by the same entry index; a
@@ -142,8 +144,28 @@ def entries(path):
 
 def running_desc(app="/app"):
     # The desc of the installed bundle, or None if the app was never bundled.
+    return _desc_in(app + ".ota/cur")
+
+
+def rejected_desc(app="/app"):
+    # The desc of the last bundle rolled back unconfirmed, or None.
+    return _desc_in(app + ".ota/rejected")
+
+
+def keep_rejected(m):
+    # Before an unconfirmed bundle is rolled back: its header's fixed part,
+    # so that an update does not install that version again. Written whole,
+    # then renamed: a power cut leaves the old record or the new one.
+    with open(m + "/cur", "rb") as f:
+        hdr = f.read(FIXED)
+    with open(m + "/rejected.tmp", "wb") as f:
+        f.write(hdr)
+    move(m + "/rejected.tmp", m + "/rejected")
+
+
+def _desc_in(path):
     try:
-        with open(app + ".ota/cur", "rb") as f:
+        with open(path, "rb") as f:
             return desc_of(f.read(FIXED))
     except OSError:
         return None

@@ -77,6 +77,16 @@ def show_progress(done, total):
         print("ota: %d/%d bytes" % (done, total))
 
 
+def rolled_back(cfg):
+    # The version that was rolled back on this board, or None.
+    if cfg.get("kind") == "bundle":
+        from ota.journal import rejected_desc
+        desc = rejected_desc()
+    else:
+        desc = ota.last_invalid_app()
+    return desc and desc["version"]
+
+
 def install(cfg, kw, url, version, sha256=None, size=None):
     # Download, check and stage the update at url. -> its desc, or None when
     # it is the version that runs already.
@@ -87,7 +97,7 @@ def install(cfg, kw, url, version, sha256=None, size=None):
         # whose size and sha256 the manifest binds.
         kw = dict(kw, public_key=cfg["public_key"].strip())
     # Read before the download writes the partition the rejected app is in.
-    rejected = None if target else (ota.last_invalid_app() or {}).get("version")
+    rejected = rolled_back(cfg)
     gc.collect()   # the check-in's leftovers: room for the buffers to come
     with ota.begin(url, target=target, sha256=sha256, size=size, on_progress=show_progress,
                    **kw) as h:
