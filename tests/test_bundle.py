@@ -657,7 +657,7 @@ PROFILES = {"esp32": {}, "esp8266": {"env": {"OTA_CHIP": "esp8266"}, "heap": "32
 PROFILE_SHOWN = ("import gc\ntry:\n    import esp32\nexcept ImportError:\n    esp32 = None\n"
                  "print(esp32 is not None, gc.mem_free() + gc.mem_alloc())\n")
 # The update as ota.client feeds it, from /in.bundle: little heap of its own.
-FEED_FILE = """
+FEED_BUNDLE = """
 class Client:
     def get_image_size(self):
         return os.stat("/in.bundle")[6]
@@ -669,8 +669,8 @@ with open("/in.bundle", "rb") as f:
         n = f.readinto(t.window())
         t.commit(n)
 t.finish()
-print("changes", changes[0])
 """
+FEED_FILE = FEED_BUNDLE + 'print("changes", changes[0])\n'
 
 
 def sweep_script(board, profile, cut):

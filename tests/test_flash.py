@@ -20,7 +20,8 @@ import sys
 import time
 
 import pytest
-from esptool.bin_image import ESP8266ROMFirmwareImage, ImageSegment, LoadFirmwareImage
+from esptool.bin_image import (ESP8266ROMFirmwareImage, ESP8266V2FirmwareImage, ImageSegment,
+                                LoadFirmwareImage)
 
 from otatool import flash
 from otatool.appimage import make_app_image
@@ -122,8 +123,14 @@ class Pieces:
         self.old_app = make_app_image("1.0.0", project_name="from-an-old-ota")
         # otadata after one OTA: seq 2 (VALID) selects ota_1
         self.otadata = OTADATA.pack(2, OTADATA.VALID) + b"\xff" * (OTADATA_SIZE - 32)
+        # what an ESP-IDF build flashes at otadata (ota_data_initial.bin)
+        self.blank_otadata = b"\xff" * OTADATA_SIZE
+        # CONFIG_PARTITION_TABLE_OFFSET=0x9000: nvs moves up behind the table
+        self.table_9000 = TABLE.build(((1, 0x02, 0xA000, 0x3000, "nvs", False),)
+                                      + TABLE.OTA_4MIB[1:])
         self.dir = d
-        for name in ("bootloader", "table", "app", "old_app", "otadata"):
+        for name in ("bootloader", "table", "app", "old_app", "otadata", "blank_otadata",
+                     "table_9000"):
             (d / (name + ".bin")).write_bytes(getattr(self, name))
 
     def path(self, name):
@@ -246,6 +253,48 @@ def test_an_app_alone_goes_to_0x10000_of_a_board_flashed_before(mock, pieces, tm
     assert_boots_the_new_app_from_ota_0(flashed_board(url, pieces, tmp_path))
 
 
+@pytest.mark.parametrize("form", ["idf-build-output", "merged-at-0x1000", "merged-from-0x0"])
+def test_addr_file_pairs_as_builds_print_them_boot_the_app_after_an_ota(
+        mock, pieces, tmp_path, form):
+    # What users copy: an ESP-IDF/MicroPython build's own flash command
+    # (ota_data_initial.bin included), and the download page's
+    # `write-flash 0x1000 firmware.bin`; or a merge-bin file padded from 0x0.
+    url = mock()
+    after_an_ota_to_ota_1(url, pieces)
+    argv = {"idf-build-output": ["0x1000", pieces.path("bootloader.bin"),
+                                 "0x8000", pieces.path("table.bin"),
+                                 "0xd000", pieces.path("blank_otadata.bin"),
+                                 "0x10000", pieces.path("app.bin")],
+            "merged-at-0x1000": ["0x1000", pieces.merged(0x1000)],
+            "merged-from-0x0": ["0x0", pieces.merged(0x0)]}[form]
+    r = otatool("--port", url, *argv)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "otadata 0xD000..0xEFFF erased in this copy" in r.stdout or \
+        "0x00D000 otadata (erased)" in r.stdout
+    assert_boots_the_new_app_from_ota_0(flashed_board(url, pieces, tmp_path))
+
+
+@pytest.mark.parametrize("form", ["pairs", "pieces"])
+def test_a_partition_table_at_0x9000_goes_there_and_otadata_is_erased(mock, pieces, tmp_path, form):
+    # CONFIG_PARTITION_TABLE_OFFSET=0x9000. The emulated board's bootloader
+    # reads its table at 0x8000 only, so this board is read back, not booted.
+    url = mock()
+    after_an_ota_to_ota_1(url, pieces)
+    table, app = pieces.path("table_9000.bin"), pieces.path("app.bin")
+    argv = {"pairs": ["0x1000", pieces.path("bootloader.bin"), "0x9000", table, "0x10000", app],
+            "pieces": ["--bootloader", pieces.path("bootloader.bin"), "--partition-table", table,
+                       app]}[form]
+    r = otatool("--port", url, "--partition-table-offset", "0x9000", *argv)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "esp32 0x009000 %s" % table in r.stdout
+    flash = read_back(url, tmp_path, 0, OTA_0 + len(pieces.app))
+    assert flash[0x1000:0x1000 + len(pieces.bootloader)] == pieces.bootloader
+    assert flash[0x8000:0x9000] == b"\xff" * 0x1000  # nothing at the default offset
+    assert flash[0x9000:0x9000 + TABLE.LEN] == pieces.table_9000
+    assert flash[OTADATA_AT:OTADATA_AT + OTADATA_SIZE] == pieces.blank_otadata  # was ota_1's
+    assert flash[OTA_0:] == pieces.app
+
+
 def esp8266_image(segments=2, size=2048, mode=2, size_freq=0x40):
     """An ESP8266 ("v1") image as esptool writes it (header, segments, checksum)."""
     image = ESP8266ROMFirmwareImage()
@@ -266,12 +315,38 @@ def test_an_esp8266_image_is_written_at_0x0(mock, tmp_path):
     assert "Hash of data verified" in r.stdout and "otadata" not in r.stdout
 
 
+def esp8266_v2_image(size=2048):
+    """An ESP8266 "v2" image as `esptool elf2image --version 2` writes it:
+    the IROM segment behind a first header, then a v1 image, then a CRC-32."""
+    image = ESP8266V2FirmwareImage()
+    image.segments = [ImageSegment(0x40201010, b"\x11" * size),
+                      ImageSegment(0x40100000, b"\x22" * size)]
+    image.entrypoint, image.flash_mode, image.flash_size_freq = 0x40100004, 2, 0x40
+    return image.save(None)
+
+
+def test_an_esp8266_v2_app_goes_behind_its_bootloader_as_addr_file_pairs(mock, tmp_path):
+    # The SDK's way: a v1 second-stage bootloader at 0x0, which the ROM
+    # starts, and the v2 app where that bootloader looks (0x1000).
+    url = mock("esp8266")
+    boot, app = tmp_path / "boot_v1.bin", tmp_path / "app-0x01000.bin"
+    boot.write_bytes(esp8266_image(segments=1, size=1024))
+    app.write_bytes(esp8266_v2_image())
+    r = otatool("--port", url, "0x0", str(boot), "0x1000", str(app))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "esp8266 0x000000 %s" % boot in r.stdout
+    assert "esp8266 0x001000 %s" % app in r.stdout
+    assert r.stdout.count("Hash of data verified") == 2  # esptool compared the mock's MD5s
+
+
 def truncated(data):
     return data[:len(data) - 600]
 
 
 @pytest.mark.parametrize("content,words", [
-    (b"\xea" + esp8266_image()[1:], ("not a firmware image", "first byte 0xEA")),
+    (b"\xeb" + esp8266_image()[1:], ("not a firmware image", "first byte 0xEB")),
+    (esp8266_v2_image()[:-1] + b"\x00", ("CRC-32 0x00",)),
+    (esp8266_v2_image(), ("an ESP8266 v2 image (0xEA)", "ADDR FILE pairs")),
     (esp8266_image()[:5], ("not a firmware image", "5 bytes")),
     (esp8266_image(segments=1)[:1] + b"\x00" + esp8266_image(segments=1)[2:],
      ("0 segments in the header",)),
@@ -281,7 +356,7 @@ def truncated(data):
     (esp8266_image(size_freq=0x70), ("invalid flash size in byte 0x70",)),
     (esp8266_image(size_freq=0x47), ("invalid flash frequency in byte 0x47",)),
     (esp8266_image()[:-1] + b"\x00", ("checksum 0x00, computed",)),
-], ids=["magic", "short", "no-segments", "17-segments", "past-the-end", "flash-mode",
+], ids=["magic", "v2-crc", "v2-alone", "short", "no-segments", "17-segments", "past-the-end", "flash-mode",
         "flash-size", "flash-freq", "checksum"])
 def test_a_broken_esp8266_image_is_one_line_and_esptool_never_starts(
         silent_port, tmp_path, content, words):
@@ -327,6 +402,50 @@ def test_files_of_the_wrong_kind_are_one_line_and_esptool_never_starts(
     for argv, words in cases:
         assert_one_line(otatool("--port", url, *argv), 2, *words)
         assert not connected(), argv
+
+
+def test_bad_addr_file_pairs_are_one_line_and_esptool_never_starts(silent_port, pieces, tmp_path):
+    url, connected = silent_port
+    bootloader, table, app = (pieces.path(n) for n in ("bootloader.bin", "table.bin", "app.bin"))
+    small_ota = tmp_path / "small-ota-table.bin"
+    small_ota.write_bytes(TABLE.build(((1, 0x00, 0xD000, 0x2000, "otadata", False),
+                                       (0, 0x10, 0x10000, 0x1000, "ota_0", False),
+                                       (0, 0x11, 0x20000, 0x1000, "ota_1", False))))
+    bigger_app = tmp_path / "bigger-app.bin"
+    bigger_app.write_bytes(make_app_image("2.0.0", size=8 * 1024))
+    elf = tmp_path / "firmware.elf"
+    elf.write_bytes(b"\x7fELF" + bytes(100))
+    v2 = tmp_path / "app-v2.bin"
+    v2.write_bytes(esp8266_v2_image())
+    cases = [
+        (["0x1000", bootloader, "0x8000"], ("3 arguments", "ADDR FILE pairs")),
+        (["1x", bootloader, "0x8000", table], ("'1x' is not a flash address",)),
+        (["0x1100", bootloader, "0x8000", table], ("0x1100 does not start a 4 KiB sector",)),
+        (["0x1000", pieces.merged(0x1000), "0x8000", table], ("overlaps", "table.bin at 0x8000")),
+        (["0x2000", bootloader], ("reads at 0x1000: give it at 0x1000",)),
+        (["0x8000", table, "0x20000", app],
+         ("an app image at 0x20000", "no app partition (they start at 0x10000, 0x190000)")),
+        (["0x8000", str(small_ota), "0x10000", str(bigger_app)], ("do not fit ota_0 (4096 bytes)",)),
+        (["0x8000", table, "0xd000", pieces.path("otadata.bin"), "0x10000", app],
+         ("would write otadata",)),
+        (["0x8000", table, "0x10000", app, "0x300000", str(elf)],
+         ("firmware.elf at 0x300000 is not a firmware",)),
+        (["0x8000", table], ("give --chip",)),
+        (["--bootloader", bootloader, "0x10000", app], ("go with one app FILE",)),
+        (["--partition-table-offset", "0x9000", "0x1000", bootloader, "0x9000", table],
+         ("partition nvs at 0x9000 lies in the partition table's sector",)),
+        (["--partition-table-offset", "0x9000", pieces.merged(0x1000)],
+         ("no valid partition table at 0x9000",)),
+        (["0x0", str(v2)], ("v2 image (0xEA)", "only a v1 image (0xE9) at 0x0")),
+    ]
+    for argv, words in cases:
+        assert_one_line(otatool("--port", url, *argv), 2, *words)
+        assert not connected(), argv
+    r = otatool("--port", url, "--partition-table-offset", "0x8800", app)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "error: argument --partition-table-offset: flash address 0x8800 does not start" \
+        in r.stderr
+    assert not connected()
 
 
 def test_a_merged_firmware_with_a_broken_app_is_refused(silent_port, pieces, tmp_path):

@@ -1,7 +1,10 @@
 """A new user installs otatool from a built wheel into a fresh venv and, from
 a directory that is not this checkout, does what README.md shows: the demo,
 images, bundles, a signed update on an emulated board, and the campaign
-server. An editable install would hide a file the wheel forgot."""
+server; and updates on an emulated board from an installation that is
+read-only, as a system site-packages is. An editable install would hide a
+file the wheel forgot."""
+import contextlib
 import glob
 import json
 import os
@@ -15,6 +18,8 @@ import time
 import pytest
 
 from conftest import REPO
+from otatool.appimage import make_app_image
+from otatool.serve import start_server
 
 # What a copy of the checkout leaves out: what a build or a run made.
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
@@ -49,14 +54,15 @@ class User:
                     and "proxy" not in k.lower()}
         self.env["PATH"] = str(bin_dir) + os.pathsep + os.environ.get("PATH", "")
 
-    def run(self, *argv, timeout=300):
-        """`otatool ARGV` (or another program of the venv) in the user's directory."""
+    def run(self, *argv, timeout=300, env=None):
+        """`otatool ARGV` (or another program of the venv) in the user's
+        directory, with `env` added to the user's environment."""
         exe = str(self.bin / argv[0]) if (self.bin / argv[0]).exists() else argv[0]
-        return subprocess.run([exe, *argv[1:]], cwd=self.home, env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run([exe, *argv[1:]], cwd=self.home, env=dict(self.env, **(env or {})),
+                              capture_output=True, text=True, timeout=timeout)
 
-    def ok(self, *argv, timeout=300):
-        proc = self.run(*argv, timeout=timeout)
+    def ok(self, *argv, timeout=300, env=None):
+        proc = self.run(*argv, timeout=timeout, env=env)
         assert proc.returncode == 0, "%s failed:\n%s%s" % (argv, proc.stdout, proc.stderr)
         return proc.stdout
 
@@ -159,3 +165,116 @@ def test_the_campaign_server_from_the_wheel_starts_a_campaign_and_serves_its_das
     finally:
         server.kill()
         server.wait()
+
+
+# ------------------------------------------------- a read-only installation
+
+@contextlib.contextmanager
+def read_only(path):
+    """`path` read-only, as a system site-packages or a read-only container
+    layer is: a read-only bind mount over it as root (root writes through
+    permission bits), chmod a-w otherwise."""
+    if os.geteuid() != 0:
+        subprocess.run(["chmod", "-R", "a-w", path], check=True)
+        try:
+            yield
+        finally:
+            subprocess.run(["chmod", "-R", "u+w", path], check=True)
+        return
+    mounted = subprocess.run(["mount", "--bind", path, path], capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip("root, and no bind mount here: %s" % mounted.stderr.strip())
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", path], check=True, timeout=60)
+        yield
+    finally:
+        subprocess.run(["umount", path], check=True, timeout=60)
+
+
+@pytest.fixture
+def read_only_shim(user):
+    """The installed shim, with no .mpy files next to it (other tests may
+    have built them) and its site-packages read-only -> the shim's directory."""
+    shim = user.ok("python", "-c", "import otatool; print(otatool.SHIM_DIR)").strip()
+    shutil.rmtree(os.path.join(shim, "__pycache__"), ignore_errors=True)
+    with read_only(os.path.dirname(os.path.dirname(shim))):
+        with pytest.raises(OSError):  # it is read-only, for root too
+            open(os.path.join(shim, "probe"), "w").close()
+        yield shim
+
+
+def run_board(user, shim, script, board, heap, env, path=""):
+    """`script` on the installed unix port, as the emulated board with the
+    installed shim (and `path`, the board's compiled lib, when given)."""
+    env = dict(user.env, OTA_BOARD=str(board), MICROPYPATH=":".join(
+        p for p in (shim, path, ".frozen") if p), **env)
+    return subprocess.run([str(user.bin / "micropython"), "-X", "heapsize=" + heap, "-c", script],
+                          env=env, cwd=str(board), capture_output=True, text=True, timeout=300)
+
+
+def shim_cache(cache_home):
+    """The board's modules the shim compiled into a user cache directory."""
+    return sorted(os.path.basename(p) for p in glob.glob(
+        str(cache_home / "otatool" / "shim-mpy" / "*" / "mpy*" / "*.mpy")))
+
+
+BOARD_MODULES = ["_chip.mpy", "_env.mpy", "_esp32.mpy", "_flash.mpy", "_machine.mpy", "_part.mpy"]
+
+
+def test_from_a_read_only_install_a_firmware_ota_fits_64k_with_the_shim_cached_per_user(
+        user, read_only_shim):
+    from test_memory_budget import MAIN
+    image = make_app_image(version="2.0.0", size=512 * 1024)
+    www = user.home / "fw-www"
+    www.mkdir()
+    (www / "fw.bin").write_bytes(image)
+    user.ok("otatool", "deploy", "--board", "fw", "--mpy")
+    cache = user.home / "xdg-cache"
+    server, base, _ = start_server(str(www), log=lambda line: None)
+    try:
+        r = run_board(user, read_only_shim, MAIN % (base + "/fw.bin"), user.home / "fw", "64k",
+                      {"XDG_CACHE_HOME": str(cache)}, str(user.home / "fw" / "fs" / "lib"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.stdout.split() == ["boot", "ota_1", str(len(image))], r.stdout + r.stderr
+    assert shim_cache(cache) == BOARD_MODULES
+    assert not os.path.exists(os.path.join(read_only_shim, "__pycache__"))
+
+
+def test_from_a_read_only_install_the_esp8266_profile_leaves_most_of_32k_free(
+        user, read_only_shim, tmp_path):
+    # test_board's measure: compiled from source in the heap instead, the
+    # shim's machine module left no 8 KiB piece for the app's buffers
+    from test_board import IMPORT_COST
+    r = run_board(user, read_only_shim, IMPORT_COST % ("machine", 8192), tmp_path, "32k",
+                  {"OTA_CHIP": "esp8266", "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    before, after = map(int, r.stdout.split())
+    assert after > before / 2, (before, after)
+    assert shim_cache(tmp_path / "cache") == BOARD_MODULES
+
+
+def test_from_a_read_only_install_an_esp8266_bundle_update_fits_32k_with_the_shim_in_dot_cache(
+        user, read_only_shim):
+    from test_bundle import ESP8266_START, FEED_BUNDLE
+    app = user.home / "ro-app"
+    app.mkdir()
+    (app / "app_main.py").write_text("print('hello from 1.1.0')\n")
+    board = user.home / "small"
+    # compiled for the ESP8266 profile (no line numbers), as on such a board
+    user.ok("otatool", "deploy", "--board", str(board), "--mpy", env={"OTA_CHIP": "esp8266"})
+    user.ok("otatool", "bundle", str(app), "--version", "1.1.0", "-o",
+            str(board / "fs" / "in.bundle"))
+    home = user.home / "nobody-home"
+    # the power-on first, as otatool board's start-up does (the shim's
+    # machine module), then the board's filesystem as /, and the bundle
+    # target fed from /in.bundle: the library's 32 KiB budget
+    script = ("import machine\n" + ESP8266_START % str(board / "fs")
+              + "import ota\ngc.collect()\n" + FEED_BUNDLE + "print('installed')\n")
+    # no XDG_CACHE_HOME (empty counts as unset): ~/.cache
+    r = run_board(user, read_only_shim, script, board, "32k",
+                  {"OTA_CHIP": "esp8266", "HOME": str(home), "XDG_CACHE_HOME": ""})
+    assert r.stdout.split() == ["installed"], r.stdout + r.stderr
+    assert (board / "fs" / "app" / "app_main.py").read_text() == "print('hello from 1.1.0')\n"
+    assert shim_cache(home / ".cache") == BOARD_MODULES

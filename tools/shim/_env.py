@@ -15,7 +15,8 @@ def abspath(p):
 # the shim's directory, where the helper process (_idf) and the default apps
 # are: this file's, or the one above its __pycache__ when _mpy loaded it, or
 # $OTA_SHIM when the shim is frozen into the interpreter (its __file__ is
-# then .frozen/_env.py; tools/bench/bench_frozen.py builds one)
+# then .frozen/_env.py; tools/bench/bench_frozen.py builds one) or when _mpy
+# loaded it from the user's cache (_mpy sets it then)
 SHIM = os.getenv("OTA_SHIM") or abspath(
     __file__.rsplit("/", 1)[0] if "/" in __file__ else ".").split("/__pycache__")[0]
 DIR = abspath(os.getenv("OTA_BOARD") or ".ota-board")

@@ -6,16 +6,21 @@
 # Compiling a module from source takes several times its size in heap for a
 # moment, so the shim's .py files would not even import on a 32 KB heap (the
 # firmware's esp32 module costs a board's heap next to nothing). So on
-# MicroPython, the board's modules come from
-# __pycache__/mpy<sys.implementation._mpy>/*.mpy next to this file, which
-# this module (re)builds with the mpy-cross next to the interpreter whenever a
-# .py is newer. CACHE is that directory, or None: no mpy-cross, or CPython,
-# where the sources are imported as usual.
+# MicroPython, the board's modules come from .mpy files that this module
+# (re)builds with the mpy-cross next to the interpreter whenever a .py is
+# newer, in a directory per .mpy format (mpy<sys.implementation._mpy>):
+# __pycache__/ next to this file or, when the installed package is read-only
+# (a system site-packages, a read-only container layer), the user's cache
+# ($XDG_CACHE_HOME or ~/.cache, otatool/shim-mpy/<hash of this directory>).
+# CACHE is that directory, or None: no mpy-cross, nowhere to write, or
+# CPython, where the sources are imported as usual.
 import os
 import sys
 
 _dir = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-CACHE = _dir + "/__pycache__"
+if _dir[0] != "/":  # the user cache is keyed by this path, so it must name one place
+    _dir = os.getcwd() + "/" + _dir
+_cross = sys.executable.rsplit("/", 1)[0] + "/mpy-cross"
 
 
 def _mtime(path):
@@ -25,27 +30,58 @@ def _mtime(path):
         return -1
 
 
-_cross = sys.executable.rsplit("/", 1)[0] + "/mpy-cross"
-if sys.implementation.name != "micropython" or _mtime(_cross) < 0:
-    CACHE = None
-else:
-    for _d in (CACHE, CACHE + "/mpy%d" % sys.implementation._mpy):  # per .mpy format
-        try:
-            os.mkdir(_d)
-        except OSError:
-            pass
-    CACHE = _d
-    # the app's side of the board
-    for _m in ("_env", "_flash", "_part", "_chip", "_esp32", "_machine"):
-        _src, _out = "%s/%s.py" % (_dir, _m), "%s/%s.mpy" % (CACHE, _m)
-        # a private name, then a rename: parallel boards may build at once
-        if _mtime(_out) < _mtime(_src) and os.system(
-                "t='%s'.$$ && '%s' -march=host -o \"$t\" '%s' && mv \"$t\" '%s'"
-                % (_out, _cross, _src, _out)):
-            CACHE = None
-            break
-    del _d, _m, _src, _out
-del _dir, _mtime, _cross
+def _user_cache():
+    # keyed by the install's directory: two installs (two venvs, a wheel and
+    # a checkout) never load each other's .mpy files nor rebuild them in turn
+    import binascii
+    import hashlib
+
+    path = os.getenv("XDG_CACHE_HOME") or ""
+    if path[:1] != "/":  # the XDG rule: a relative path is ignored
+        path = os.getenv("HOME")
+        if not path:
+            return None
+        path += "/.cache"
+    key = binascii.hexlify(hashlib.sha256(_dir).digest()[:8]).decode()
+    return "%s/otatool/shim-mpy/%s" % (path, key)
+
+
+def _built(path):
+    # True when the app's side of the board is current in the directory
+    # `path`, built there if need be; False when it cannot be written. Each
+    # .mpy gets a private name, then a rename: parallel boards may build at
+    # once, and none may load a half-written file. (The shell's complaints
+    # about a read-only directory go nowhere: the next place is tried.)
+    for m in ("_env", "_flash", "_part", "_chip", "_esp32", "_machine"):
+        src, mpy = "%s/%s.py" % (_dir, m), "%s/%s.mpy" % (path, m)
+        if _mtime(mpy) < _mtime(src) and os.system(
+                "(mkdir -p '%s' && t='%s'.$$ && '%s' -march=host -o \"$t\" '%s' && mv \"$t\" '%s')"
+                " 2>/dev/null" % (path, mpy, _cross, src, mpy)):
+            return False
+    return True
+
+
+def _cache():
+    # the first place the .mpy files are current in, or can be built in:
+    # next to this file, else the user's cache
+    if sys.implementation.name != "micropython" or _mtime(_cross) < 0:
+        return None
+    mpy = "/mpy%d" % sys.implementation._mpy
+    if _built(_dir + "/__pycache__" + mpy):
+        return _dir + "/__pycache__" + mpy
+    path = _user_cache()
+    if not (path and _built(path + mpy)):
+        return None
+    # _env finds the shim's directory (the helper process, the default apps)
+    # from its own file, which is now in the user's cache: say it as a frozen
+    # shim does
+    if not os.getenv("OTA_SHIM"):
+        os.putenv("OTA_SHIM", _dir)
+    return path + mpy
+
+
+CACHE = _cache()
+del _dir, _cross, _mtime, _user_cache, _built, _cache
 
 
 def load():
