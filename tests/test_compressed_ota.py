@@ -164,3 +164,48 @@ def test_a_compressed_image_for_another_chip_is_refused_in_its_first_block(board
     server.route("/fw.binz", compress(image, block_size=32768))
     out = update(board_dir, server.url("/fw.binz"), sha256=hashlib.sha256(image).hexdigest())
     assert out["name"] == "ESP_ERR_INVALID_VERSION" and out["boot"] == "ota_0"
+
+
+# --- signed manifests --------------------------------------------------------
+
+def stored(data):
+    c = zlib.compressobj(0, zlib.DEFLATED, -12, 9)
+    return c.compress(data) + c.flush()
+
+
+@pytest.mark.parametrize("case, why", [
+    ("as_signed", None),
+    # the same inflated bytes and size, other wire bytes: a padding bit of a
+    # stored deflate block flipped
+    ("wire_bytes_differ", "sha256 of the file does not match the manifest"),
+    # another image, compressed: its header does not name the signed image
+    ("other_image", "compressed update"),
+    # the image itself where the manifest names its compressed file
+    ("not_compressed", "the manifest names a compressed file"),
+])
+def test_a_signed_manifest_binds_both_the_compressed_file_and_the_inflated_image(
+        board_dir, server, v2, case, why):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from otatool.sign import make_manifest, public_key_b64, sign_manifest
+    key = Ed25519PrivateKey.generate()
+    bs = 32768
+    z = rebuilt(v2, bs, {0: stored(v2[:bs])})
+    fields = make_manifest(z, "fw.binz")
+    assert fields["size"] == len(v2) and fields["compressed_size"] == len(z)
+    served = {"as_signed": z, "not_compressed": v2,
+              "other_image": compress(make_app_image(version="2.0.0", project_name="evil",
+                                                     size=SIZE), block_size=bs)}.get(case)
+    if case == "wire_bytes_differ":
+        served = bytearray(z)
+        at = CompressedHeader.from_bytes(z).block_range(0)[0]
+        served[at] ^= 0x80      # bits 3-7 of a stored block's first byte are padding
+        served = bytes(served)
+        assert served != z and len(served) == len(z)
+    server.route("/fw.manifest.json", sign_manifest(fields, key))
+    server.route("/fw.binz", served)
+    out = update(board_dir, server.url("/fw.manifest.json"), public_key=public_key_b64(key))
+    if why is None:
+        assert out["ok"] and out["read"] == len(v2) and out["boot"] == "ota_1"
+    else:
+        assert out["name"] == "ESP_ERR_OTA_VALIDATE_FAILED" and why in out["msg"], out
+        assert out["boot"] == "ota_0"

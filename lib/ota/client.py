@@ -117,7 +117,7 @@ class Handle:
                 raise OTAError(_VALIDATE_FAILED, "server has %d bytes, expected %d"
                                % (dl.size, size))
             self.etag = dl.etag
-            self.offset = self._read = dl.offset
+            self.offset = self._read = dl.offset - n
             target.begin(self)
             if n:
                 # The first bytes of an uncompressed image, read above.
