@@ -398,7 +398,7 @@ COMPRESSED = compress(IMAGE, block_size=4096)
 
 
 def inflate_header(data, step, size):
-    src = Inflate(BytesDownload(data, step, size))
+    src = Inflate(BytesDownload(data, step, size), b"OTAZ")
     src.start()
     return src
 

@@ -100,19 +100,15 @@ class Handle:
                 # The first bytes tell a compressed update from the image.
                 head = bytearray(4)
                 n = dl.readinto(head)
-                if n == 4 and head == b"OTAZ":
+                if head == b"OTAZ" or wire:
                     from ota.inflate import Inflate
-                    self._dl = dl = Inflate(dl, wire)
+                    self._dl = dl = Inflate(dl, head, wire, sha256)
                     dl.start(offset if z else 0, etag)
                     # What is installed is the inflated image: the header's
                     # SHA-256 is checked as a caller's sha256 is.
-                    if sha256 and sha256 != dl.sha256:
-                        raise OTAError(_VALIDATE_FAILED, "sha256 of the image does not match")
                     self._sha256 = dl.sha256
                     self._hash = hashlib.sha256()
                     n = 0
-                elif wire:
-                    raise OTAError(_VALIDATE_FAILED, "the manifest names a compressed file")
             if size is not None and dl.size >= 0 and dl.size != size:
                 raise OTAError(_VALIDATE_FAILED, "server has %d bytes, expected %d"
                                % (dl.size, size))
@@ -123,7 +119,10 @@ class Handle:
                 # The first bytes of an uncompressed image, read above.
                 window = target.window()
                 window[:n] = head[:n]
-                self._take(window, n)
+                self._read = n
+                if self._hash:
+                    self._hash.update(head[:n])
+                target.commit(n)
         except BaseException as e:
             self._close(e)
             raise
@@ -142,7 +141,12 @@ class Handle:
             if n == 0:
                 self._state = _DATA_END
                 return _OK
-            self._take(window, n)
+            # Every byte of the entity passes here once (or, when resumed,
+            # through resumed()).
+            self._read += n
+            if self._hash:
+                self._hash.update(window if n == len(window) else window[:n])
+            self._target.commit(n)
         except BaseException as e:
             self._close(e)
             raise
@@ -206,14 +210,6 @@ class Handle:
         return False
 
     # -- inside --------------------------------------------------------------
-
-    def _take(self, window, n):
-        # Every byte of the entity passes here once (or, when resumed,
-        # through resumed()).
-        self._read += n
-        if self._hash:
-            self._hash.update(window if n == len(window) else window[:n])
-        self._target.commit(n)
 
     def resumed(self, data):
         # Called by the target for each block of a resumed prefix it re-reads.

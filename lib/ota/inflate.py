@@ -103,10 +103,14 @@ class _Block(io.IOBase):
 
 
 class Inflate:
-    def __init__(self, dl, wire=None):
-        # dl: a started Download whose first four bytes, the magic, the
-        # caller has read. wire: (sha256, size) of the compressed file, as a
-        # signed manifest names it, or None.
+    def __init__(self, dl, head, wire=None, sha256=None):
+        # dl: a started Download whose first four bytes the caller has read
+        # (head). wire: (SHA-256, size) of the compressed file, as a signed
+        # manifest names it, or None. sha256: what the caller expects of the
+        # inflated image, or None.
+        if head != MAGIC:
+            raise _bad("the manifest names one, this is not one")
+        self._sha = sha256
         self._dl = dl
         self._rd = _Block(dl)
         self._wire = wire
@@ -150,6 +154,8 @@ class Inflate:
         self._offs = offs
         self._wbits, self._bs, self._n = wbits, bs, n
         self.size = total
+        if self._sha and sha != self._sha:
+            raise _bad("sha256 of the image does not match")
         self.sha256 = sha
         self.etag = dl.etag + Z if dl.etag else None
         i = 0
