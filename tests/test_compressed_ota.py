@@ -143,9 +143,9 @@ def bad_files(image):
 
 @pytest.mark.parametrize("case, why", [
     ("corrupt_block", ""),      # the inflater or the image validator, whichever sees it first
-    ("bomb", "block 0 does not end with its 32768 bytes"),
-    ("short_block", "block 3 does not inflate to its 16384 bytes"),
-    ("unused_bytes", "block 0 does not end with its 32768 bytes"),
+    ("bomb", "block 0 does not end with its bytes"),
+    ("short_block", "block 3 does not inflate to its bytes"),
+    ("unused_bytes", "block 0 does not end with its bytes"),
     ("lying_header", "sha256 of the download does not match"),
     ("truncated", "its header says"),
     ("bad_crc", "header CRC mismatch"),
