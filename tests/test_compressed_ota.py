@@ -80,6 +80,16 @@ def test_sha256_and_size_given_to_begin_describe_the_inflated_image(board_dir, s
     assert right["ok"] and right["boot"] == "ota_1"
 
 
+def test_a_compressed_update_sent_chunked_in_small_pieces_installs(board_dir, server, v2):
+    # No Content-Length, and network reads of a few bytes: the inflater's
+    # input is topped up many times per block.
+    z = compress(v2, block_size=32768)
+    server.route("/fw.binz", z, chunked=61)
+    out = update(board_dir, server.url("/fw.binz"))
+    assert out == dict(out, ok=True, read=len(v2), boot="ota_1")
+    assert server.requests("/fw.binz")[0]["declared"] is None   # really chunked
+
+
 def test_a_connection_dropped_mid_block_resumes_and_installs(board_dir, server, v2):
     z = compress(v2, block_size=65536)
     header = CompressedHeader.from_bytes(z)

@@ -142,8 +142,8 @@ class Inflate:
             if not self._out:
                 return 0
         src = self._in
-        if self._left and self._end - src.tell() < _MARGIN + 256:
-            self._fill()
+        while self._left and self._end - src.tell() < _MARGIN + 256:
+            self._fill()        # usually once: a network read may bring few bytes
         k = min(self._out, len(mv))
         if self._left:
             k = min(k, (self._end - src.tell() - _MARGIN) // 2)
