@@ -62,7 +62,7 @@ _VALIDATE_FAILED = const(0x1503)
 
 MAGIC = b"OTAZ"
 _HEAD = const(52)       # the fixed part of the header, magic included
-_IN = const(1024)       # compressed bytes held for the inflater
+_IN = const(1536)       # compressed bytes held for the inflater (2 x: see above)
 _MARGIN = const(600)    # what two dynamic block headers can take (2 x 288 bytes), and slack
 
 
