@@ -191,7 +191,7 @@ def stored(data):
     # another image, compressed: its header does not name the signed image
     ("other_image", "compressed update"),
     # the image itself where the manifest names its compressed file
-    ("not_compressed", "compressed update: the manifest names one, this is not one"),
+    ("not_compressed", "compressed update: the manifest names one; this file is not one"),
 ])
 def test_a_signed_manifest_binds_both_the_compressed_file_and_the_inflated_image(
         board_dir, server, v2, case, why):

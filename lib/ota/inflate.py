@@ -9,10 +9,13 @@
 # The header is read and checked whole before a byte is inflated (the same
 # checks as otatool.compressed.CompressedHeader.from_bytes, and the file's
 # length against the server's). Then each block is inflated by MicroPython's
-# deflate.DeflateIO through _Block, which ends at the block's last
-# compressed byte: a block that inflates to more than its declared size (a
-# decompression bomb), to less, or leaves compressed bytes unused is
-# ESP_ERR_OTA_VALIDATE_FAILED, raised in perform(), long before finish().
+# deflate.DeflateIO, fed only that block's compressed bytes: a block that
+# inflates to more than its declared size (a decompression bomb: the
+# inflater is never asked for more, then for one byte that must not come),
+# to less, or leaves compressed bytes unused is ESP_ERR_OTA_VALIDATE_FAILED,
+# raised in perform(), long before finish(). The header's SHA-256 of the
+# uncompressed bytes is checked by the client in finish(), like a caller's
+# sha256, before the target makes anything bootable.
 #
 # Why the input is an io.BytesIO: DeflateIO reads its stream one byte per
 # call, and a stream written in Python would cost a method call per
@@ -23,9 +26,6 @@
 # two block headers: _MARGIN), so the inflater never runs dry in the middle
 # of a block that zlib made. A block that does anyway (a deflate stream
 # padded with empty blocks, or a hostile one) is refused, never misread.
-# The header's SHA-256 of the uncompressed bytes is checked by the client in
-# finish(), like a caller's sha256, before the target makes anything
-# bootable.
 #
 # Resume: a connection cut mid-block is resumed inside ota.http.Download at
 # the exact compressed byte (Range + If-Range), so the inflater never sees
@@ -36,7 +36,7 @@
 # that the journal tells the client the kept prefix belongs to a compressed
 # file.
 #
-# Memory: 2**window_bits bytes for the window and about 1.3 KiB of inflater
+# Memory: 2**window_bits bytes for the window and about 1.4 KiB of inflater
 # state (allocated by DeflateIO for each block: the previous block's are
 # collected first so that the new ones take their place), the input (_IN
 # bytes, twice: the BytesIO and the buffer a network read lands in) and 4
@@ -77,7 +77,7 @@ class Inflate:
         # manifest names it, or None. sha256: what the caller expects of the
         # inflated image, or None.
         if head != MAGIC:
-            raise _bad("the manifest names one, this is not one")
+            raise _bad("the manifest names one; this file is not one")
         self._dl = dl
         self._wire = wire
         self._sha = sha256
