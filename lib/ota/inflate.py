@@ -137,25 +137,33 @@ class Inflate:
         self.offset = i * bs
 
     def readinto(self, mv):
-        if not self._out:
-            self._next()
-            if not self._out:
-                return 0
+        # Fills mv, up to the end of the block: one perform() for each
+        # window of the target, as when uncompressed (each inflate step
+        # after the first writes through a slice of mv).
+        got = 0
         src = self._in
-        while self._left and self._end - src.tell() < _MARGIN + 256:
-            self._fill()        # usually once: a network read may bring few bytes
-        k = min(self._out, len(mv))
-        if self._left:
-            k = min(k, (self._end - src.tell() - _MARGIN) // 2)
-        try:
-            n = self._d.readinto(mv, k)
-        except (OSError, EOFError):
-            n = 0               # corrupt, or its compressed bytes ran out
-        if not n or src.tell() > self._end:
-            raise _bad("block %d does not inflate to its bytes" % self._i)
-        self._out -= n
-        self.offset += n
-        return n
+        while got < len(mv):
+            if not self._out:
+                if got:
+                    break
+                self._next()
+                if not self._out:
+                    return 0
+            while self._left and self._end - src.tell() < _MARGIN + 256:
+                self._fill()    # usually once: a network read may bring few bytes
+            k = min(self._out, len(mv) - got)
+            if self._left:
+                k = min(k, (self._end - src.tell() - _MARGIN) // 2)
+            try:
+                n = self._d.readinto(mv[got:] if got else mv, k)
+            except (OSError, EOFError):
+                n = 0           # corrupt, or its compressed bytes ran out
+            if not n or src.tell() > self._end:
+                raise _bad("block %d does not inflate to its bytes" % self._i)
+            self._out -= n
+            self.offset += n
+            got += n
+        return got
 
     def close(self):
         self._dl.close()
