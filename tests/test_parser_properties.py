@@ -12,6 +12,7 @@ cases it ran; the counts are printed when the module ends (pytest -s).
 import base64
 import json
 import os
+import struct
 import sys
 
 import pytest
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from conftest import LIB
 from otatool.appimage import make_app_image
 from otatool.bundle import build
+from otatool.compressed import CompressedHeader, compress
 from otatool.sign import canonical_bytes, public_key_b64
 
 sys.path.insert(0, LIB)
@@ -33,6 +35,7 @@ from ota.checkin import _offer  # noqa: E402
 from ota.ed25519 import public_point, verify  # noqa: E402
 from ota.http_extra import redirect  # noqa: E402
 from ota.image import ImageValidator  # noqa: E402
+from ota.inflate import Inflate  # noqa: E402
 from ota.manifest import parse_manifest, public_key_bytes  # noqa: E402
 
 # What each parser may raise (the table in docs/API.md).
@@ -210,8 +213,9 @@ def test_random_manifests(data):
 
 @SLOW
 @given(fields=st.dictionaries(st.sampled_from(["chip", "kind", "project", "secure_version", "sha256",
-                                               "size", "url", "version", "extra"]),
-                              json_values, max_size=9))
+                                               "size", "url", "version", "extra",
+                                               "compressed_sha256", "compressed_size"]),
+                              json_values, max_size=11))
 def test_signed_manifests_with_random_fields(fields):
     # The signature verifies; the fields are anything JSON holds.
     counted("manifest fields")
@@ -369,3 +373,58 @@ def test_random_locations(loc):
 def test_random_check_in_answers(raw):
     counted("check-in answer")
     only({ota.ESP_ERR_INVALID_RESPONSE}, _offer, raw)
+
+
+# --- the header of a compressed update (ota.inflate) ---------------------------
+
+class BytesDownload:
+    """The Download interface over bytes, one short read at a time; the
+    first four bytes (the magic, which the client reads) already taken."""
+
+    def __init__(self, data, step, size):
+        self.data, self.step, self.size = data, step, size
+        self.offset, self.etag = 4, '"e"'
+
+    def readinto(self, mv):
+        n = len(self.data[self.offset:self.offset + min(len(mv), self.step)])
+        mv[:n] = self.data[self.offset:self.offset + n]
+        self.offset += n
+        return n
+
+    def start(self, offset=0, etag=None):
+        self.offset = offset
+
+
+COMPRESSED = compress(IMAGE, block_size=4096)
+
+
+def inflate_header(data, step, size):
+    src = Inflate(BytesDownload(data, step, size), b"OTAZ")
+    src.start()
+    return src
+
+
+@FAST
+@given(data=st.one_of(st.binary(max_size=200).map(lambda b: b"OTAZ" + b),
+                      st.tuples(st.integers(4, 100), st.binary(min_size=1, max_size=4)).map(
+                          lambda t: COMPRESSED[:t[0]] + t[1] + COMPRESSED[t[0] + len(t[1]):])),
+       step=st.sampled_from([1, 7, 4096]), lie=st.sampled_from([0, 0, 1, -1, None]))
+@example(data=COMPRESSED, step=1, lie=0)
+def test_compressed_headers_are_refused_by_the_board_exactly_when_the_host_refuses_them(
+        data, step, lie):
+    # lie: how far the server's Content-Length is off (None: not sent)
+    counted("compressed header")
+    size = -1 if lie is None else len(data) + lie
+    r = only({ota.ESP_ERR_OTA_VALIDATE_FAILED}, inflate_header, data, step, size)
+    try:
+        host = CompressedHeader.from_bytes(data)
+        if size >= 0 and host.offsets[-1] != size:
+            host = None
+    except ValueError:
+        host = None
+    if host is None:
+        assert isinstance(r, OTAError)
+    else:
+        assert not isinstance(r, OTAError), r
+        assert (r.size, r.sha256, r.offset) == (host.total_size, host.sha256, 0)
+        assert list(struct.unpack_from("<%dI" % (host.block_count + 1), r._offs)) == host.offsets

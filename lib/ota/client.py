@@ -60,11 +60,14 @@ class Handle:
             cert_pem = pem_to_der(cert_pem)
         options = {"cert_der": cert_pem, "headers": headers, "timeout_ms": timeout_ms,
                    "allow_http": allow_http}
+        wire = None
         if public_key is not None:
             # A board with a key installs only what the publisher signed: the
-            # manifest names the image, and its sha256 and size bind it.
+            # manifest names the image, and its sha256 and size bind it (and
+            # wire, those of a compressed file).
             from ota.manifest import signed_image
-            url, sha256, size = signed_image(url, public_key, allow_downgrade, target, options)
+            url, sha256, size, wire = signed_image(url, public_key, allow_downgrade, target,
+                                                   options)
         if sha256 is not None:
             import binascii
             try:
@@ -88,13 +91,38 @@ class Handle:
             # server send the whole entity instead when it changed, and the
             # target then starts over (it sees offset 0).
             offset, etag = target.kept(url)
-            dl.start(offset, etag)
+            # A kept prefix of a compressed file (its ETag ends in "+z", see
+            # ota.inflate) is resumed after its header, read from the start.
+            z = etag and etag[-2:] == "+z"
+            dl.start(0 if z else offset, etag)
+            n = 0
+            if not dl.offset:
+                # The first bytes tell a compressed update from the image.
+                head = bytearray(4)
+                n = dl.readinto(head)
+                if head == b"OTAZ" or wire:
+                    from ota.inflate import Inflate
+                    self._dl = dl = Inflate(dl, head, wire, sha256)
+                    dl.start(offset if z else 0, etag)
+                    # What is installed is the inflated image: the header's
+                    # SHA-256 is checked as a caller's sha256 is.
+                    self._sha256 = dl.sha256
+                    self._hash = hashlib.sha256()
+                    n = 0
             if size is not None and dl.size >= 0 and dl.size != size:
                 raise OTAError(_VALIDATE_FAILED, "server has %d bytes, expected %d"
                                % (dl.size, size))
             self.etag = dl.etag
-            self.offset = self._read = dl.offset
+            self.offset = self._read = dl.offset - n
             target.begin(self)
+            if n:
+                # The first bytes of an uncompressed image, read above.
+                window = target.window()
+                window[:n] = head[:n]
+                self._read = n
+                if self._hash:
+                    self._hash.update(head[:n])
+                target.commit(n)
         except BaseException as e:
             self._close(e)
             raise

@@ -21,6 +21,12 @@
 # refused (a newer format fails loudly, never half-understood), and base64
 # must be canonical (MicroPython's decoder silently skips junk characters).
 #
+# A compressed update (ota.inflate) adds two fields, both or neither:
+#   "compressed_sha256":"<64 hex>","compressed_size":567
+# of the file at url, as it travels; sha256 and size stay those of the image
+# it inflates to, i.e. of what is installed. A board refuses a download whose
+# compressed bytes or inflated bytes do not match.
+#
 # chip is an esptool chip name ("esp32", "esp32s3", "esp32c3", "esp8266") or
 # "any" for a bundle of portable .py files. url is absolute or relative to the
 # manifest's own URL (resolve_url). secure_version is the anti-rollback
@@ -39,6 +45,7 @@ KINDS = ("firmware", "bundle")
 # name -> type, in the canonical (sorted) order
 FIELDS = (("chip", str), ("kind", str), ("project", str), ("secure_version", int),
           ("sha256", str), ("size", int), ("url", str), ("version", str))
+COMPRESSED = (("compressed_sha256", str), ("compressed_size", int))
 
 
 def _invalid(msg):
@@ -77,11 +84,13 @@ def public_key_bytes(public_key):
 
 
 def _check_fields(m):
-    names = [name for name, _ in FIELDS]
+    fields = FIELDS + COMPRESSED if "compressed_size" in m or "compressed_sha256" in m \
+        else FIELDS
+    names = [name for name, _ in fields]
     for name in m:
         if name not in names:
             raise _invalid("signed manifest: unknown field %r" % name)
-    for name, typ in FIELDS:
+    for name, typ in fields:
         if name not in m:
             raise _invalid("signed manifest: missing field %r" % name)
         if type(m[name]) is not typ:
@@ -91,10 +100,12 @@ def _check_fields(m):
         raise _invalid("signed manifest: kind %r is not firmware or bundle" % m["kind"])
     if m["chip"] == "any" and m["kind"] == "firmware":
         raise _invalid("signed manifest: a firmware image is for one chip, not 'any'")
-    sha = m["sha256"]
-    if len(sha) != 64 or sha.strip("0123456789abcdef"):
-        raise _invalid("signed manifest: sha256 must be 64 lower-case hex digits")
-    if m["size"] <= 0 or m["secure_version"] < 0 or not m["url"]:
+    for name in ("sha256", "compressed_sha256"):
+        sha = m.get(name, "0" * 64)
+        if len(sha) != 64 or sha.strip("0123456789abcdef"):
+            raise _invalid("signed manifest: %s must be 64 lower-case hex digits" % name)
+    if m["size"] <= 0 or m.get("compressed_size", 1) <= 0 or m["secure_version"] < 0 \
+            or not m["url"]:
         raise _invalid("signed manifest: size, secure_version or url out of range")
     try:
         version_key(m["version"])
@@ -202,7 +213,8 @@ def installed(target):
 def signed_image(url, public_key, allow_downgrade, target, options):
     """For ota.begin(..., public_key=): fetch the signed manifest at `url`
     (Download options as for the image), verify it and check it against
-    what `target` holds now. -> (image url, sha256, size)"""
+    what `target` holds now. -> (image url, sha256, size, wire): wire is
+    (SHA-256, size) of a compressed file, None for an uncompressed one."""
     key = public_key_bytes(public_key)   # a bad key fails before connecting
     from ota.http import Download
     from ota.http_extra import read_body
@@ -220,4 +232,7 @@ def signed_image(url, public_key, allow_downgrade, target, options):
                        "manifest is for a %s, this update installs a %s" % (m["kind"], target.kind))
     chip, version, secure_version = installed(target)
     check_manifest(m, chip, version, secure_version, allow_downgrade)
-    return resolve_url(url, m["url"]), m["sha256"], m["size"]
+    wire = None
+    if "compressed_size" in m:
+        wire = binascii.unhexlify(m["compressed_sha256"]), m["compressed_size"]
+    return resolve_url(url, m["url"]), m["sha256"], m["size"], wire

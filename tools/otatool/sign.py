@@ -86,8 +86,19 @@ def make_manifest(data, url, kind=None, version=None, project=None, chip=None,
     descriptor or the bundle header; an argument given must agree with it
     (a manifest whose version differs from what the board will then run
     would make the board update forever). A bundle is for chip "any" unless
-    `chip` pins it (.mpy files with native code). Raises ValueError."""
-    kind, v, p, c, sv = _describe(bytes(data), kind)
+    `chip` pins it (.mpy files with native code). A compressed update
+    (otatool.compressed) is described by the image it inflates to: sha256
+    and size are that image's, what a board installs, and compressed_sha256
+    and compressed_size those of `data`, what it downloads. Raises
+    ValueError."""
+    from otatool.compressed import decompress, is_compressed
+    data = bytes(data)
+    wire = None
+    if is_compressed(data):
+        wire = {"compressed_size": len(data),
+                "compressed_sha256": hashlib.sha256(data).hexdigest()}
+        data = decompress(data)
+    kind, v, p, c, sv = _describe(data, kind)
     for name, given, found in (("version", version, v), ("project", project, p),
                                ("chip", chip, c), ("secure_version", secure_version, sv)):
         if given is not None and found is not None and given != found:
@@ -97,6 +108,7 @@ def make_manifest(data, url, kind=None, version=None, project=None, chip=None,
               "chip": chip or c or "any",
               "secure_version": secure_version if secure_version is not None else sv or 0,
               "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "url": url}
+    fields.update(wire or {})
     manifest, _ = _device()
     try:
         manifest.version_key(v)
@@ -174,8 +186,9 @@ def register(sub):
     k.set_defaults(func=cmd_keygen)
 
     s = sub.add_parser(
-        "sign", help="write the signed manifest of an app image or bundle",
-        description="Write the signed manifest of an app image or bundle: FILE.manifest.json "
+        "sign", help="write the signed manifest of an app image or bundle (compressed or not)",
+        description="Write the signed manifest of an app image or bundle, compressed or not "
+                    "(a compressed one names both hashes and sizes): FILE.manifest.json "
                     "next to it unless -o says otherwise (app-1.2.0.bin -> "
                     "app-1.2.0.manifest.json).",
         epilog="Publishing with static hosting (`otatool serve DIR`, nginx, a CDN): put the "

@@ -1,0 +1,232 @@
+# ota.inflate: a compressed update (format: tools/otatool/compressed.py),
+# read as the stream the client downloads from (the interface of
+# ota.http.Download), so that the targets receive the uncompressed bytes and
+# validate, write, journal and resume exactly as for an uncompressed one.
+#
+# The client imports this module only when the first four bytes of a
+# download are the magic b"OTAZ": an uncompressed update never loads it.
+#
+# The header is read and checked whole before a byte is inflated (the same
+# checks as otatool.compressed.CompressedHeader.from_bytes, and the file's
+# length against the server's). Then each block is inflated by MicroPython's
+# deflate.DeflateIO, fed only that block's compressed bytes: a block that
+# inflates to more than its declared size (a decompression bomb: the
+# inflater is never asked for more, then for one byte that must not come),
+# to less, or leaves compressed bytes unused is ESP_ERR_OTA_VALIDATE_FAILED,
+# raised in perform(), long before finish(). The header's SHA-256 of the
+# uncompressed bytes is checked by the client in finish(), like a caller's
+# sha256, before the target makes anything bootable.
+#
+# Why the input is an io.BytesIO: DeflateIO reads its stream one byte per
+# call, and a stream written in Python would cost a method call per
+# compressed byte (five times slower than the whole uncompressed update).
+# BytesIO is read natively. It holds up to _IN bytes of the block, topped up
+# from the network between calls; each call asks for no more output than
+# the input held can give (at most 2 bytes of input per byte of output, plus
+# two block headers: _MARGIN), so the inflater never runs dry in the middle
+# of a block that zlib made. A block that does anyway (a deflate stream
+# padded with empty blocks, or a hostile one) is refused, never misread.
+#
+# Resume: a connection cut mid-block is resumed inside ota.http.Download at
+# the exact compressed byte (Range + If-Range), so the inflater never sees
+# it. After a reset, the target's journal holds an uncompressed offset; the
+# header is fetched again and the download restarts at the block holding
+# that offset (a second request, with Range), the target re-feeding the kept
+# prefix from flash. The ETag this source shows its target ends in "+z", so
+# that the journal tells the client the kept prefix belongs to a compressed
+# file.
+#
+# Memory: 2**window_bits bytes for the window and about 1.4 KiB of inflater
+# state (allocated by DeflateIO for each block: the previous block's are
+# collected first so that the new ones take their place), the input (_IN
+# bytes, twice: the BytesIO and the buffer a network read lands in) and 4
+# bytes per block for the offsets.
+#
+# CPython (the host's property tests) has no deflate module: the header is
+# parsed there, a block is not inflated.
+import binascii
+import gc
+import hashlib
+import io
+import struct
+
+from ota import const, OTAError
+
+try:
+    import deflate
+except ImportError:  # CPython
+    deflate = None
+
+_INVALID_RESPONSE = const(0x108)
+_VALIDATE_FAILED = const(0x1503)
+
+MAGIC = b"OTAZ"
+_HEAD = const(52)       # the fixed part of the header, magic included
+_IN = const(1536)       # compressed bytes held for the inflater (2 x: see above)
+_MARGIN = const(600)    # what two dynamic block headers can take (2 x 288 bytes), and slack
+
+
+def _bad(msg):
+    return OTAError(_VALIDATE_FAILED, "compressed update: " + msg)
+
+
+class Inflate:
+    def __init__(self, dl, head, wire=None, sha256=None):
+        # dl: a started Download whose first four bytes the caller has read
+        # (head). wire: (SHA-256, size) of the compressed file, as a signed
+        # manifest names it, or None. sha256: what the caller expects of the
+        # inflated image, or None.
+        if head != MAGIC:
+            raise _bad("the manifest names one; this file is not one")
+        self._dl = dl
+        self._wire = wire
+        self._sha = sha256
+        self._buf = bytearray(_IN)
+        self._mv = memoryview(self._buf)
+        self._in = io.BytesIO(self._buf)
+        self._hash = hashlib.sha256(MAGIC) if wire else None
+        self._d = self._offs = None
+        self.size = -1
+        self.offset = 0
+        self.etag = self.sha256 = None
+        self._wbits = self._bs = self._n = self._i = self._out = self._left = self._end = 0
+
+    def start(self, offset=0, etag=None):
+        # Read and check the header; then, if `etag` (as this source showed
+        # it before) names this same file, go on at the block holding the
+        # inflated `offset`; else from the first block. self.offset: where
+        # the inflated bytes go on.
+        dl = self._dl
+        fixed = self._mv[:_HEAD - 4]
+        self._get(fixed)
+        fmt, wbits, reserved, bs, total, sha, n = struct.unpack("<BBHII32sI", fixed)
+        if (fmt != 1 or not 9 <= wbits <= 15 or reserved or not bs or bs % 4096
+                or bs > 1 << 20 or not 1 <= n <= 4096 or n != (total + bs - 1) // bs):
+            raise _bad("unsupported or bad header")
+        crc = binascii.crc32(fixed, binascii.crc32(MAGIC))
+        offs = bytearray(4 * n + 8)     # the offsets, then the CRC-32
+        self._get(offs)
+        if binascii.crc32(memoryview(offs)[:-4], crc) != struct.unpack_from("<I", offs, 4 * n + 4)[0]:
+            raise _bad("header CRC mismatch")
+        prev = 0
+        for i in range(n + 1):
+            at = struct.unpack_from("<I", offs, 4 * i)[0]
+            # block 0 right after the header, each later one after the one before
+            if at <= prev or (not i and at != _HEAD + 4 * n + 8):
+                raise _bad("block offsets out of order")
+            prev = at
+        if (dl.size >= 0 and prev != dl.size) or (self._wire and prev != self._wire[1]):
+            raise _bad("the file has %d bytes, its header says %d" % (dl.size, prev))
+        if self._sha and sha != self._sha:
+            raise _bad("sha256 of the image does not match")
+        self._offs = offs
+        self._wbits, self._bs, self._n = wbits, bs, n
+        self.size = total
+        self.sha256 = sha
+        self.etag = dl.etag + "+z" if dl.etag else None
+        i = 0
+        if offset and etag and etag == self.etag:
+            i = min(offset // bs, n - 1)
+        if i:
+            self._hash = None   # the file is not read whole: the inflated bytes' hash binds it
+            at = struct.unpack_from("<I", offs, 4 * i)[0]
+            dl.start(at, dl.etag)
+            if dl.offset != at:
+                raise OTAError(_INVALID_RESPONSE, "the image changed on the server")
+        self._i = i
+        self.offset = i * bs
+
+    def readinto(self, mv):
+        # Fills mv, up to the end of the block: one perform() for each
+        # window of the target, as when uncompressed (each inflate step
+        # after the first writes through a slice of mv).
+        got = 0
+        src = self._in
+        while got < len(mv):
+            if not self._out:
+                if got:
+                    break
+                self._next()
+                if not self._out:
+                    return 0
+            while self._left and self._end - src.tell() < _MARGIN + 256:
+                self._fill()    # usually once: a network read may bring few bytes
+            k = min(self._out, len(mv) - got)
+            if self._left:
+                k = min(k, (self._end - src.tell() - _MARGIN) // 2)
+            try:
+                n = self._d.readinto(mv[got:] if got else mv, k)
+            except (OSError, EOFError):
+                n = 0           # corrupt, or its compressed bytes ran out
+            if not n or src.tell() > self._end:
+                raise _bad("block %d does not inflate to its bytes" % self._i)
+            self._out -= n
+            self.offset += n
+            got += n
+        return got
+
+    def close(self):
+        self._dl.close()
+        self._d = None
+
+    # -- inside --------------------------------------------------------------
+
+    def _get(self, buf):
+        # Exactly len(buf) bytes of the header into buf.
+        n = 0
+        while n < len(buf):
+            k = self._dl.readinto(memoryview(buf)[n:])
+            if not k:
+                raise _bad("cut short")
+            n += k
+        if self._hash:
+            self._hash.update(buf)
+
+    def _fill(self):
+        # The unread input to the front, then one network read behind it
+        # (never past the block's end).
+        src = self._in
+        t = self._end - src.tell()
+        src.readinto(self._buf, t)
+        mv = self._mv[t:t + min(self._left, _IN - t)]
+        n = self._dl.readinto(mv)
+        if not n:
+            raise _bad("cut short")
+        if self._hash:
+            self._hash.update(mv[:n])
+        self._left -= n
+        self._end = t + n
+        src.seek(0)
+        src.write(self._buf, 0, self._end)
+        src.seek(0)
+
+    def _next(self):
+        # The block before (if any) must end exactly with its bytes and on
+        # its last compressed byte; then the next block starts, or the file
+        # ends (no bytes after the last block; the whole file's SHA-256).
+        if self._d:
+            try:
+                more = self._d.readinto(self._buf, 1)
+            except (OSError, EOFError):
+                more = 1
+            if more or self._left or self._in.tell() != self._end:
+                raise _bad("block %d does not end with its bytes" % self._i)
+            self._d = None
+            self._i += 1
+        if self._i == self._n:
+            if self._dl.readinto(self._mv):
+                raise _bad("data after the last block")
+            h = self._hash
+            self._hash = None
+            if h and h.digest() != self._wire[0]:
+                raise _bad("sha256 of the file does not match the manifest")
+            return
+        if deflate is None:
+            raise OTAError(_VALIDATE_FAILED, "no deflate module")
+        a, b = struct.unpack_from("<II", self._offs, 4 * self._i)
+        self._left = b - a
+        self._out = min(self._bs, self.size - self._i * self._bs)
+        self._end = 0
+        self._in.seek(0)
+        gc.collect()    # the last block's window goes before the next one's comes
+        self._d = deflate.DeflateIO(self._in, deflate.RAW, self._wbits)

@@ -1,0 +1,221 @@
+"""Compressed updates on the emulated ESP32 and ESP8266, told as a user's
+story: the board recognises a compressed file by its first bytes, inflates
+it block by block into the same validator and writer as an uncompressed
+image, resumes it, and refuses every broken or lying one with the old app
+still booting.
+
+The files are made by otatool.compressed, as `otatool image compress` makes
+them; the hostile ones are rebuilt from its parts with a correct header CRC,
+so that what the board refuses is the block, not the header.
+"""
+import hashlib
+import zlib
+
+import pytest
+
+from conftest import run_mpy
+from faultserver import FaultServer
+from otatool.appimage import make_app_image
+from otatool.compressed import CompressedHeader, compress
+from test_firmware_ota import UPDATE, power_on, result, update
+
+SIZE = 112 * 1024
+
+
+@pytest.fixture(scope="module")
+def v2():
+    return make_app_image(version="2.0.0", project_name="greenhouse", size=SIZE)
+
+
+@pytest.fixture
+def server():
+    with FaultServer() as srv:
+        yield srv
+
+
+def rebuilt(data, block_size, blocks=None, **fields):
+    """A compressed file of `data` whose blocks (raw deflate) are `blocks`
+    where given (index -> bytes), header fields overridden by `fields`, and a
+    header CRC that is right for all of it."""
+    parts = [data[i:i + block_size] for i in range(0, len(data), block_size)]
+    out = []
+    for i, part in enumerate(parts):
+        c = zlib.compressobj(9, zlib.DEFLATED, -12, 9)
+        out.append((blocks or {}).get(i, c.compress(part) + c.flush()))
+    h = dict(window_bits=12, block_size=block_size, total_size=len(data),
+             sha256=hashlib.sha256(data).digest(), offsets=None)
+    h.update(fields)
+    length = CompressedHeader(12, block_size, 0, b"", [0] * (len(out) + 1)).length
+    offsets = [length]
+    for b in out:
+        offsets.append(offsets[-1] + len(b))
+    h["offsets"] = offsets
+    return CompressedHeader(**h).pack() + b"".join(out)
+
+
+def deflated(data):
+    c = zlib.compressobj(9, zlib.DEFLATED, -12, 9)
+    return c.compress(data) + c.flush()
+
+
+def test_a_compressed_update_installs_and_the_next_boot_runs_the_new_app(board_dir, server, v2):
+    z = compress(v2, block_size=32768)
+    server.route("/fw.binz", z)
+    out = update(board_dir, server.url("/fw.binz"))
+    # what the handle reports is the installed image, not the wire bytes
+    assert out == dict(out, ok=True, version="2.0.0", read=len(v2), size=len(v2), complete=True,
+                       boot="ota_1")
+    assert server.sent("/fw.binz") == len(z)
+    after = power_on(board_dir)
+    assert after["running"] == "ota_1" and after["version"] == "2.0.0"
+
+
+def test_sha256_and_size_given_to_begin_describe_the_inflated_image(board_dir, server, v2):
+    z = compress(v2)
+    server.route("/fw.binz", z)
+    wrong = update(board_dir, server.url("/fw.binz"), sha256=hashlib.sha256(z).hexdigest())
+    assert wrong["name"] == "ESP_ERR_OTA_VALIDATE_FAILED" and wrong["boot"] == "ota_0"
+    right = update(board_dir, server.url("/fw.binz"), sha256=hashlib.sha256(v2).hexdigest(),
+                   size=len(v2))
+    assert right["ok"] and right["boot"] == "ota_1"
+
+
+def test_a_compressed_update_sent_chunked_in_small_pieces_installs(board_dir, server, v2):
+    # No Content-Length, and network reads of a few bytes: the inflater's
+    # input is topped up many times per block.
+    z = compress(v2, block_size=32768)
+    server.route("/fw.binz", z, chunked=61)
+    out = update(board_dir, server.url("/fw.binz"))
+    assert out == dict(out, ok=True, read=len(v2), boot="ota_1")
+    assert server.requests("/fw.binz")[0]["declared"] is None   # really chunked
+
+
+def test_a_connection_dropped_mid_block_resumes_and_installs(board_dir, server, v2):
+    z = compress(v2, block_size=65536)
+    header = CompressedHeader.from_bytes(z)
+    start, end = header.block_range(1)
+    server.route("/fw.binz", z, drop_at=(start + end) // 2)
+    out = update(board_dir, server.url("/fw.binz"))
+    assert out["ok"] and out["boot"] == "ota_1"
+    ranges = [r["range"] for r in server.requests("/fw.binz")]
+    # the drop really happened, and the second request asked only for the rest
+    assert len(ranges) == 2 and ranges[1] == "bytes=%d-" % ((start + end) // 2)
+    assert server.sent("/fw.binz") == len(z)
+    assert power_on(board_dir)["version"] == "2.0.0"
+
+
+def test_after_a_power_cut_mid_download_a_compressed_update_resumes_at_a_block(board_dir, server,
+                                                                               v2):
+    # Blocks of 6 sectors: the journal's 64 KiB fall inside block 2, which
+    # starts at 48 KiB: the board asks for the file from block 2 on.
+    z = compress(v2, block_size=24576)
+    header = CompressedHeader.from_bytes(z)
+    server.route("/fw.binz", z)
+    url = server.url("/fw.binz")
+    cut = run_mpy(UPDATE % {"url": url, "kw": "{'allow_http': True}"}, board_dir,
+                  env={"OTA_POWER_CUT_AT": "45"})           # in sector 23 of 28
+    assert "RESULT" not in cut.stdout
+    assert power_on(board_dir)["version"] == "1.0.0"
+    before = len(server.requests("/fw.binz"))
+
+    out = update(board_dir, url)
+    assert out["ok"] and out["read"] == len(v2) and out["boot"] == "ota_1"
+    ranges = [r["range"] for r in server.requests("/fw.binz")[before:]]
+    # the header from the start, then the rest from the block holding byte 65536
+    assert ranges[0] is None and ranges[1:] == ["bytes=%d-" % header.block_range(2)[0]]
+    assert power_on(board_dir)["version"] == "2.0.0"
+
+
+def bad_files(image):
+    bs = 32768
+    first = image[:bs]
+    last = image[3 * bs:]
+    z = compress(image, block_size=bs)
+    flipped = bytearray(z)
+    flipped[CompressedHeader.from_bytes(z).block_range(1)[0] + 40] ^= 0x10
+    return {
+        # a bit flipped inside block 1
+        "corrupt_block": bytes(flipped),
+        # block 0 inflates to its bytes and then 1 MiB of zeros: a bomb
+        "bomb": rebuilt(image, bs, {0: deflated(first + bytes(1 << 20))}),
+        # the last block inflates to fewer bytes than it declares
+        "short_block": rebuilt(image, bs, {3: deflated(last[:-100])}),
+        # bytes after the end of block 0's deflate stream, inside its range
+        "unused_bytes": rebuilt(image, bs, {0: deflated(first) + b"\0\0\0"}),
+        # the header's SHA-256 is not that of the bytes the blocks inflate to
+        "lying_header": rebuilt(image, bs, sha256=hashlib.sha256(b"other").digest()),
+        # the file ends 100 bytes early (the server says so too)
+        "truncated": z[:-100],
+        # one header byte changed: the CRC no longer matches
+        "bad_crc": z[:20] + bytes([z[20] ^ 1]) + z[21:],
+    }
+
+
+@pytest.mark.parametrize("case, why", [
+    ("corrupt_block", ""),      # the inflater or the image validator, whichever sees it first
+    ("bomb", "block 0 does not end with its bytes"),
+    ("short_block", "block 3 does not inflate to its bytes"),
+    ("unused_bytes", "block 0 does not end with its bytes"),
+    ("lying_header", "sha256 of the download does not match"),
+    ("truncated", "its header says"),
+    ("bad_crc", "header CRC mismatch"),
+])
+def test_a_broken_or_lying_compressed_file_is_refused_and_the_old_app_boots(board_dir, server,
+                                                                            v2, case, why):
+    server.route("/fw.binz", bad_files(v2)[case])
+    out = update(board_dir, server.url("/fw.binz"))
+    assert out["name"] == "ESP_ERR_OTA_VALIDATE_FAILED" and why in out["msg"], out
+    assert out["boot"] == "ota_0"
+    assert power_on(board_dir)["version"] == "1.0.0"
+
+
+def test_a_compressed_image_for_another_chip_is_refused_in_its_first_block(board_dir, server):
+    image = make_app_image(version="2.0.0", chip="esp32s3", size=SIZE)
+    server.route("/fw.binz", compress(image, block_size=32768))
+    out = update(board_dir, server.url("/fw.binz"), sha256=hashlib.sha256(image).hexdigest())
+    assert out["name"] == "ESP_ERR_INVALID_VERSION" and out["boot"] == "ota_0"
+
+
+# --- signed manifests --------------------------------------------------------
+
+def stored(data):
+    c = zlib.compressobj(0, zlib.DEFLATED, -12, 9)
+    return c.compress(data) + c.flush()
+
+
+@pytest.mark.parametrize("case, why", [
+    ("as_signed", None),
+    # the same inflated bytes and size, other wire bytes: a padding bit of a
+    # stored deflate block flipped
+    ("wire_bytes_differ", "sha256 of the file does not match the manifest"),
+    # another image, compressed: its header does not name the signed image
+    ("other_image", "compressed update"),
+    # the image itself where the manifest names its compressed file
+    ("not_compressed", "compressed update: the manifest names one; this file is not one"),
+])
+def test_a_signed_manifest_binds_both_the_compressed_file_and_the_inflated_image(
+        board_dir, server, v2, case, why):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from otatool.sign import make_manifest, public_key_b64, sign_manifest
+    key = Ed25519PrivateKey.generate()
+    bs = 32768
+    z = rebuilt(v2, bs, {0: stored(v2[:bs])})
+    fields = make_manifest(z, "fw.binz")
+    assert fields["size"] == len(v2) and fields["compressed_size"] == len(z)
+    served = {"as_signed": z, "not_compressed": v2,
+              "other_image": compress(make_app_image(version="2.0.0", project_name="evil",
+                                                     size=SIZE), block_size=bs)}.get(case)
+    if case == "wire_bytes_differ":
+        served = bytearray(z)
+        at = CompressedHeader.from_bytes(z).block_range(0)[0]
+        served[at] ^= 0x80      # bits 3-7 of a stored block's first byte are padding
+        served = bytes(served)
+        assert served != z and len(served) == len(z)
+    server.route("/fw.manifest.json", sign_manifest(fields, key))
+    server.route("/fw.binz", served)
+    out = update(board_dir, server.url("/fw.manifest.json"), public_key=public_key_b64(key))
+    if why is None:
+        assert out["ok"] and out["read"] == len(v2) and out["boot"] == "ota_1"
+    else:
+        assert out["name"] == "ESP_ERR_OTA_VALIDATE_FAILED" and why in out["msg"], out
+        assert out["boot"] == "ota_0"
