@@ -99,7 +99,7 @@ def test_a_signed_manifest_of_a_compressed_file_describes_the_image_as_installed
     img = _image()
     z = compress(img)
     key = Ed25519PrivateKey.generate()
-    manifest = sign_manifest(make_manifest(img, "app-1.1.0.bin.z"), key).decode()
+    manifest = sign_manifest(make_manifest(z, "app-1.1.0.bin.z"), key).decode()
     status, f = api.upload("/admin/ota/upload", z, name="app-1.1.0.bin.z", manifest=manifest)
     assert status == 201 and f["signed"] and f["compressed"], f
     api.request("GET", "/admin/ota/start", {"fileName": "app-1.1.0.bin.z", "token": "a1"})
@@ -112,6 +112,13 @@ def test_a_signed_manifest_of_a_compressed_file_describes_the_image_as_installed
                                sha256=hashlib.sha256(z).hexdigest()), key).decode()
     status, body = api.upload("/admin/ota/upload", z, name="app.bin.z", manifest=wrong)
     assert status == 400 and "manifest: its size" in body["error"]
+    # One that signs the image but not the compressed bytes leaves the download unbound.
+    unbound = sign_manifest(make_manifest(img, "app-1.1.0.bin.z"), key).decode()
+    status, body = api.upload("/admin/ota/upload", z, name="app.bin.z", manifest=unbound)
+    assert status == 400 and "manifest: its compressed_size None" in body["error"]
+    # And a plain image's manifest cannot claim compressed bytes.
+    status, body = api.upload("/admin/ota/upload", img, name="app.bin", manifest=manifest)
+    assert status == 400 and "manifest: its compressed_size" in body["error"]
 
 
 def test_the_dashboard_shows_both_sizes_and_the_saving(api, fleet, owner):

@@ -18,6 +18,7 @@ from otatool import cli
 from otatool.appimage import make_app_image
 from otatool.bundle import build as build_bundle
 from otatool.serve import start_server
+from otatool.compressed import compress
 from otatool.sign import make_manifest, public_key_b64, sign_manifest, write_new_key
 
 from test_campaign_e2e import board_lib, config, farm, make_board, power_on, srv  # noqa: F401
@@ -184,12 +185,15 @@ def upload_signed(api, path, image, manifest, name, **fields):
                        headers={"Content-Type": "multipart/form-data; boundary=" + boundary.decode()})
 
 
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "compressed"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_signed_campaign_updates_a_board_with_the_key_through_the_manifest_url(
-        kind, publisher, srv, farm, tmp_path, board_lib):
+        kind, compressed, publisher, srv, farm, tmp_path, board_lib):
     api = farm
     _, key, pub = publisher
     name, data = release(kind, "1.1.0")
+    if compressed:  # the manifest then signs the compressed bytes and the installed ones
+        name, data = name + ".z", compress(data, window_bits=11)
     status, body = upload_signed(api, "/admin/ota/start", data,
                                  sign_manifest(make_manifest(data, name), key), name, token="g1")
     assert status == 201, body

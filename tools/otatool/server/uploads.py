@@ -113,6 +113,14 @@ def check_manifest(data, info):
     for key in ("kind", "version", "size", "sha256"):
         if fields.get(key) != info[key]:
             raise ValueError("its %s %r is not the image's %r" % (key, fields.get(key), info[key]))
+    # A compressed file's manifest also signs the bytes a board downloads
+    # (`otatool sign` of the compressed file adds them); a plain one's must not.
+    compressed = info["window_bits"] is not None
+    for key, value in (("compressed_size", info["wire_size"]),
+                       ("compressed_sha256", info["wire_sha256"])):
+        if fields.get(key) != (value if compressed else None):
+            raise ValueError("its %s %r is not the uploaded file's %r"
+                             % (key, fields.get(key), value if compressed else None))
     if not (isinstance(url, str) and (url.startswith(("http://", "https://"))
                                       or _MANIFEST_URL.fullmatch(url) and url != MANIFEST_NAME)):
         raise ValueError("its url %r is neither absolute nor a bare file name" % (url,))
