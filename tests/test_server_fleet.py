@@ -1,7 +1,8 @@
 """The campaign server for a fleet: on SQLite and on a real PostgreSQL that
 the tests start (conftest's `postgres`), several servers sharing one
 database, a schema that upgrades itself in numbered steps, a device that
-rolled back left alone, and an event loop that a busy database never stops.
+rolled back left alone, an event loop that a busy database never stops,
+and a dashboard sign-in that every server on the database honours.
 """
 import concurrent.futures
 import contextlib
