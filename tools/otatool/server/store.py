@@ -299,9 +299,10 @@ def _in_transaction(method, write):
 
 
 class Store:
-    """All campaign state. Each public method is one transaction, on a
-    connection of its own thread, so the server may call them from a thread
-    pool (AsyncStore) and several servers may share one PostgreSQL database."""
+    """All campaign state. Each public method is one transaction (session()
+    two: see there), on a connection of its own thread, so the server may
+    call them from a thread pool (AsyncStore) and several servers may share
+    one PostgreSQL database."""
 
     def __init__(self, db, clock=time.time, backoff_base=60, backoff_max=86400, pool_size=8):
         self.clock = clock
