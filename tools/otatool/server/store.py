@@ -55,8 +55,8 @@ from otatool.server.migrations import (SCHEMA_LOCK, SCHEMA_VERSION_TABLE, latest
                                         migrations_after)
 
 STATES = ("downloading", "installed", "confirmed", "rolled_back", "failed")
-_PURGE_BATCH = 100  # expired sessions deleted at each sign-in, at most
 FAILED = ("failed", "rolled_back")
+_PURGE_BATCH = 100  # expired sessions deleted at each sign-in, at most
 
 
 class NotFound(LookupError):
