@@ -1,9 +1,10 @@
 """The dashboard (`otatool server` at /) as plain HTTP sees it: an owner
 signs in with the admin's credentials and gets a session cookie no script
-can read, whose secret the database never holds; every page needs one; every form that changes something needs
-its CSRF token; what devices and uploads say is shown as text; each page
-has a language, one h1 and a label for each input; whatever a visitor
-sends, a page answers in HTML, never a 500.
+can read, whose secret the database never holds; every page needs one;
+every form that changes something needs its CSRF token; what devices and
+uploads say is shown as text; each page has a language, one h1 and a label
+for each input; whatever a visitor sends, a page answers in HTML, never a
+500.
 
 The server runs for real on 127.0.0.1 (fixtures of test_campaign_server);
 test_dashboard_browser.py drives the same pages in Chromium."""
