@@ -1,27 +1,32 @@
 """The dashboard (`otatool server` at /) as plain HTTP sees it: an owner
 signs in with the admin's credentials and gets a session cookie no script
-can read; every page needs one; every form that changes something needs
-its CSRF token; what devices and uploads say is shown as text; each page
-has a language, one h1 and a label for each input; whatever a visitor
-sends, a page answers in HTML, never a 500.
+can read, whose secret the database never holds; every page needs one;
+every form that changes something needs its CSRF token; what devices and
+uploads say is shown as text; each page has a language, one h1 and a label
+for each input; whatever a visitor sends, a page answers in HTML, never a
+500.
 
 The server runs for real on 127.0.0.1 (fixtures of test_campaign_server);
 test_dashboard_browser.py drives the same pages in Chromium."""
+import hashlib
 import html.parser
 import http.client
 import io
+import os
 import re
 import secrets
 import ssl
 import urllib.parse
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otatool import server
-from otatool.server import auth
+from otatool.server import auth, sessions
 from otatool.server import store as campaigns
+from otatool.server.sessions import SESSION_SECONDS
 from test_campaign_server import PASSWORD, Api, _self_signed, image
 from test_campaign_server import api, clock, config, fleet, srv  # noqa: F401 (fixtures)
 
@@ -152,6 +157,65 @@ def test_a_password_reset_ends_the_sessions_signed_in_with_the_old_password(owne
     store.reset_password("admin")
     store.close()
     assert owner.get("/")[0].status == 303
+
+
+def stored_sessions(config):
+    """The rows of the database's sessions, oldest first."""
+    store = campaigns.Store(config["db"])
+    try:
+        return store._rows("SELECT * FROM sessions ORDER BY created, secret_sha256")
+    finally:
+        store.close()
+
+
+def everything_stored(db):
+    """All a leak of the database `db` would show: a SQLite file with its
+    write-ahead log, or every row of every table of a PostgreSQL database."""
+    if campaigns.dialect(db) == "postgresql":
+        with psycopg.connect(db) as conn:
+            tables = [t for (t,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = current_schema()")]
+            return repr([conn.execute("SELECT * FROM %s" % t).fetchall()
+                         for t in tables]).encode()
+    return b"".join(open(db + suffix, "rb").read() for suffix in ("", "-wal")
+                    if os.path.exists(db + suffix))
+
+
+def test_the_database_keeps_only_a_hash_of_the_session_cookie(config, owner):
+    secret = owner.cookies["ota_session"]
+    leaked = everything_stored(config["db"])
+    assert hashlib.sha256(secret.encode()).hexdigest().encode() in leaked  # the session is there
+    assert secret.encode() not in leaked  # but not what opens it
+    (row,) = stored_sessions(config)
+    thief = Visitor(owner.srv)
+    thief.cookies["ota_session"] = row["secret_sha256"]
+    assert thief.get("/")[0].status == 303 and owner.get("/")[0].status == 200
+
+
+def test_an_expired_session_is_refused_and_deleted_even_if_never_used_again(srv, config, clock,
+                                                                             owner):
+    gone = Visitor(srv)  # signs in, then never comes back
+    gone.sign_in()
+    assert owner.get("/")[0].status == 200 and len(stored_sessions(config)) == 2
+    clock.t += SESSION_SECONDS
+    assert owner.get("/")[0].status == 303
+    assert len(stored_sessions(config)) == 1  # the owner's row went with the refusal
+    newcomer = Visitor(srv)
+    newcomer.sign_in()  # a sign-in deletes expired rows
+    assert [r["secret_sha256"] for r in stored_sessions(config)] == [
+        hashlib.sha256(newcomer.cookies["ota_session"].encode()).hexdigest()]
+    assert newcomer.get("/")[0].status == 200
+
+
+def test_an_admin_has_a_bounded_number_of_sessions_and_the_oldest_ends_first(srv, clock,
+                                                                             monkeypatch):
+    monkeypatch.setattr(sessions, "_SESSIONS_PER_ADMIN", 2)
+    browsers = [Visitor(srv) for _ in range(3)]
+    for b in browsers:
+        assert b.sign_in()[0].status == 303
+        clock.t += 1
+    assert [b.get("/")[0].status for b in browsers] == [303, 200, 200]
 
 
 def test_a_form_without_its_csrf_token_or_with_another_sessions_is_refused(srv, api, fleet,

@@ -1,12 +1,14 @@
 """The campaign server for a fleet: on SQLite and on a real PostgreSQL that
 the tests start (conftest's `postgres`), several servers sharing one
 database, a schema that upgrades itself in numbered steps, a device that
-rolled back left alone, and an event loop that a busy database never stops.
+rolled back left alone, an event loop that a busy database never stops,
+and a dashboard sign-in that every server on the database honours.
 """
 import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from otatool.server import store as campaigns
 from otatool.server.migrations import MIGRATIONS, latest_version
 from pgserver import free_port, wait_until_listening
 from test_campaign_server import PASSWORD, Api, api, clock, config, fleet, image, srv  # noqa: F401
+from test_dashboard_pages import Visitor, csrf_of, owner  # noqa: F401 (a fixture)
 
 OTATOOL = os.path.join(os.path.dirname(sys.executable), "otatool")
 
@@ -216,11 +219,16 @@ def two_servers(postgres, tmp_path):
             process.wait(30)
 
 
-def test_two_servers_on_one_postgresql_share_campaigns_attempts_and_stops(two_servers):
-    url, ports, outs = two_servers
+def printed_password(outs):
+    """The first admin's password, which exactly one of the servers printed."""
     printed = [line for out in outs for line in out.splitlines() if "created admin user" in line]
     assert len(printed) == 1  # both came up; only one made the admin
-    password = printed[0].split("password ")[1].split()[0]
+    return printed[0].split("password ")[1].split()[0]
+
+
+def test_two_servers_on_one_postgresql_share_campaigns_attempts_and_stops(two_servers):
+    url, ports, outs = two_servers
+    password = printed_password(outs)
     a, b = (Api(types.SimpleNamespace(port=p), password) for p in ports)
     assert a.request("POST", "/admin/users", body={"name": "fleet"})[0] == 201
     tokens = ["dev%02d" % i for i in range(24)]
@@ -248,3 +256,86 @@ def test_two_servers_on_one_postgresql_share_campaigns_attempts_and_stops(two_se
             "SELECT state FROM pg_stat_activity WHERE datname = current_database()"
             " AND pid <> pg_backend_pid()")]
     assert states and not [s for s in states if s.startswith("idle in transaction")]
+
+
+# --- one sign-in for every server on the database ---------------------------------
+
+@pytest.fixture
+def second_srv(config):
+    """Another server on `srv`'s database, as behind a load balancer."""
+    with server.ServerThread(config) as s:
+        yield s
+
+
+def same_browser(visitor, srv):
+    """`visitor`'s browser, its next requests reaching `srv`: the cookies
+    are one dict, whichever server sets them."""
+    there = Visitor(srv)
+    there.cookies = visitor.cookies
+    return there
+
+
+def test_a_sign_in_through_one_server_holds_on_another_for_pages_and_forms(api, fleet, owner,
+                                                                           second_srv):
+    cid = api.start(image("1.1.0"), user="alice")
+    there = same_browser(owner, second_srv)
+    for path in ("/", "/campaigns", "/campaigns/%d" % cid, "/images"):
+        assert there.get(path)[0].status == 200, path
+    _, page = owner.get("/campaigns/%d/stop" % cid)  # the form from one server,
+    resp, _ = there.post("/campaigns/%d/stop" % cid, {"csrf": csrf_of(page)})  # sent to the other
+    assert resp.status == 303 and not api.status(cid)[0]["active"]
+
+
+def test_signing_out_through_one_server_ends_the_session_on_the_others(owner, second_srv):
+    kept = dict(owner.cookies)  # as a stolen copy of the cookie would be
+    resp, page = same_browser(owner, second_srv).get("/")
+    assert resp.status == 200
+    resp, _ = owner.post("/logout", {"csrf": csrf_of(page)})
+    assert resp.status == 303 and "ota_session" not in owner.cookies
+    thief = Visitor(second_srv)
+    thief.cookies = kept
+    assert thief.get("/")[0].status == 303
+
+
+def test_otatool_server_reset_password_ends_the_admins_sessions_on_every_server(config, owner,
+                                                                                second_srv):
+    there = same_browser(owner, second_srv)
+    assert there.get("/")[0].status == 200
+    out = subprocess.run([OTATOOL, "server", "--db", config["db"], "--reset-password", "admin"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert there.get("/")[0].status == 303 and owner.get("/")[0].status == 303
+
+
+def test_a_restart_signs_no_one_out_and_keeps_the_forms_tokens(config):
+    with server.ServerThread(config) as before:
+        api = Api(before)
+        assert api.request("POST", "/admin/users", body={"name": "alice"})[0] == 201
+        cid = api.start(image("1.1.0"), user="alice")
+        owner = Visitor(before)
+        assert owner.sign_in()[0].status == 303
+        _, page = owner.get("/campaigns/%d/stop" % cid)
+    with server.ServerThread(config) as after:
+        owner = same_browser(owner, after)
+        assert owner.get("/")[0].status == 200
+        resp, _ = owner.post("/campaigns/%d/stop" % cid, {"csrf": csrf_of(page)})
+        assert resp.status == 303 and not Api(after).status(cid)[0]["active"]
+
+
+def test_an_owner_behind_a_load_balancer_starts_a_campaign_across_two_server_processes(
+        two_servers):
+    url, ports, outs = two_servers
+    a, b = (types.SimpleNamespace(port=p) for p in ports)
+    owner = Visitor(a)
+    assert owner.sign_in(printed_password(outs))[0].status == 303
+    there = same_browser(owner, b)
+    _, page = owner.get("/campaigns/new")  # each request to the other process in turn
+    resp, page = there.post_file("/campaigns/new", {"csrf": csrf_of(page)}, "app-1.1.0.bin",
+                                 image("1.1.0"))
+    assert resp.status == 200, page
+    file_id = re.search(r'name="file" value="([0-9a-f]+)"', page).group(1)
+    resp, _ = owner.post("/campaigns", {"csrf": csrf_of(page), "file": file_id,
+                                        "target": '["all"]', "max_attempts": "3"})
+    assert resp.status == 303
+    resp, page = there.get(resp.getheader("Location"))
+    assert resp.status == 200 and "1.1.0" in page

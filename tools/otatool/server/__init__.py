@@ -50,7 +50,8 @@ Dashboard (for a fleet's owner, in a browser): `/` (fleet), `/campaigns`,
 `/campaigns/<id>` (live while open; stop from there), `/campaigns/new`
 (upload, check, target, start), `/images`; `/login` with the admin's name
 and password (the same throttle as the API), a session cookie (HttpOnly,
-SameSite=Strict, Secure over HTTPS) and a CSRF token in every form. Its
+SameSite=Strict, Secure over HTTPS; the session in the database, shared by
+every server on it: sessions.py) and a CSRF token in every form. Its
 failures are pages, not JSON.
 
 Device API (the device token is its credential, in the query or the

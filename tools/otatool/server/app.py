@@ -11,14 +11,13 @@ import time
 from aiohttp import web
 
 from otatool.server import admin_api, device_api
-from otatool.server.appkeys import AUTH_CACHE, CONFIG, DB, HASHER, SESSIONS, STORE, THROTTLE
+from otatool.server.appkeys import AUTH_CACHE, CONFIG, DB, HASHER, STORE, THROTTLE
 from otatool.server.auth import LoginThrottle, admin_auth
 from otatool.server.config import DEFAULTS, normalized, only_known
 from otatool.server.errors import json_errors
 from otatool.server.logs import AccessLogger, http_log
 from otatool.server.dashboard import add_dashboard
 from otatool.server.pages import page_errors
-from otatool.server.sessions import Sessions
 from otatool.server.store import AsyncStore, Store
 from otatool.server.uploads import FORM_SLACK
 
@@ -42,7 +41,6 @@ def make_app(config):
     app[CONFIG] = cfg
     app[AUTH_CACHE] = {}
     app[THROTTLE] = LoginThrottle(clock or time.monotonic)
-    app[SESSIONS] = Sessions()
     app[HASHER] = concurrent.futures.ThreadPoolExecutor(_HASH_WORKERS, "otatool-password")
     app.on_cleanup.append(_close)
     app.add_routes(_routes())

@@ -1,8 +1,9 @@
 """The typed keys under which make_app leaves what the handlers share: on
-the application the store (and DB, its methods run off the event loop), the configuration, the login throttle, its cache
-of proven credentials and the password-hashing pool; on each admin request
-the admin's name; and the dashboard's sign-in sessions. They live below
-every handler so that no handler imports the app that routes to it.
+the application the store (and DB, its methods run off the event loop),
+the configuration, the login throttle, its cache of proven credentials
+and the password-hashing pool; on each admin request the admin's name.
+They live below every handler so that no handler imports the app that
+routes to it.
 """
 import concurrent.futures
 
@@ -17,4 +18,3 @@ ADMIN = web.RequestKey("admin", str)
 AUTH_CACHE = web.AppKey("auth_cache", dict)
 THROTTLE = web.AppKey("throttle", object)
 HASHER = web.AppKey("hasher", concurrent.futures.Executor)
-SESSIONS = web.AppKey("sessions", object)

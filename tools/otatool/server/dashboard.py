@@ -14,14 +14,14 @@ import urllib.parse
 
 from aiohttp import web
 
-from otatool.server.appkeys import CONFIG, DB, SESSIONS
+from otatool.server.appkeys import CONFIG, DB
 from otatool.server.auth import checked_login
 from otatool.server.inputs import parsed_sql_int, short_text
 from otatool.server.pages import (BROKEN_FORM, PAGE_ROUTE, SKIPPED, STATES, PageRefusal,
                                   render, setup_templates, state_name)
 from otatool.server.sessions import (SESSION_COOKIE, SESSION_SECONDS, SIGN_IN_COOKIE,
-                                     current_session, new_token, same_token,
-                                     set_cookie)
+                                     close_session, current_session, new_token,
+                                     open_session, same_token, set_cookie)
 from otatool.server.store import Invalid, NotFound
 from otatool.server.uploads import read_form, store_upload
 
@@ -125,7 +125,7 @@ async def sign_in(request):
                                   " try again in %s seconds." % e.headers["Retry-After"], 429)
     if admin is None:
         return await sign_in_form(request, "Wrong name or password.", 401)
-    secret, _ = request.app[SESSIONS].open(admin, await request.app[DB].admin_hash(admin))
+    secret = await open_session(request, admin)
     redirect = web.HTTPSeeOther(_local(form.get("next")))
     set_cookie(request, redirect, SESSION_COOKIE, secret, max_age=SESSION_SECONDS)
     redirect.del_cookie(SIGN_IN_COOKIE, path="/")
@@ -135,7 +135,7 @@ async def sign_in(request):
 @signed_in
 async def sign_out(request, session):
     await checked_form(request, session)
-    request.app[SESSIONS].close(request.cookies.get(SESSION_COOKIE))
+    await close_session(request)
     redirect = web.HTTPSeeOther("/login")
     redirect.del_cookie(SESSION_COOKIE, path="/")
     raise redirect

@@ -1,22 +1,30 @@
 """The dashboard's sign-in sessions and the CSRF tokens of its forms.
 
-A session lives in the server's memory only (a restart signs everyone out,
-nothing about it reaches the database) and behind an HttpOnly, SameSite=Strict
-cookie, Secure over HTTPS. It ends when its admin signs out, after
-SESSION_SECONDS, or as soon as the admin's password changes
-(`otatool server --reset-password`). Each session has its own CSRF token;
-the sign-in form, which has no session yet, pairs its token with a cookie.
+A session lives in the database (the table `sessions`), so every server on
+it knows it at once: behind a load balancer the next request may reach
+another server, and a restart signs no one out. Its row holds the SHA-256
+of the cookie's secret, never the secret, so what the database shows (a
+backup, a leak) opens no session. The cookie is HttpOnly, SameSite=Strict,
+Secure over HTTPS. A session ends when its admin signs out (on any server),
+after SESSION_SECONDS, or as soon as the admin's password changes
+(`otatool server --reset-password`, which reaches every server through the
+same database); an admin has at most _SESSIONS_PER_ADMIN open, the oldest
+ends first. Each session has its own CSRF token, kept in its row; the
+sign-in form, which has no session yet, pairs its token with a cookie.
 """
+import collections
+import hashlib
 import hmac
 import secrets
-import time
 
-from otatool.server.appkeys import DB, SESSIONS
+from otatool.server.appkeys import DB
 
 SESSION_COOKIE = "ota_session"
 SIGN_IN_COOKIE = "ota_sign_in"
 SESSION_SECONDS = 8 * 3600
-_SESSIONS_MAX = 1000    # beyond, the oldest session is forgotten
+_SESSIONS_PER_ADMIN = 50    # beyond, the admin's oldest session ends
+
+Session = collections.namedtuple("Session", "admin csrf")
 
 
 def new_token():
@@ -24,50 +32,33 @@ def new_token():
     return secrets.token_urlsafe(32)
 
 
-class Session:
-    def __init__(self, admin, password_hash, expires):
-        self.admin, self.password_hash, self.expires = admin, password_hash, expires
-        self.csrf = new_token()
+def _sha256(secret):
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class Sessions:
-    """The open sessions, by the secret their cookie carries."""
-
-    def __init__(self, clock=time.monotonic):
-        self.clock = clock
-        self._open = {}
-
-    def open(self, admin, password_hash):
-        """A new session for `admin`; -> (its cookie's secret, the Session)."""
-        while len(self._open) >= _SESSIONS_MAX:
-            del self._open[next(iter(self._open))]
-        secret = new_token()
-        self._open[secret] = Session(admin, password_hash, self.clock() + SESSION_SECONDS)
-        return secret, self._open[secret]
-
-    def get(self, secret):
-        session = self._open.get(secret or "")
-        if session is not None and session.expires <= self.clock():
-            del self._open[secret]
-            return None
-        return session
-
-    def close(self, secret):
-        self._open.pop(secret or "", None)
+async def open_session(request, admin):
+    """A new session for `admin`, who just proved their password; -> the
+    secret its cookie carries."""
+    secret = new_token()
+    await request.app[DB].open_session(_sha256(secret), admin, new_token(), SESSION_SECONDS,
+                                       _SESSIONS_PER_ADMIN)
+    return secret
 
 
 async def current_session(request):
-    """The request's session, if its cookie names one whose admin still has
-    the password they signed in with; else None."""
-    sessions = request.app[SESSIONS]
+    """The request's Session, if its cookie names one still open; else None."""
     secret = request.cookies.get(SESSION_COOKIE)
-    session = sessions.get(secret)
-    if session is None:
+    if not secret:
         return None
-    if await request.app[DB].admin_hash(session.admin) != session.password_hash:
-        sessions.close(secret)
-        return None
-    return session
+    row = await request.app[DB].session(_sha256(secret))
+    return Session(row["admin"], row["csrf"]) if row else None
+
+
+async def close_session(request):
+    """The request's session ends, for every server."""
+    secret = request.cookies.get(SESSION_COOKIE)
+    if secret:
+        await request.app[DB].end_session(_sha256(secret))
 
 
 def set_cookie(request, response, name, value, max_age):

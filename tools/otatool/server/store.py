@@ -56,6 +56,7 @@ from otatool.server.migrations import (SCHEMA_LOCK, SCHEMA_VERSION_TABLE, latest
 
 STATES = ("downloading", "installed", "confirmed", "rolled_back", "failed")
 FAILED = ("failed", "rolled_back")
+_PURGE_BATCH = 100  # expired sessions deleted at each sign-in, at most
 
 
 class NotFound(LookupError):
@@ -132,6 +133,12 @@ def check_password(password, stored):
 
 
 _DUMMY = hash_password(secrets.token_hex(16))
+
+
+def _password_sha256(stored):
+    """What a session keeps of its admin's password hash: enough to see
+    that the password changed, nothing to test a guess against."""
+    return hashlib.sha256(stored.encode()).hexdigest()
 
 
 # --- the store --------------------------------------------------------------
@@ -292,9 +299,10 @@ def _in_transaction(method, write):
 
 
 class Store:
-    """All campaign state. Each public method is one transaction, on a
-    connection of its own thread, so the server may call them from a thread
-    pool (AsyncStore) and several servers may share one PostgreSQL database."""
+    """All campaign state. Each public method is one transaction (session()
+    two: see there), on a connection of its own thread, so the server may
+    call them from a thread pool (AsyncStore) and several servers may share
+    one PostgreSQL database."""
 
     def __init__(self, db, clock=time.time, backoff_base=60, backoff_max=86400, pool_size=8):
         self.clock = clock
@@ -407,6 +415,51 @@ class Store:
     def admin_hash(self, name):
         row = self._row("SELECT hash FROM admins WHERE name = ?", (name,))
         return row["hash"] if row else None
+
+    # the dashboard's sign-in sessions (sessions.py says what they are)
+
+    @_writes
+    def open_session(self, secret_sha256, admin, csrf, lifetime, keep):
+        """Record a session of `admin`, made with their password as it is
+        now, open for `lifetime` seconds; of the admin's other sessions the
+        newest keep-1 stay open. Expired sessions of anyone are deleted, up
+        to _PURGE_BATCH: each session needs a sign-in, so none pile up."""
+        now = self._now()
+        stored = self.admin_hash(admin)
+        if stored is None:
+            raise NotFound("no admin %r" % admin)
+        self._exec("DELETE FROM sessions WHERE secret_sha256 IN (SELECT secret_sha256"
+                   " FROM sessions WHERE expires <= ? LIMIT ?)", (now, _PURGE_BATCH))
+        others = self._rows("SELECT secret_sha256 FROM sessions WHERE admin = ?"
+                            " ORDER BY created, secret_sha256", (admin,))
+        for row in others[:max(len(others) - keep + 1, 0)]:
+            self.end_session(row["secret_sha256"])
+        self._exec("INSERT INTO sessions (secret_sha256, admin, password_sha256, csrf, created,"
+                   " expires) VALUES (?, ?, ?, ?, ?, ?)",
+                   (secret_sha256, admin, _password_sha256(stored), csrf, now, now + lifetime))
+
+    def session(self, secret_sha256):
+        """{admin, csrf} of the open session whose cookie's secret has this
+        SHA-256, or None. One that has expired, or whose admin has another
+        password since (set through any server), is deleted: a second
+        transaction, so that the lookup every page makes stays a read."""
+        row = self._session(secret_sha256)
+        if row is None:
+            return None
+        if row["expires"] <= self._now() or row["hash"] is None \
+                or row["password_sha256"] != _password_sha256(row["hash"]):
+            self.end_session(secret_sha256)
+            return None
+        return {"admin": row["admin"], "csrf": row["csrf"]}
+
+    @_reads
+    def _session(self, secret_sha256):
+        return self._row("SELECT s.*, a.hash FROM sessions s LEFT JOIN admins a"
+                         " ON a.name = s.admin WHERE s.secret_sha256 = ?", (secret_sha256,))
+
+    @_writes
+    def end_session(self, secret_sha256):
+        self._exec("DELETE FROM sessions WHERE secret_sha256 = ?", (secret_sha256,))
 
     # users, projects, devices
 
