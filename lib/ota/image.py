@@ -21,7 +21,6 @@
 # "trailing" bytes and skip the hash check.
 import hashlib
 import struct
-import sys
 
 from ota import const, OTAError
 
@@ -44,38 +43,12 @@ _MAX_SEGMENTS = const(16)  # ESP_IMAGE_MAX_SEGMENTS
 _DESC_MAGIC = const(0xABCD5432)
 _DESC_LEN = const(256)
 
-if sys.implementation.name == "micropython":
-    # XOR of buf[start:end] into acc, 16 bytes per step on aligned words. The
-    # function is compiled on the board by exec() because mpy-cross refuses
-    # native code without -march; this keeps the module's .mpy portable.
-    # Written compactly: the text stays in RAM as long as the module.
-    _g = {}
-    exec("""
-@micropython.viper
-def xor(buf,start:int,end:int,acc:int)->int:
- p=ptr8(buf)
- i=start
- while i<end and (int(p)+i)&3:
-  acc^=p[i]
-  i+=1
- w=ptr32(int(p)+i)
- n=(end-i)>>4
- x=0
- j=0
- while j<n<<2:
-  x^=w[j]^w[j+1]^w[j+2]^w[j+3]
-  j+=4
- i+=n<<4
- while i<end:
-  acc^=p[i]
-  i+=1
- return (acc^x^(x>>8)^(x>>16)^(x>>24))&0xFF
-""", _g)
-    _xor = _g["xor"]
-    del _g
-else:
+try:
+    from ota.xor import xor as _xor   # native code (see ota/xor.py)
+except (ImportError, SyntaxError, ValueError):
     def _xor(buf, start, end, acc):
-        # CPython: fold the bytes as one big integer, halving it each step.
+        # Plain Python: fold the bytes as one big integer, halving it each
+        # step (a few big-int operations per chunk, not one per byte).
         x = int.from_bytes(buf[start:end], "little")
         n = end - start
         while n > 1:
