@@ -9,7 +9,6 @@
 # with the HTTP client and the bundle code, and each function costs ~100
 # bytes of it (64-bit unix port) before its code.
 import gc
-import hashlib
 
 from ota import const, OTAError
 
@@ -76,7 +75,10 @@ class Handle:
         self._sha256 = sha256
         self._size = size
         self._on_progress = on_progress
-        self._hash = hashlib.sha256() if sha256 else None
+        self._hash = None
+        if sha256:
+            import hashlib
+            self._hash = hashlib.sha256()
         self.url = url
         # Likewise before the download's own objects are made.
         gc.collect()

@@ -5,7 +5,10 @@
 # which erases exactly that sector and programs it: a rejected image costs at
 # most the sector it was rejected in. otadata is touched only by set_boot()
 # in finish(), after the whole image was validated.
-import json
+#
+# The buffer is made in begin(), once the connection (socket, TLS context
+# and its buffers) is up: the long-lived blocks are then made in one go,
+# largest last, and the garbage of connecting leaves no hole under them.
 import os
 
 from ota import const, OTAError
@@ -32,13 +35,14 @@ def running_partition():
     return Partition(Partition.RUNNING)
 
 
-def read_app(part, buf):
+def read_app(part, buf=None):
     # The first bytes of the image in `part` (buf: at least 288 bytes):
     # (chip id, app descriptor). The running image's header tells this
     # board's chip id, its descriptor the secure_version an update must not
     # go below. The bootloader has verified the running image, so reading
     # the descriptor where esptool puts it (after the image header and the
     # first segment header) is enough.
+    buf = buf or bytearray(288)
     part.readblocks(0, buf)
     desc = parse_desc(memoryview(buf)[32:]) if buf[0] == 0xE9 else None
     if desc is None:
@@ -51,14 +55,14 @@ class FirmwareTarget:
 
     def __init__(self):
         running = running_partition()
-        # The sector buffer before anything else, while the heap is in one
-        # piece.
-        self._buf = bytearray(_SECTOR)
         if _pending_verify():
             raise OTAError(_ROLLBACK_INVALID_STATE,
                            "the running app is not confirmed yet: call ota.mark_app_valid() first")
+        chip, desc = read_app(running)
+        import gc
+        gc.collect()
+        self._buf = bytearray(_SECTOR)
         self._mv = self._win = memoryview(self._buf)
-        chip, desc = read_app(running, self._buf)
         self._running = (chip, desc["version"], desc["secure_version"])
         self._part = running.get_next_update()
         self._validator = ImageValidator(chip, self._part.info()[3], desc["secure_version"])
@@ -78,6 +82,7 @@ class FirmwareTarget:
     def kept(self, url):
         # (offset, etag) of a valid prefix an interrupted download of `url`
         # left in the partition, from the journal; (0, None) if none.
+        import json
         try:
             with open(JOURNAL) as f:
                 old = json.load(f)
@@ -162,6 +167,7 @@ class FirmwareTarget:
         if self._journal and self._sector % _JOURNAL_EVERY == 0:
             # Written whole to a new file and renamed over the old one, so a
             # power cut leaves either journal, never a torn one.
+            import json
             self._journal["bytes"] = self._sector * _SECTOR
             with open(JOURNAL + ".tmp", "w") as f:
                 f.write(json.dumps(self._journal))

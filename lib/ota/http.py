@@ -23,16 +23,21 @@
 # port) gets none of the caller's headers (Authorization, a device token),
 # as curl and requests do; a response head is at most 8 KiB (each line at
 # most 4 KiB), else ESP_ERR_HTTP_FETCH_HEADER. An overall deadline for all
-# downloads is ota.deadline's (ota.updater uses it at boot).
+# downloads is ota.deadline's (ota.updater uses it at boot): a Download made
+# while one runs checks it.
 #
 # What a plain download (one 200 answer framed by Content-Length, never cut
 # or redirected) does not need is in ota.http_extra: redirects, chunked
-# framing, 206 answers, resuming. It is imported the first time one of them
-# happens, so a board that never needs them does not give them heap.
+# framing, 206 answers, resuming. It is loaded (by _extra) the first time
+# one of them happens, so a board that never needs them does not give them
+# heap. Imports run one way: ota.http_extra, ota.checkin and ota.manifest
+# import this module; it imports none of them, nor ota.deadline, at module
+# level.
 #
 # Errors are ota.OTAError with the esp_err_t codes of docs/API.md.
 import errno
 import socket
+import sys
 
 from ota import const, OTAError
 
@@ -145,6 +150,10 @@ class Download:
         self._chunk = _PLAIN
         self._keep = False  # the connection may carry the next request
         self._tries = 0
+        # The overall deadline (ota.deadline) if one runs: looked up, not
+        # imported, so that a board that never sets one does not load it.
+        d = sys.modules.get("ota.deadline")
+        self._deadline = d if d and d.running() else None
 
     def start(self, offset=0, etag=None):
         # The first request (or a restart from a journal). With offset > 0, a
@@ -171,8 +180,7 @@ class Download:
                     # response's body is done. A chunk-size line first when
                     # one is due.
                     if self._chunk and not self._left:
-                        import ota.http_extra as extra
-                        extra.chunk_head(self)
+                        _extra().chunk_head(self)
                     want = len(mv)
                     if 0 <= self._left < want:
                         want = self._left
@@ -239,8 +247,7 @@ class Download:
     def _resume(self, code):
         # Ask for the rest from self.offset after a cut or stall (code: its
         # error) or at the end of a response (None): ota.http_extra.
-        import ota.http_extra as extra
-        extra.resume(self, code)
+        _extra().resume(self, code)
 
     def _open(self, first):
         # Request the entity from self.offset, follow redirects, read the head
@@ -252,8 +259,7 @@ class Download:
             status, h = self._exchange(url)
             if status not in (301, 302, 303, 307, 308) or "location" not in h:
                 break
-            import ota.http_extra as extra
-            url = extra.redirect(self, url, h["location"])
+            url = _extra().redirect(self, url, h["location"])
             self.close()
         else:
             raise OTAError(_MAX_REDIRECT, "more than %d redirects" % _MAX_REDIRECTS)
@@ -271,8 +277,7 @@ class Download:
             self.size = left
             self.etag = etag
         elif status == 206:
-            import ota.http_extra as extra
-            left = extra.partial(self, h.get("content-range", ""), left, changed)
+            left = _extra().partial(self, h.get("content-range", ""), left, changed)
             self.etag = etag or self.etag
         elif status == 200:
             raise OTAError(_INVALID_RESPONSE, "the image changed on the server" if changed
@@ -360,12 +365,20 @@ class Download:
             raise OTAError(_INVALID_ARG, "http:// needs allow_http=True")
         if scheme == "https" and not self._tls:
             raise OTAError(_INVALID_ARG, "https:// needs cert_pem")
+        t = self._timeout
+        d = self._deadline
+        if d:
+            try:
+                t = min(t, d.left() / 1000)     # connect within what is left
+            except OTAError:
+                self._retries = 0   # past the deadline no resume attempt is worth making
+                raise
         sock = None
         try:
             addrs = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
             for ai in addrs:  # e.g. ::1 then 127.0.0.1 for "localhost"
                 sock = socket.socket(ai[0], ai[1], ai[2])
-                sock.settimeout(self._timeout)
+                sock.settimeout(t)
                 try:
                     sock.connect(ai[-1])
                     break
@@ -374,6 +387,7 @@ class Download:
                     sock = None
                     if ai is addrs[-1]:
                         raise
+            raw = sock
             if scheme == "https":
                 if isinstance(self._tls, list):
                     from ota.certs import context
@@ -388,3 +402,11 @@ class Download:
         # MicroPython streams: readinto(buf, n) fills n bytes (fewer only at
         # EOF) and allocates nothing. CPython sockets: recv_into(buf, n).
         self._rd = getattr(sock, "readinto", None) or sock.recv_into
+        if d:   # reads take what has arrived, never past the deadline
+            self._rd = d.reader(sock, raw, self._rd, self._timeout)
+
+
+def _extra():
+    # ota.http_extra, loaded the first time a download needs it.
+    import ota.http_extra
+    return ota.http_extra

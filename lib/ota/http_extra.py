@@ -2,9 +2,10 @@
 # one plain 200 answer framed by Content-Length: a redirect, chunked
 # framing, a 206 (partial) answer, and asking for the rest after a cut, a
 # stall or at the end of a Range window; and reading a small answer whole
-# (check-in replies, manifests). Download imports it the first time one of
+# (check-in replies, manifests). Download loads it the first time one of
 # them happens: a board that never needs them does not give them heap. The
-# functions of a Download `dl` are part of its class in all but file.
+# functions of a Download `dl` are part of its class in all but file; this
+# module imports ota.http, never the other way round at module level.
 import time
 
 from ota import const, OTAError
@@ -100,6 +101,17 @@ def partial(dl, cr, clen, changed):
 
 
 def resume(dl, code):
+    # Ask for the rest from dl.offset (_resume). A resume that gave up
+    # because the download's deadline (ota.deadline) passed says so.
+    try:
+        _resume(dl, code)
+    except OTAError:
+        if dl._deadline:
+            dl._deadline.left()
+        raise
+
+
+def _resume(dl, code):
     # Ask for the rest from dl.offset. code None: the response ended before
     # the entity (the next Range window, or a server that sent less than
     # asked): at once, on the kept-alive connection if any. Otherwise a cut

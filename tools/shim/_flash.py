@@ -109,10 +109,7 @@ def program(addr, data):
 
 
 def _work(n):
-    global _buf
-    if _buf is None:
-        _buf = bytearray(1024)
-    return memoryview(_buf)[:n]
+    return _buf[:n]
 
 
 def _op(kind, addr, n):
@@ -133,4 +130,8 @@ def _op(kind, addr, n):
         raise _env.esp_error(0x6001)
 
 
-_f = _log = _buf = None
+_f = _log = None
+# The work buffer of erase and program, made at power-on with the board's
+# other modules: the firmware's flash driver needs no heap of the app's, so
+# the emulated one must not take a block in the middle of it later.
+_buf = memoryview(bytearray(1024))
