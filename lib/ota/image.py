@@ -196,9 +196,14 @@ class ImageValidator:
                     self._trail = Trailer(self.pos)
                 self._trail.feed(mv[i:] if i else mv)
             else:
+                # a header or the digest, byte by byte: a slice of mv would
+                # leave garbage at every segment boundary
                 k = min(self._need - self._have, n - i)
-                self._buf[self._have:self._have + k] = mv[i:i + k]
-                self._have += k
+                b = self._buf
+                h = self._have
+                for j in range(k):
+                    b[h + j] = mv[i + j]
+                self._have = h + k
             i += k
             self.pos += k
             if st == _DATA:
@@ -263,7 +268,14 @@ class ImageValidator:
         self._want(_SEGHDR, 8)
 
     def _on_segment(self):
-        addr, size = struct.unpack_from("<II", self._buf, 0)
+        # load_addr and data_len (u32, little-endian) from their bytes:
+        # unpack_from's tuple (and, on a 32-bit board, the address as a big
+        # int) would be garbage at every segment. The checks need only the
+        # address's 64 KiB page and its offset in the page.
+        b = self._buf
+        size = b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24
+        page = b[2] | b[3] << 8
+        low = b[0] | b[1] << 8
         pos = self.pos  # file offset of the segment data
         if size & 3:
             raise OTAError(_VALIDATE_FAILED, "segment length 0x%X not a multiple of 4" % size)
@@ -271,10 +283,9 @@ class ImageValidator:
             raise OTAError(_INVALID_SIZE, "image larger than the partition (%d bytes)"
                            % self.max_size)
         m = self._mapped
-        page = addr >> 16
-        if m and (m[1] <= page < m[2] or m[3] <= page < m[4]) and (addr - pos) & 0xFFFF:
-            raise OTAError(_VALIDATE_FAILED, "segment at 0x%08X misaligned for flash mapping"
-                           % addr)
+        if m and (m[1] <= page < m[2] or m[3] <= page < m[4]) and (low - pos) & 0xFFFF:
+            raise OTAError(_VALIDATE_FAILED, "segment at 0x%04X%04X misaligned for flash mapping"
+                           % (page, low))
         if self.desc is None and size < _DESC_LEN:
             raise OTAError(_VALIDATE_FAILED, "no app descriptor: not an app image")
         self._segs -= 1
