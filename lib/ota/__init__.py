@@ -17,13 +17,23 @@ IN_PROGRESS = const(0x9001)  # ESP_ERR_HTTPS_OTA_IN_PROGRESS
 
 
 class OTAError(Exception):
-    # code: the esp_err_t value; name: its symbolic name; http_status: the
-    # server's status for ESP_FAIL after an HTTP error, else None.
+    # code: the esp_err_t value; name: its symbolic name; msg: what went
+    # wrong; http_status: the server's status for ESP_FAIL after an HTTP
+    # error, else None. The firmware update path passes msg as (text number,
+    # values...): the text is made from ota.texts when it is read.
     def __init__(self, code, msg="", http_status=None):
         super().__init__(code, msg)
         self.code = code
-        self.msg = msg
+        self._msg = msg
         self.http_status = http_status
+
+    @property
+    def msg(self):
+        m = self._msg
+        if isinstance(m, tuple):
+            from ota.texts import text
+            m = text(m)
+        return m
 
     @property
     def name(self):

@@ -22,6 +22,17 @@ _VALIDATE_FAILED = const(0x1503)
 _HTTP_CONNECT = const(0x7002)
 _HTTP_INCOMPLETE_DATA = const(0x700C)
 
+# Texts of its failures: numbers into ota.texts.TEXTS (error texts load
+# only when a failure is shown).
+_T_SIZE_ARG = const(0)
+_T_WINDOW_ARG = const(1)
+_T_SHA_ARG = const(2)
+_T_SIZE = const(3)
+_T_NO_DESC = const(4)
+_T_INCOMPLETE = const(5)
+_T_SHA = const(6)
+_T_ORDER = const(7)
+
 # States, as esp_https_ota.c names them (plus the two ends); one bit each,
 # so that the states a call may run in are one int (see _expect).
 _BEGIN = const(1)          # connected, nothing read yet
@@ -37,10 +48,10 @@ class Handle:
                  allow_http=False, target=None, on_progress=None, public_key=None,
                  allow_downgrade=False):
         if size is not None and (not isinstance(size, int) or size <= 0):
-            raise OTAError(_INVALID_ARG, "size must be a positive int")
+            raise OTAError(_INVALID_ARG, (_T_SIZE_ARG,))
         if partial_http_download and not (isinstance(max_http_request_size, int)
                                           and max_http_request_size > 0):
-            raise OTAError(_INVALID_ARG, "max_http_request_size must be > 0")
+            raise OTAError(_INVALID_ARG, (_T_WINDOW_ARG,))
         self._read = 0
         self._state = _CLOSED
         self._dl = None
@@ -71,7 +82,7 @@ class Handle:
             except (ValueError, TypeError):
                 sha256 = b""
             if len(sha256) != 32:
-                raise OTAError(_INVALID_ARG, "sha256 must be 64 hex digits")
+                raise OTAError(_INVALID_ARG, (_T_SHA_ARG,))
         self._sha256 = sha256
         self._size = size
         self._on_progress = on_progress
@@ -92,8 +103,7 @@ class Handle:
             offset, etag = target.kept(url)
             dl.start(offset, etag)
             if size is not None and dl.size >= 0 and dl.size != size:
-                raise OTAError(_VALIDATE_FAILED, "server has %d bytes, expected %d"
-                               % (dl.size, size))
+                raise OTAError(_VALIDATE_FAILED, (_T_SIZE, dl.size, size))
             self.etag = dl.etag
             self.offset = self._read = dl.offset
             target.begin(self)
@@ -138,19 +148,18 @@ class Handle:
         while self._target.desc() is None:
             if self.perform() == _OK and self._target.desc() is None:
                 self._close(None)
-                raise OTAError(_VALIDATE_FAILED, "no app description in the image")
+                raise OTAError(_VALIDATE_FAILED, (_T_NO_DESC,))
         return self._target.desc()
 
     def finish(self):
         self._expect(_BEGIN | _IN_PROGRESS | _DATA_END, "finish")
         try:
             if self._state != _DATA_END or not self._target.complete():
-                raise OTAError(_VALIDATE_FAILED, "image incomplete: %d bytes received" % self._read)
+                raise OTAError(_VALIDATE_FAILED, (_T_INCOMPLETE, self._read))
             if self._size is not None and self._read != self._size:
-                raise OTAError(_VALIDATE_FAILED, "server has %d bytes, expected %d"
-                               % (self._read, self._size))
+                raise OTAError(_VALIDATE_FAILED, (_T_SIZE, self._read, self._size))
             if self._hash and self._hash.digest() != self._sha256:
-                raise OTAError(_VALIDATE_FAILED, "sha256 of the download does not match")
+                raise OTAError(_VALIDATE_FAILED, (_T_SHA,))
             # The download's objects go before the target installs: on an
             # ESP8266 the bundle swap needs their heap (ota.swap unloads
             # their code).
@@ -192,7 +201,7 @@ class Handle:
 
     def _expect(self, states, call):
         if not self._state & states:
-            raise OTAError(_INVALID_STATE, "%s() not allowed now" % call)
+            raise OTAError(_INVALID_STATE, (_T_ORDER, call))
 
     def _close(self, exc):
         # exc: the failure that ends the download, None for an abort. After

@@ -21,6 +21,15 @@ _VALIDATE_FAILED = const(0x1503)
 _ROLLBACK_INVALID_STATE = const(0x1506)
 _FLASH_OP_FAIL = const(0x6001)
 
+# Texts of its failures: numbers into ota.texts.TEXTS (error texts load
+# only when a failure is shown).
+_T_NO_ESP32 = const(8)
+_T_NO_APP = const(9)
+_T_PENDING = const(10)
+_T_TOO_BIG = const(11)
+_T_SET_BOOT = const(12)
+_T_WRITE = const(13)
+
 _SECTOR = const(4096)
 _JOURNAL_EVERY = const(16)    # sectors (64 KiB) between journal updates
 JOURNAL = "ota_resume.json"   # relative: the board's filesystem root is the cwd
@@ -30,8 +39,7 @@ def running_partition():
     try:
         from esp32 import Partition
     except ImportError:
-        raise OTAError(_NOT_SUPPORTED,
-                       "firmware OTA needs the esp32 module; use target=ota.AppBundle(...)")
+        raise OTAError(_NOT_SUPPORTED, (_T_NO_ESP32,))
     return Partition(Partition.RUNNING)
 
 
@@ -46,7 +54,7 @@ def read_app(part, buf=None):
     part.readblocks(0, buf)
     desc = parse_desc(memoryview(buf)[32:]) if buf[0] == 0xE9 else None
     if desc is None:
-        raise OTAError(_VALIDATE_FAILED, "no app image in " + part.info()[4])
+        raise OTAError(_VALIDATE_FAILED, (_T_NO_APP, part.info()[4]))
     return buf[12] | buf[13] << 8, desc
 
 
@@ -56,8 +64,7 @@ class FirmwareTarget:
     def __init__(self):
         running = running_partition()
         if _pending_verify():
-            raise OTAError(_ROLLBACK_INVALID_STATE,
-                           "the running app is not confirmed yet: call ota.mark_app_valid() first")
+            raise OTAError(_ROLLBACK_INVALID_STATE, (_T_PENDING,))
         chip, desc = read_app(running)
         import gc
         gc.collect()
@@ -96,8 +103,7 @@ class FirmwareTarget:
         size = client.get_image_size()
         info = self._part.info()
         if size > info[3]:
-            raise OTAError(_INVALID_SIZE, "image of %d bytes does not fit partition %s (%d bytes)"
-                           % (size, info[4], info[3]))
+            raise OTAError(_INVALID_SIZE, (_T_TOO_BIG, size, info[4], info[3]))
         if client.offset:
             # The server resumes at client.offset: feed what the partition
             # holds before it through the validator (flash reads are cheap),
@@ -146,7 +152,7 @@ class FirmwareTarget:
         try:
             self._part.set_boot()
         except OSError as e:
-            raise OTAError(_VALIDATE_FAILED, "set_boot refused the image: %s" % e)
+            raise OTAError(_VALIDATE_FAILED, (_T_SET_BOOT, e))
         _forget()
 
     def abort(self, keep=False):
@@ -160,8 +166,7 @@ class FirmwareTarget:
         try:
             self._part.writeblocks(self._sector, self._buf)
         except OSError as e:
-            raise OTAError(_FLASH_OP_FAIL, "flash write of sector %d failed: %s"
-                           % (self._sector, e))
+            raise OTAError(_FLASH_OP_FAIL, (_T_WRITE, self._sector, e))
         self._sector += 1
         self._fill = 0
         if self._journal and self._sector % _JOURNAL_EVERY == 0:

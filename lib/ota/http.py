@@ -54,6 +54,24 @@ _FETCH_HEADER = const(0x7004)
 _NOT_MODIFIED = const(0x7009)
 _INCOMPLETE_DATA = const(0x700C)
 
+# Texts of its failures: numbers into ota.texts.TEXTS (error texts load
+# only when a failure is shown).
+_T_URL = const(14)
+_T_IDLE = const(15)
+_T_HEAD_LONG = const(16)
+_T_REDIRECTS = const(17)
+_T_CLEN = const(18)
+_T_CHANGED = const(19)
+_T_NO_RANGE = const(20)
+_T_NOT_MODIFIED = const(21)
+_T_STATUS = const(22)
+_T_HEAD = const(23)
+_T_STATUS_LINE = const(24)
+_T_NO_RESPONSE = const(25)
+_T_HTTP = const(26)
+_T_HTTPS = const(27)
+_T_CONNECT = const(28)
+
 _MAX_REDIRECTS = const(10)
 _MAX_LINE = const(4096)  # longest head or chunk-size line accepted
 _MAX_HEAD = const(8192)  # longest response head (and chunked trailers) accepted
@@ -111,7 +129,7 @@ def parse_url(url):
         if not host:
             raise ValueError
     except ValueError:
-        raise OTAError(_INVALID_ARG, "bad URL %r" % url)
+        raise OTAError(_INVALID_ARG, (_T_URL, url))
     return scheme, host, port, path
 
 
@@ -207,7 +225,7 @@ class Download:
             raise
         if self._state == _DONE:
             return 0
-        raise OTAError(_INVALID_STATE, "no download in progress")
+        raise OTAError(_INVALID_STATE, (_T_IDLE,))
 
     def close(self):
         # Also between requests (redirects, resumes): the next request sets
@@ -236,7 +254,7 @@ class Download:
             if b1[0] == 0x0A:
                 return n - 1 if n and line[n - 1] == 0x0D else n
             if n >= limit or n >= _MAX_LINE:
-                raise OTAError(_FETCH_HEADER, "response head too long")
+                raise OTAError(_FETCH_HEADER, (_T_HEAD_LONG,))
             if n == len(line):
                 line.extend(bytes(n))
             line[n] = b1[0]
@@ -262,7 +280,7 @@ class Download:
             url = _extra().redirect(self, url, h["location"])
             self.close()
         else:
-            raise OTAError(_MAX_REDIRECT, "more than %d redirects" % _MAX_REDIRECTS)
+            raise OTAError(_MAX_REDIRECT, (_T_REDIRECTS, _MAX_REDIRECTS))
         self.url = url
         etag = h.get("etag")
         changed = self.etag and etag and etag != self.etag
@@ -270,7 +288,7 @@ class Download:
         # bytes.isdigit(): ASCII digits only (CPython's str.isdigit() also
         # takes "²", which int() refuses)
         if clen and not clen.encode().isdigit():
-            raise OTAError(_INVALID_RESPONSE, "bad Content-Length")
+            raise OTAError(_INVALID_RESPONSE, (_T_CLEN,))
         left = int(clen) if clen else -1
         if status == 200 and (first or not self.offset):
             self.offset = 0
@@ -280,12 +298,11 @@ class Download:
             left = _extra().partial(self, h.get("content-range", ""), left, changed)
             self.etag = etag or self.etag
         elif status == 200:
-            raise OTAError(_INVALID_RESPONSE, "the image changed on the server" if changed
-                           else "the server ignored Range")
+            raise OTAError(_INVALID_RESPONSE, (_T_CHANGED if changed else _T_NO_RANGE,))
         elif status == 304:
-            raise OTAError(_NOT_MODIFIED, "304 Not Modified")
+            raise OTAError(_NOT_MODIFIED, (_T_NOT_MODIFIED,))
         else:
-            raise OTAError(_FAIL, "HTTP %d from %s" % (status, url), status)
+            raise OTAError(_FAIL, (_T_STATUS, status, url), status)
         chunked = h.get("transfer-encoding", "").lower().endswith("chunked")
         self._chunk = _CHUNKED if chunked else _PLAIN
         self._left = 0 if chunked else left
@@ -329,7 +346,7 @@ class Download:
                     try:
                         line = _LINE[:n].decode()
                     except UnicodeError:
-                        raise OTAError(_INVALID_RESPONSE, "bad head")
+                        raise OTAError(_INVALID_RESPONSE, (_T_HEAD,))
                     if status is not None:
                         i = line.find(":")
                         name = line[:i].strip().lower()
@@ -338,14 +355,14 @@ class Download:
                             h[name] = line[i + 1:].strip()
                         continue
                     if not line.startswith("HTTP/1.") or not line[9:12].encode().isdigit():
-                        raise OTAError(_INVALID_RESPONSE, "bad status line")
+                        raise OTAError(_INVALID_RESPONSE, (_T_STATUS_LINE,))
                     status = int(line[9:12])
                     h["connection"] = "keep-alive" if line[7] == "1" else "close"
                 break
             except OSError as e:
                 if fresh:
                     raise OTAError(_TIMEOUT if _fault(e) == _TIMEOUT else _CONNECT,
-                                   "no response from %s: %r" % (url, e))
+                                   (_T_NO_RESPONSE, url, e))
             except OTAError:
                 if fresh:
                     raise
@@ -362,9 +379,9 @@ class Download:
         # Also where a redirect leads: plain http only when allowed, https
         # only with the CA to check it.
         if scheme == "http" and not self._allow_http:
-            raise OTAError(_INVALID_ARG, "http:// needs allow_http=True")
+            raise OTAError(_INVALID_ARG, (_T_HTTP,))
         if scheme == "https" and not self._tls:
-            raise OTAError(_INVALID_ARG, "https:// needs cert_pem")
+            raise OTAError(_INVALID_ARG, (_T_HTTPS,))
         t = self._timeout
         d = self._deadline
         if d:
@@ -397,7 +414,7 @@ class Download:
             # ValueError: how MicroPython reports a rejected certificate.
             if sock:
                 sock.close()
-            raise OTAError(_CONNECT, "cannot connect to %s port %d: %r" % (host, port, e))
+            raise OTAError(_CONNECT, (_T_CONNECT, host, port, e))
         self._sock = sock
         # MicroPython streams: readinto(buf, n) fills n bytes (fewer only at
         # EOF) and allocates nothing. CPython sockets: recv_into(buf, n).
