@@ -148,12 +148,14 @@ class Download:
                  allow_http=False, range_size=None, retries=3):
         # The URL is checked by the first request, before any connection.
         self.url = url
-        # The CA certificates (DER), until the first TLS connection makes
-        # them the SSLContext kept for the next ones.
+        # The SSLContext that verifies the server, made now rather than at
+        # the first connection: its block (3 KiB on the unix port) then
+        # comes before the garbage of connecting, next to the target's
+        # buffer, not into a hole between them.
         self._tls = None
         if cert_der:
-            from ota.certs import der_certs
-            self._tls = der_certs(bytes(cert_der))
+            from ota.certs import context, der_certs
+            self._tls = context(der_certs(bytes(cert_der)))
         self._headers = headers or {}
         self._timeout = timeout_ms / 1000
         self._allow_http = allow_http
@@ -406,9 +408,6 @@ class Download:
                         raise
             raw = sock
             if scheme == "https":
-                if isinstance(self._tls, list):
-                    from ota.certs import context
-                    self._tls = context(self._tls)
                 sock = self._tls.wrap_socket(sock, server_hostname=host)
         except (OSError, ValueError) as e:
             # ValueError: how MicroPython reports a rejected certificate.
