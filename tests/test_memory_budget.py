@@ -37,7 +37,7 @@ print("boot", esp32.Partition(esp32.Partition.BOOT).info()[4], h.get_image_len_r
 # own allocations (a firmware's flash driver uses none of the app's heap)
 # are taken out. (Calls whose frame MicroPython puts on the heap free it on
 # return: not counted, and nothing is left.) A perform() whose sector
-# completes 64 KiB writes the resume journal (a file), and the last one
+# completes 256 KiB writes the resume journal (a file), and the last one
 # checks the whole image: those may allocate. -> the number of calls, and
 # [(bytes read before, bytes left on the heap)] for any other call that
 # left something.
@@ -66,7 +66,7 @@ while True:
     if r != ota.IN_PROGRESS:
         break
     calls += 1
-    if n and before // 65536 == h.get_image_len_read() // 65536 and \\
+    if n and before // 262144 == h.get_image_len_read() // 262144 and \\
             h.get_image_len_read() < h.get_image_size():
         grew.append((before, n))
 gc.enable()
