@@ -22,9 +22,9 @@ architecture, so ota/xor.py is native code; no line numbers):
   For ota once as a main.py does it (`import ota`, then the update), once
   with `esp32` imported first (the emulated board then powers on before
   ota is loaded, which lays the heap out differently); and over HTTP for
-  images of 0.5, 1.5 and 3.6 MiB (the largest the emulated 4 MiB flash
-  holds beside a factory app: the board for this line has a partition
-  table with one big slot), to show memory does not grow with the image.
+  images of 0.5, 1.5 and 4 MiB (on a board with an 8 MiB flash and a
+  4.7 MiB slot, as large as the first line's slot is 1.5 MiB), to show
+  memory does not grow with the image.
 
     .venv/bin/python tools/bench/bench_ota.py [--rounds 3]
 
@@ -60,7 +60,7 @@ CONNECT = """
 import socket, hashlib, time, esp32
 part = esp32.Partition(esp32.Partition.RUNNING).get_next_update()
 buf = bytearray(4096)
-t0 = time.ticks_ms()
+t0 = time.ticks_us()
 ai = socket.getaddrinfo(%(host)r, %(port)d)[0][-1]
 s = socket.socket()
 s.connect(ai)
@@ -94,9 +94,9 @@ while True:
     part.writeblocks(block, buf)
     block += 1
 h.digest()
-t1 = time.ticks_ms()
+t1 = time.ticks_us()
 part.set_boot()
-print("MS", time.ticks_diff(t1, t0), time.ticks_diff(time.ticks_ms(), t0))
+print("MS", time.ticks_diff(t1, t0), time.ticks_diff(time.ticks_us(), t0))
 """
 
 # glenn20/micropython-esp32-ota's approach, from its description: the
@@ -122,22 +122,22 @@ while True:
 s.close()
 if got != length or h.digest() != sha:
     raise ValueError("length or sha256")
-t1 = time.ticks_ms()
+t1 = time.ticks_us()
 part.set_boot()
-print("MS", time.ticks_diff(t1, t0), time.ticks_diff(time.ticks_ms(), t0))
+print("MS", time.ticks_diff(t1, t0), time.ticks_diff(time.ticks_us(), t0))
 """
 
 # The timed update: the loading of ota's modules (imported on first use)
 # counts, esp32's power-on does not (on a board it is built in).
 OTA_TIMED = """
 import esp32, ota, time
-t0 = time.ticks_ms()
+t0 = time.ticks_us()
 with ota.begin(%(url)r, allow_http=True%(ca)s) as h:
     while h.perform() == ota.IN_PROGRESS:
         pass
-    t1 = time.ticks_ms()
+    t1 = time.ticks_us()
     h.finish()
-print("MS", time.ticks_diff(t1, t0), time.ticks_diff(time.ticks_ms(), t0))
+print("MS", time.ticks_diff(t1, t0), time.ticks_diff(time.ticks_us(), t0))
 """
 
 # What a main.py does; with %(first)s = "import esp32" the board powers on first.
@@ -192,17 +192,20 @@ def compile_lib(dst):
             f.write(data)
 
 
-def make_board(work, path, table=None):
-    """A board directory holding a fresh flash.bin (with partition table
-    `table`, otatool's shim's if None) and ca.der."""
+def make_board(work, path, table=None, flash_size=None):
+    """A board directory holding a fresh flash.bin (grown to `flash_size`,
+    with partition table `table`; otatool's shim's 4 MiB and table if None)."""
     board = tempfile.mkdtemp(dir=work)
     subprocess.run([MICROPYTHON, "-c", "import esp32"], cwd=board, capture_output=True,
                    env=dict(os.environ, MICROPYPATH=path, OTA_BOARD=board), timeout=60,
                    check=True)
-    if table:
-        sys.path.insert(0, SHIM_DIR)
-        import _table
-        with open(os.path.join(board, "flash.bin"), "r+b") as f:
+    with open(os.path.join(board, "flash.bin"), "r+b") as f:
+        if flash_size:
+            f.seek(0, 2)
+            f.write(b"\xff" * (flash_size - f.tell()))
+        if table:
+            sys.path.insert(0, SHIM_DIR)
+            import _table
             f.seek(_table.ADDR)
             f.write(_table.build(table))
     return board
@@ -228,7 +231,7 @@ def bench(work, rounds):
 
     www = os.path.join(work, "www")
     os.makedirs(www)
-    sizes = {"0.5MiB": 512 * 1024, "1.5MiB": 1536 * 1024 - 4096, "3.6MiB": 0x3B0000 - 0x10000}
+    sizes = {"0.5MiB": 512 * 1024, "1.5MiB": 1536 * 1024 - 4096, "4MiB": 4096 * 1024 - 4096}
     images = {}
     for name, size in sizes.items():
         images[name] = make_app_image(version="2.0.0", size=size)
@@ -242,13 +245,13 @@ def bench(work, rounds):
     # The shim loads itself precompiled (tools/shim/_mpy.py).
     path = ":".join([SHIM_DIR, lib, ".frozen"])
     board = make_board(work, path)
-    # The 3.6 MiB image needs a bigger slot: a small ota_0 for the factory
-    # app, the rest of the flash ota_1.
+    # The 4 MiB image needs a bigger flash and slot: a small ota_0 for the
+    # factory app, then ota_1.
     big = make_board(work, path, ((1, 0x02, 0x9000, 0x4000, "nvs", False),
                                   (1, 0x00, 0xD000, 0x2000, "otadata", False),
                                   (1, 0x01, 0xF000, 0x1000, "phy_init", False),
                                   (0, 0x10, 0x10000, 0x40000, "ota_0", False),
-                                  (0, 0x11, 0x50000, 0x3B0000, "ota_1", False)))
+                                  (0, 0x11, 0x50000, 0x4B0000, "ota_1", False)), 0x800000)
     with open(ca) as f:
         der = ssl.PEM_cert_to_DER_cert(f.read())
     for b in (board, big):
@@ -273,7 +276,8 @@ def bench(work, rounds):
                              ("ota https", ota(https_base, OTA_TIMED)),
                              ("glenn20 http", loop(http_base, GLENN20))):
             timed.setdefault(what, []).append(run(MICROPYTHON, script, board, work, path))
-    med = {k: [statistics.median(r[i] for r in v) for i in (0, 1)] for k, v in timed.items()}
+    # medians, in ms (the scripts print microseconds)
+    med = {k: [statistics.median(r[i] for r in v) / 1000 for i in (0, 1)] for k, v in timed.items()}
     mib = sizes["1.5MiB"] / 1048576
 
     print("throughput, 1.5 MiB firmware OTA over loopback (median of %d):" % rounds)
@@ -281,16 +285,16 @@ def bench(work, rounds):
         bt, bs = med["bare " + scheme]
         ot, of = med["ota " + scheme]
         print("  %s:" % scheme)
-        print("    bare read+sha256+writeblocks loop:  %5d ms  %5.1f MiB/s" % (bt, mib / bt * 1000))
-        print("    bare loop + set_boot():             %5d ms" % bs)
-        print("    ota begin + perform loop:           %5d ms  %5.1f MiB/s  ratio %.2f vs bare loop"
+        print("    bare read+sha256+writeblocks loop:  %6.1f ms  %5.1f MiB/s" % (bt, mib / bt * 1000))
+        print("    bare loop + set_boot():             %6.1f ms" % bs)
+        print("    ota begin + perform loop:           %6.1f ms  %5.1f MiB/s  ratio %.2f vs bare loop"
               % (ot, mib / ot * 1000, bt / ot))
-        print("    ota begin/perform/finish:           %5d ms  (finish %d ms, set_boot %d ms)  "
+        print("    ota begin/perform/finish:           %6.1f ms  (finish %.1f ms, set_boot %.1f ms)  "
               "ratio %.2f vs bare + set_boot()" % (of, of - ot, bs - bt, bs / of))
     gt, gs = med["glenn20 http"]
     bt, bs = med["bare http"]
-    print("  glenn20-style (http): transfer %d ms, ratio %.2f vs bare loop; with set_boot() "
-          "%d ms, ratio %.2f vs bare + set_boot()" % (gt, bt / gt, gs, bs / gs))
+    print("  glenn20-style (http): transfer %.1f ms, ratio %.2f vs bare loop; with set_boot() "
+          "%.1f ms, ratio %.2f vs bare + set_boot()" % (gt, bt / gt, gs, bs / gs))
 
     print("smallest -X heapsize from which the update completes:")
     print("  bare loop, http:            %s" % kib(smallest_heap(
@@ -303,7 +307,7 @@ def bench(work, rounds):
                 MICROPYTHON, ota(base, OTA, first), board, work, path))))
     print("  glenn20-style, http:        %s" % kib(smallest_heap(
         MICROPYTHON, loop(http_base, GLENN20), board, work, path)))
-    print("  ota, http, import ota first, by image size (board with a 3.7 MiB slot):")
+    print("  ota, http, import ota first, by image size (8 MiB flash, 4.7 MiB slot):")
     for name in sizes:
         print("    %-6s  %s" % (name, kib(smallest_heap(
             MICROPYTHON, ota(http_base, OTA, "", name), big, work, path))))

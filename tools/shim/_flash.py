@@ -20,7 +20,7 @@ import os
 import _env
 
 SECTOR = 4096
-SIZE = 0x400000
+SIZE = 0x400000  # the size of flash.bin once open: 4 MiB as made, larger if a test made it so
 CUT = int(os.getenv("OTA_POWER_CUT_AT") or 0)
 # this power-on's [flash operations so far, op of the pending erase fault,
 # op of the pending write fault]; the helper process (_idf) carries them on
@@ -67,9 +67,10 @@ def ops():
 
 
 def open_flash():
-    global _f, _log
+    global _f, _log, SIZE
     path, log = _env.DIR + "/flash.bin", _env.LOG
     _f = open(path, "r+b") if _env.MPY else open(path, "r+b", buffering=0)
+    SIZE = os.stat(path)[6]
     _log = log and (open(log, "a") if _env.MPY else open(log, "a", buffering=1))
 
 
@@ -109,7 +110,10 @@ def program(addr, data):
 
 
 def _work(n):
-    return _buf[:n]
+    global _buf
+    if _buf is None:
+        _buf = bytearray(1024)
+    return memoryview(_buf)[:n]
 
 
 def _op(kind, addr, n):
@@ -130,8 +134,4 @@ def _op(kind, addr, n):
         raise _env.esp_error(0x6001)
 
 
-_f = _log = None
-# The work buffer of erase and program, made at power-on with the board's
-# other modules: the firmware's flash driver needs no heap of the app's, so
-# the emulated one must not take a block in the middle of it later.
-_buf = memoryview(bytearray(1024))
+_f = _log = _buf = None
