@@ -55,9 +55,6 @@ class Handle:
         self._read = 0
         self._state = _CLOSED
         self._dl = None
-        if target is None:
-            from ota.firmware import FirmwareTarget
-            target = FirmwareTarget()
         self._target = target
         # The garbage of the imports so far (paths, file objects) is freed
         # before the largest module loads, so that its objects fill those
@@ -74,6 +71,7 @@ class Handle:
             # A board with a key installs only what the publisher signed: the
             # manifest names the image, and its sha256 and size bind it.
             from ota.manifest import signed_image
+            target = self._target = target or _firmware()
             url, sha256, size = signed_image(url, public_key, allow_downgrade, target, options)
         if sha256 is not None:
             import binascii
@@ -96,6 +94,11 @@ class Handle:
         self._dl = dl = Download(url, range_size=max_http_request_size if partial_http_download
                                  else None, **options)
         try:
+            # The firmware target (its code, then its 4 KiB sector buffer)
+            # after the Download's TLS context, before connecting: that
+            # order gave the smallest heaps (tools/bench/bench_ota.py; the
+            # buffer made after connecting needed up to 10 KiB more).
+            target = self._target = target or _firmware()
             # A target may keep a valid prefix of an interrupted download of
             # this URL: ask for the rest straight away. If-Range makes the
             # server send the whole entity instead when it changed, and the
@@ -210,11 +213,18 @@ class Handle:
         self._state = _CLOSED
         if self._dl:
             self._dl.close()
-        self._target.abort(isinstance(exc, OTAError) and
-                           exc.code in (_HTTP_INCOMPLETE_DATA, _TIMEOUT, _HTTP_CONNECT))
+        if self._target:
+            self._target.abort(isinstance(exc, OTAError) and
+                               exc.code in (_HTTP_INCOMPLETE_DATA, _TIMEOUT, _HTTP_CONNECT))
 
 
 begin = Handle     # ota.begin(url, **kw)
+
+
+def _firmware():
+    # The default target; ota.firmware (with ota.image) loads only here.
+    from ota.firmware import FirmwareTarget
+    return FirmwareTarget()
 
 
 def update(url, reboot=False, **kw):

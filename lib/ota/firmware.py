@@ -6,11 +6,11 @@
 # most the sector it was rejected in. otadata is touched only by set_boot()
 # in finish(), after the whole image was validated.
 #
-# The buffer is made when the target is, after a collection, before the
-# download's code and objects (ota.http, the TLS context, the socket): the
-# largest block first, while the heap has room in one piece. (Made after
-# connecting, bench_ota.py finds the smallest heap 2-5 KiB larger: the
-# code loaded meanwhile leaves no 4 KiB in one piece.)
+# The buffer is made when the target is, after a collection: after the
+# download's code and TLS context (ota.client makes the Download first),
+# before connecting. (Made in begin(), after connecting, bench_ota.py
+# found the smallest heaps 4-10 KiB larger: connecting's garbage leaves no
+# 4 KiB in one piece.)
 import os
 
 from ota import const, OTAError

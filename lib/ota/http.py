@@ -149,9 +149,9 @@ class Download:
         # The URL is checked by the first request, before any connection.
         self.url = url
         # The SSLContext that verifies the server, made now rather than at
-        # the first connection: its block (3 KiB on the unix port) then
-        # comes before the garbage of connecting, next to the target's
-        # buffer, not into a hole between them.
+        # the first connection: its block (3 KiB in one piece on the unix
+        # port) comes before the firmware target's sector buffer and
+        # before the garbage of connecting.
         self._tls = None
         if cert_der:
             from ota.certs import context, der_certs
