@@ -239,8 +239,8 @@ def test_deploy_mpy_to_an_esp8266_class_heap_leaves_out_line_numbers(tmp_path):
         r = otatool("deploy", "--port", tty, "--no-reset", "--mpy")
         assert r.returncode == 0, r.stderr
         assert "KiB heap: modules compiled without line numbers" in r.stdout
-        r = mpremote(tty, "exec", "import ota.http\nota.http.parse_url('ftp://x')")
-    assert 'File "ota/http.py", line 1, in parse_url' in r.stdout + r.stderr
+        r = mpremote(tty, "exec", "import ota.url\nota.url.parse_url('ftp://x')")
+    assert 'File "ota/url.py", line 1, in parse_url' in r.stdout + r.stderr
     sys_mpy = unix_port_mpy()
     with_lines = dict(compiled(package_files(REPO), sys_mpy))
     for rel, data in with_lines.items():

@@ -31,8 +31,8 @@
 # framing, 206 answers, resuming. It is loaded (by _extra) the first time
 # one of them happens, so a board that never needs them does not give them
 # heap. Imports run one way: ota.http_extra, ota.checkin and ota.manifest
-# import this module; it imports none of them, nor ota.deadline, at module
-# level.
+# import this module, ota.http_extra never (what both need, URLs, is
+# ota.url's); it imports none of them, nor ota.deadline, at module level.
 #
 # Errors are ota.OTAError with the esp_err_t codes of docs/API.md.
 import errno
@@ -40,6 +40,7 @@ import socket
 import sys
 
 from ota import const, OTAError
+from ota.url import parse_url
 
 # esp_err_t values (as in ota/__init__.py), inlined by const(): names
 # imported from ota would each take a slot of this module's dict.
@@ -56,7 +57,6 @@ _INCOMPLETE_DATA = const(0x700C)
 
 # Texts of its failures: numbers into ota.texts.TEXTS (error texts load
 # only when a failure is shown).
-_T_URL = const(14)
 _T_IDLE = const(15)
 _T_HEAD_LONG = const(16)
 _T_REDIRECTS = const(17)
@@ -94,43 +94,6 @@ _CHUNKED = const(1)  # chunked: the first chunk-size line is due (ota.http_extra
 # Download's table of them stays one size smaller (17 slots, not 23).
 _LINE = bytearray(128)
 _B1 = bytearray(1)
-
-
-def _split(url):
-    # "scheme://host:port/path?q#f" -> ("scheme://host:port", "/path?q")
-    i = url.find("://") + 3
-    j = len(url)
-    for c in "/?#":
-        k = url.find(c, i)
-        if 0 <= k < j:
-            j = k
-    path = url[j:].split("#")[0]
-    return url[:j], path if path.startswith("/") else "/" + path
-
-
-def parse_url(url):
-    # -> (scheme, host, port, path); host without the [] of an IPv6 literal.
-    origin, path = _split(url)
-    i = origin.find("://")
-    scheme = origin[:i].lower()
-    hostport = origin[i + 3:]
-    try:
-        if i < 0 or scheme not in ("http", "https") or "@" in hostport:
-            raise ValueError
-        for c in url:  # CR, LF, NUL, space... would end up in the request
-            if c <= " " or c > "~":
-                raise ValueError
-        port = 443 if scheme == "https" else 80
-        k = hostport.rfind(":")
-        if k > hostport.rfind("]"):
-            port = int(hostport[k + 1:])
-            hostport = hostport[:k]
-        host = hostport.strip("[]")
-        if not host:
-            raise ValueError
-    except ValueError:
-        raise OTAError(_INVALID_ARG, (_T_URL, url))
-    return scheme, host, port, path
 
 
 def _fault(e):
@@ -200,7 +163,7 @@ class Download:
                     # response's body is done. A chunk-size line first when
                     # one is due.
                     if self._chunk and not self._left:
-                        _extra().chunk_head(self)
+                        _extra().chunk_head(self, _LINE)
                     want = len(mv)
                     if 0 <= self._left < want:
                         want = self._left

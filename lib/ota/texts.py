@@ -1,5 +1,5 @@
 # ota.texts: the messages of the failures the firmware update path raises
-# (ota.client, ota.firmware, ota.http, ota.image). Those modules raise
+# (ota.client, ota.firmware, ota.url, ota.http, ota.image). Those modules raise
 # OTAError(code, (text number, values...)) and OTAError.msg makes the text
 # from TEXTS when it is read: a board whose update goes well never has them
 # in its heap. A text's number is the _T_ constant of the module that
@@ -21,8 +21,9 @@ TEXTS = (
     "image of %d bytes does not fit partition %s (%d bytes)",  # 11 _T_TOO_BIG
     "set_boot refused the image: %s",  # 12 _T_SET_BOOT
     "flash write of sector %d failed: %s",  # 13 _T_WRITE
-    # ota.http
+    # ota.url
     "bad URL %r",  # 14 _T_URL
+    # ota.http
     "no download in progress",  # 15 _T_IDLE
     "response head too long",  # 16 _T_HEAD_LONG
     "more than %d redirects",  # 17 _T_REDIRECTS
