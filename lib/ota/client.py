@@ -118,9 +118,12 @@ class Handle:
     # -- the ESP-IDF calls ---------------------------------------------------
 
     def perform(self):
-        self._expect(_BEGIN | _IN_PROGRESS | _DATA_END, "perform")
-        if self._state == _DATA_END:
+        # The state check of _expect inline: this runs once per sector.
+        st = self._state
+        if st == _DATA_END:
             return _OK
+        if not st & (_BEGIN | _IN_PROGRESS):
+            self._expect(_DATA_END, "perform")      # raises
         self._state = _IN_PROGRESS
         try:
             window = self._target.window()
