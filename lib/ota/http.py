@@ -30,9 +30,9 @@
 # or redirected) does not need is in ota.http_extra: redirects, chunked
 # framing, 206 answers, resuming. It is loaded (by _extra) the first time
 # one of them happens, so a board that never needs them does not give them
-# heap. Imports run one way: ota.http_extra, ota.checkin and ota.manifest
-# import this module, ota.http_extra never (what both need, URLs, is
-# ota.url's); it imports none of them, nor ota.deadline, at module level.
+# heap. Imports run one way: ota.checkin and ota.manifest import this
+# module; it loads ota.http_extra, which never imports it (what both need,
+# URLs, is ota.url's); it never imports ota.deadline.
 #
 # Errors are ota.OTAError with the esp_err_t codes of docs/API.md.
 import errno
