@@ -286,6 +286,16 @@ def test_mpy_target_keeps_arch_flags_and_refuses_boards_without_mpy():
         deploy.mpy_target(0)
 
 
+def test_a_board_without_native_code_gets_no_xor_module_and_falls_back():
+    # ota/xor.py holds @micropython.viper code: it compiles for an
+    # architecture only, and ota.image falls back to plain Python without it.
+    package = deploy.package_files(REPO)
+    native = dict(deploy.compiled(package, unix_port_mpy()))
+    plain = dict(deploy.compiled(package, 6 | 3 << 8))    # arch field 0: no native emitter
+    assert "ota/xor.mpy" in native and "ota/image.mpy" in native
+    assert "ota/xor.mpy" not in plain and "ota/image.mpy" in plain
+
+
 def test_an_mpy_of_another_version_is_refused_before_copying():
     with pytest.raises(cli.CliError, match=r"loads .mpy v5.0 but mpy-cross made v6.3"):
         deploy.check_mpy_header("ota/x.mpy", b"M\x06\x0b\x1f", 5, 0)
