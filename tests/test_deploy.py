@@ -239,8 +239,8 @@ def test_deploy_mpy_to_an_esp8266_class_heap_leaves_out_line_numbers(tmp_path):
         r = otatool("deploy", "--port", tty, "--no-reset", "--mpy")
         assert r.returncode == 0, r.stderr
         assert "KiB heap: modules compiled without line numbers" in r.stdout
-        r = mpremote(tty, "exec", "import ota.http\nota.http.parse_url('ftp://x')")
-    assert 'File "ota/http.py", line 1, in parse_url' in r.stdout + r.stderr
+        r = mpremote(tty, "exec", "import ota.url\nota.url.parse_url('ftp://x')")
+    assert 'File "ota/url.py", line 1, in parse_url' in r.stdout + r.stderr
     sys_mpy = unix_port_mpy()
     with_lines = dict(compiled(package_files(REPO), sys_mpy))
     for rel, data in with_lines.items():
@@ -284,6 +284,16 @@ def test_mpy_target_keeps_arch_flags_and_refuses_boards_without_mpy():
     assert deploy.mpy_target(6 | 10 << 10)[2] == "xtensawin"
     with pytest.raises(cli.CliError, match="cannot import .mpy"):
         deploy.mpy_target(0)
+
+
+def test_a_board_without_native_code_gets_no_xor_module_and_falls_back():
+    # ota/xor.py holds @micropython.viper code: it compiles for an
+    # architecture only, and ota.image falls back to plain Python without it.
+    package = deploy.package_files(REPO)
+    native = dict(deploy.compiled(package, unix_port_mpy()))
+    plain = dict(deploy.compiled(package, 6 | 3 << 8))    # arch field 0: no native emitter
+    assert "ota/xor.mpy" in native and "ota/image.mpy" in native
+    assert "ota/xor.mpy" not in plain and "ota/image.mpy" in plain
 
 
 def test_an_mpy_of_another_version_is_refused_before_copying():

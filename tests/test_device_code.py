@@ -62,3 +62,21 @@ def test_the_check_finds_what_it_looks_for(tmp_path, monkeypatch):
     monkeypatch.setattr("test_device_code.LIB", str(tmp_path))
     with pytest.raises(AssertionError, match=r"line 1: \.partition\(\), line 2: setattr\(\)"):
         test_no_feature_the_esp8266_firmware_leaves_out("v.py")
+
+
+def test_every_numbered_failure_text_is_the_one_its_module_means():
+    # The firmware update path raises OTAError(code, (_T_NAME, values...));
+    # ota/texts.py lists each text with its number and constant's name.
+    import re
+    texts = tree("texts.py")
+    with open(os.path.join(LIB, "ota", "texts.py")) as f:
+        listed = {(int(n), name) for n, name in re.findall(r"#\s*(\d+)\s+_T_(\w+)$", f.read(), re.M)}
+    defined = set()
+    for name in MODULES:
+        with open(os.path.join(LIB, "ota", name)) as f:
+            defined |= {(int(n), t) for t, n in re.findall(r"^_T_(\w+) = const\((\d+)\)$",
+                                                            f.read(), re.M)}
+    assert defined and defined == listed
+    count = [len(node.value.elts) for node in texts.body if isinstance(node, ast.Assign)
+             and node.targets[0].id == "TEXTS"]
+    assert sorted(n for n, _ in listed) == list(range(count[0]))

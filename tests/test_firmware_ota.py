@@ -282,11 +282,11 @@ def test_a_power_cut_at_any_flash_operation_leaves_a_bootable_board(tmp_path, se
 
 
 def test_after_a_power_cut_mid_download_the_next_update_fetches_only_the_rest(board_dir, server):
-    image = make_app_image(version="2.0.0", project_name="greenhouse", size=112 * 1024)
+    image = make_app_image(version="2.0.0", project_name="greenhouse", size=300 * 1024)
     server.route("/fw.bin", image)
     url = server.url("/fw.bin")
     cut = run_mpy(UPDATE % {"url": url, "kw": "{'allow_http': True}"}, board_dir,
-                  env={"OTA_POWER_CUT_AT": "45"})           # in sector 23 of 28
+                  env={"OTA_POWER_CUT_AT": "141"})          # in sector 71 of 76
     assert "RESULT" not in cut.stdout
     assert power_on(board_dir)["version"] == "1.0.0"
     sent_before = server.sent("/fw.bin")
@@ -294,6 +294,6 @@ def test_after_a_power_cut_mid_download_the_next_update_fetches_only_the_rest(bo
     out = update(board_dir, url)
     assert out["ok"] and out["read"] == len(image)
     last = server.requests("/fw.bin")[-1]
-    assert last["range"] == "bytes=65536-"                   # the journal's 16 sectors
-    assert server.sent("/fw.bin") - sent_before == len(image) - 65536
+    assert last["range"] == "bytes=262144-"                  # the journal's 64 sectors
+    assert server.sent("/fw.bin") - sent_before == len(image) - 262144
     assert power_on(board_dir)["version"] == "2.0.0"

@@ -17,7 +17,7 @@ from faultserver import FaultServer
 from otatool.serve import ensure_certs, start_server
 
 sys.path.insert(0, LIB)
-from ota.http import parse_url  # noqa: E402 (device code, importable on CPython)
+from ota.url import parse_url  # noqa: E402 (device code, importable on CPython)
 from ota.http_extra import join_url  # noqa: E402
 
 ESP_FAIL = -1
@@ -544,7 +544,7 @@ def test_a_1_5_mib_download_fits_a_24k_heap_as_mpy(tmp_path, board_dir):
     big = random.Random(2).randbytes(1536 * 1024)
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "fw.bin").write_bytes(big)
-    compile_ota(tmp_path / "mpy", ("__init__", "http"))
+    compile_ota(tmp_path / "mpy", ("__init__", "url", "http"))
     server, base, _ = start_server(str(tmp_path / "www"), log=lambda line: None)
     try:
         p = subprocess.run([MICROPYTHON, "-X", "heapsize=24k", "-c", HEAP_SCRIPT % (base + "/fw.bin")],

@@ -329,7 +329,7 @@ with open(%r, "rb") as f:
 
 def test_validator_runs_in_an_esp8266_sized_heap(tmp_path):
     # Compiled by mpy-cross, as boards load it (source would be compiled in the heap).
-    compile_ota(tmp_path / "mpy", ("__init__", "image", "chips"))
+    compile_ota(tmp_path / "mpy", ("__init__", "image", "xor", "chips"))
     f = image_file(tmp_path, SMALL)
     script = """
 import gc

@@ -26,7 +26,8 @@ import json
 
 from ota import OTAError, ESP_ERR_HTTP_CONNECT, ESP_ERR_INVALID_RESPONSE, ESP_FAIL
 from ota.certs import pem_to_der
-from ota.http import Download, parse_url
+from ota.http import Download
+from ota.url import parse_url
 from ota.http_extra import read_body
 
 _MAX_ANSWER = 1024  # a check answer is a few hundred bytes

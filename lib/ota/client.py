@@ -9,7 +9,6 @@
 # with the HTTP client and the bundle code, and each function costs ~100
 # bytes of it (64-bit unix port) before its code.
 import gc
-import hashlib
 
 from ota import const, OTAError
 
@@ -22,6 +21,17 @@ _TIMEOUT = const(0x107)
 _VALIDATE_FAILED = const(0x1503)
 _HTTP_CONNECT = const(0x7002)
 _HTTP_INCOMPLETE_DATA = const(0x700C)
+
+# Texts of its failures: numbers into ota.texts.TEXTS (error texts load
+# only when a failure is shown).
+_T_SIZE_ARG = const(0)
+_T_WINDOW_ARG = const(1)
+_T_SHA_ARG = const(2)
+_T_SIZE = const(3)
+_T_NO_DESC = const(4)
+_T_INCOMPLETE = const(5)
+_T_SHA = const(6)
+_T_ORDER = const(7)
 
 # States, as esp_https_ota.c names them (plus the two ends); one bit each,
 # so that the states a call may run in are one int (see _expect).
@@ -38,16 +48,13 @@ class Handle:
                  allow_http=False, target=None, on_progress=None, public_key=None,
                  allow_downgrade=False):
         if size is not None and (not isinstance(size, int) or size <= 0):
-            raise OTAError(_INVALID_ARG, "size must be a positive int")
+            raise OTAError(_INVALID_ARG, (_T_SIZE_ARG,))
         if partial_http_download and not (isinstance(max_http_request_size, int)
                                           and max_http_request_size > 0):
-            raise OTAError(_INVALID_ARG, "max_http_request_size must be > 0")
+            raise OTAError(_INVALID_ARG, (_T_WINDOW_ARG,))
         self._read = 0
         self._state = _CLOSED
         self._dl = None
-        if target is None:
-            from ota.firmware import FirmwareTarget
-            target = FirmwareTarget()
         self._target = target
         # The garbage of the imports so far (paths, file objects) is freed
         # before the largest module loads, so that its objects fill those
@@ -66,6 +73,7 @@ class Handle:
             # manifest names the image, and its sha256 and size bind it (and
             # wire, those of a compressed file).
             from ota.manifest import signed_image
+            target = self._target = target or _firmware()
             url, sha256, size, wire = signed_image(url, public_key, allow_downgrade, target,
                                                    options)
         if sha256 is not None:
@@ -75,17 +83,25 @@ class Handle:
             except (ValueError, TypeError):
                 sha256 = b""
             if len(sha256) != 32:
-                raise OTAError(_INVALID_ARG, "sha256 must be 64 hex digits")
+                raise OTAError(_INVALID_ARG, (_T_SHA_ARG,))
         self._sha256 = sha256
         self._size = size
         self._on_progress = on_progress
-        self._hash = hashlib.sha256() if sha256 else None
+        self._hash = None
+        if sha256:
+            import hashlib
+            self._hash = hashlib.sha256()
         self.url = url
         # Likewise before the download's own objects are made.
         gc.collect()
         self._dl = dl = Download(url, range_size=max_http_request_size if partial_http_download
                                  else None, **options)
         try:
+            # The firmware target (its code, then its 4 KiB sector buffer)
+            # after the Download's TLS context, before connecting: that
+            # order gave the smallest heaps (tools/bench/bench_ota.py; the
+            # buffer made after connecting needed up to 10 KiB more).
+            target = self._target = target or _firmware()
             # A target may keep a valid prefix of an interrupted download of
             # this URL: ask for the rest straight away. If-Range makes the
             # server send the whole entity instead when it changed, and the
@@ -106,12 +122,12 @@ class Handle:
                     dl.start(offset if z else 0, etag)
                     # What is installed is the inflated image: the header's
                     # SHA-256 is checked as a caller's sha256 is.
+                    import hashlib
                     self._sha256 = dl.sha256
                     self._hash = hashlib.sha256()
                     n = 0
             if size is not None and dl.size >= 0 and dl.size != size:
-                raise OTAError(_VALIDATE_FAILED, "server has %d bytes, expected %d"
-                               % (dl.size, size))
+                raise OTAError(_VALIDATE_FAILED, (_T_SIZE, dl.size, size))
             self.etag = dl.etag
             self.offset = self._read = dl.offset - n
             target.begin(self)
@@ -131,9 +147,12 @@ class Handle:
     # -- the ESP-IDF calls ---------------------------------------------------
 
     def perform(self):
-        self._expect(_BEGIN | _IN_PROGRESS | _DATA_END, "perform")
-        if self._state == _DATA_END:
+        # The state check of _expect inline: this runs once per sector.
+        st = self._state
+        if st == _DATA_END:
             return _OK
+        if not st & (_BEGIN | _IN_PROGRESS):
+            self._expect(_DATA_END, "perform")      # raises
         self._state = _IN_PROGRESS
         try:
             window = self._target.window()
@@ -164,19 +183,18 @@ class Handle:
         while self._target.desc() is None:
             if self.perform() == _OK and self._target.desc() is None:
                 self._close(None)
-                raise OTAError(_VALIDATE_FAILED, "no app description in the image")
+                raise OTAError(_VALIDATE_FAILED, (_T_NO_DESC,))
         return self._target.desc()
 
     def finish(self):
         self._expect(_BEGIN | _IN_PROGRESS | _DATA_END, "finish")
         try:
             if self._state != _DATA_END or not self._target.complete():
-                raise OTAError(_VALIDATE_FAILED, "image incomplete: %d bytes received" % self._read)
+                raise OTAError(_VALIDATE_FAILED, (_T_INCOMPLETE, self._read))
             if self._size is not None and self._read != self._size:
-                raise OTAError(_VALIDATE_FAILED, "server has %d bytes, expected %d"
-                               % (self._read, self._size))
+                raise OTAError(_VALIDATE_FAILED, (_T_SIZE, self._read, self._size))
             if self._hash and self._hash.digest() != self._sha256:
-                raise OTAError(_VALIDATE_FAILED, "sha256 of the download does not match")
+                raise OTAError(_VALIDATE_FAILED, (_T_SHA,))
             # The download's objects go before the target installs: on an
             # ESP8266 the bundle swap needs their heap (ota.swap unloads
             # their code).
@@ -218,7 +236,7 @@ class Handle:
 
     def _expect(self, states, call):
         if not self._state & states:
-            raise OTAError(_INVALID_STATE, "%s() not allowed now" % call)
+            raise OTAError(_INVALID_STATE, (_T_ORDER, call))
 
     def _close(self, exc):
         # exc: the failure that ends the download, None for an abort. After
@@ -227,11 +245,18 @@ class Handle:
         self._state = _CLOSED
         if self._dl:
             self._dl.close()
-        self._target.abort(isinstance(exc, OTAError) and
-                           exc.code in (_HTTP_INCOMPLETE_DATA, _TIMEOUT, _HTTP_CONNECT))
+        if self._target:
+            self._target.abort(isinstance(exc, OTAError) and
+                               exc.code in (_HTTP_INCOMPLETE_DATA, _TIMEOUT, _HTTP_CONNECT))
 
 
 begin = Handle     # ota.begin(url, **kw)
+
+
+def _firmware():
+    # The default target; ota.firmware (with ota.image) loads only here.
+    from ota.firmware import FirmwareTarget
+    return FirmwareTarget()
 
 
 def update(url, reboot=False, **kw):

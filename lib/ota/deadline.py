@@ -1,6 +1,6 @@
-# ota.deadline: one overall deadline for every download (ota.http), for the
-# update main.py runs at boot (ota.updater): whatever a server does, the
-# app starts at most this late.
+# ota.deadline: one overall deadline for every download, for the update
+# main.py runs at boot (ota.updater): whatever a server does, the app
+# starts at most this late.
 #
 #   import ota.deadline
 #   ota.deadline.start(300_000)   # ms from now
@@ -17,18 +17,16 @@
 # most until it. Past it, ESP_ERR_TIMEOUT, as for a stall: a firmware
 # download keeps its valid prefix for the next attempt.
 #
-# A module of its own, hooked into ota.http's Download while a deadline
-# runs, and not code in ota.http: a board that never sets a deadline (an
-# ESP8266 with 32 KiB of heap doing ota.update) does not give it heap.
-# Not covered: the TLS handshake itself (mbedtls reads it inside
-# wrap_socket), bounded by timeout_ms per read only.
+# A Download made while a deadline runs checks it (ota.http looks this
+# module up in sys.modules, never imports it): a board that never sets a
+# deadline (an ESP8266 with 32 KiB of heap doing ota.update) does not give
+# it heap, and this module imports no download code. Not covered: the TLS
+# handshake itself (mbedtls reads it inside wrap_socket), bounded by
+# timeout_ms per read only.
 import errno
-import socket
 import time
 
 from ota import const, OTAError
-import ota.http as http
-import ota.http_extra as extra
 
 _TIMEOUT = const(0x107)
 
@@ -45,78 +43,37 @@ except ImportError:     # CPython
         return a - b
 
 _until = None     # ticks_ms() of the deadline while one runs
-_connect = http.Download._connect
-_resume = extra.resume
-
-
-class _Net:
-    # ota.http's `socket` module while a deadline runs: the real one, but
-    # the last socket made is kept, as the TCP socket under a TLS one is
-    # what a read makes non-blocking.
-    SOCK_STREAM = socket.SOCK_STREAM
-    getaddrinfo = socket.getaddrinfo
-    timeout = getattr(socket, "timeout", ())
-    last = None
-
-    def socket(*args):
-        _Net.last = socket.socket(*args)
-        return _Net.last
 
 
 def start(ms):
     """From now on no download goes on for more than `ms` milliseconds."""
     global _until
     _until = ticks_add(ticks_ms(), ms)
-    http.socket = _Net
-    http.Download._connect = _bounded_connect
-    extra.resume = _bounded_resume
 
 
 def stop():
     global _until
     _until = None
-    http.socket = socket
-    http.Download._connect = _connect
-    extra.resume = _resume
-    _Net.last = None
+
+
+def running():
+    return _until is not None
 
 
 def left():
     """Milliseconds to the deadline; ESP_ERR_TIMEOUT once it has passed."""
-    ms = ticks_diff(_until, ticks_ms())
+    ms = ticks_diff(_until, ticks_ms()) if _until is not None else 1 << 30
     if ms <= 0:
         raise OTAError(_TIMEOUT, "update deadline reached")
     return ms
 
 
-def _bounded_connect(dl, url):
-    # Download._connect: connect within what is left, then read through
-    # _read. Past the deadline no resume attempt is worth making.
-    t = dl._timeout
-    try:
-        dl._timeout = min(t, left() / 1000)
-    except OTAError:
-        dl._retries = 0
-        raise
-    try:
-        _connect(dl, url)
-    finally:
-        dl._timeout = t
-    dl._rd = _read(dl._sock, _Net.last, dl._rd, t)
-
-
-def _bounded_resume(dl, code):
-    # A resume that gave up because the deadline passed says so.
-    try:
-        return _resume(dl, code)
-    except OTAError:
-        left()
-        raise
-
-
-def _read(sock, raw, rd, timeout):
-    # The dl._rd of a connection under the deadline. A CPython socket's
-    # recv_into returns what has arrived anyway: its timeout is enough.
+def reader(sock, raw, rd, timeout):
+    # The read function (rd's signature: (mv, n) -> bytes read) of a
+    # connection under the deadline: sock is what the download reads (TLS
+    # or TCP), raw the TCP socket under it, rd sock's own read, timeout
+    # (s) the download's wait for data. A CPython socket's recv_into returns
+    # what has arrived anyway: its timeout is enough.
     native = hasattr(sock, "readinto")
     if native:
         import select

@@ -205,11 +205,12 @@ def _encode(X, Y, Z):
     return (y | (x & 1) << 255).to_bytes(32, "little")
 
 
-def verify(public_key, message, signature):
+def verify(public_key, message, signature, point=None):
     """True if `signature` (64 bytes) is a valid Ed25519 signature of
-    `message` (bytes) under `public_key` (32 bytes), else False."""
+    `message` (bytes) under `public_key` (32 bytes), else False. point:
+    public_point(public_key) if the caller has it already."""
     signature = bytes(signature)
-    a = public_point(public_key)
+    a = point or public_point(public_key)
     if a is None or len(signature) != 64:
         return False
     r = signature[:32]

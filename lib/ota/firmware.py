@@ -5,7 +5,12 @@
 # which erases exactly that sector and programs it: a rejected image costs at
 # most the sector it was rejected in. otadata is touched only by set_boot()
 # in finish(), after the whole image was validated.
-import json
+#
+# The buffer is made when the target is, after a collection: after the
+# download's code and TLS context (ota.client makes the Download first),
+# before connecting. (Made in begin(), after connecting, bench_ota.py
+# found the smallest heaps 4-10 KiB larger: connecting's garbage leaves no
+# 4 KiB in one piece.)
 import os
 
 from ota import const, OTAError
@@ -18,8 +23,21 @@ _VALIDATE_FAILED = const(0x1503)
 _ROLLBACK_INVALID_STATE = const(0x1506)
 _FLASH_OP_FAIL = const(0x6001)
 
+# Texts of its failures: numbers into ota.texts.TEXTS (error texts load
+# only when a failure is shown).
+_T_NO_ESP32 = const(8)
+_T_NO_APP = const(9)
+_T_PENDING = const(10)
+_T_TOO_BIG = const(11)
+_T_SET_BOOT = const(12)
+_T_WRITE = const(13)
+
 _SECTOR = const(4096)
-_JOURNAL_EVERY = const(16)    # sectors (64 KiB) between journal updates
+# Sectors (256 KiB) between journal updates: a reset costs at most that
+# much downloaded again. Each update is a small file written and renamed;
+# every 64 KiB, they took 15 % of a 1.5 MiB update on the emulated board
+# (tools/bench/bench_ota.py), and a real board's filesystem is slower.
+_JOURNAL_EVERY = const(64)
 JOURNAL = "ota_resume.json"   # relative: the board's filesystem root is the cwd
 
 
@@ -27,22 +45,22 @@ def running_partition():
     try:
         from esp32 import Partition
     except ImportError:
-        raise OTAError(_NOT_SUPPORTED,
-                       "firmware OTA needs the esp32 module; use target=ota.AppBundle(...)")
+        raise OTAError(_NOT_SUPPORTED, (_T_NO_ESP32,))
     return Partition(Partition.RUNNING)
 
 
-def read_app(part, buf):
+def read_app(part, buf=None):
     # The first bytes of the image in `part` (buf: at least 288 bytes):
     # (chip id, app descriptor). The running image's header tells this
     # board's chip id, its descriptor the secure_version an update must not
     # go below. The bootloader has verified the running image, so reading
     # the descriptor where esptool puts it (after the image header and the
     # first segment header) is enough.
+    buf = buf or bytearray(288)
     part.readblocks(0, buf)
     desc = parse_desc(memoryview(buf)[32:]) if buf[0] == 0xE9 else None
     if desc is None:
-        raise OTAError(_VALIDATE_FAILED, "no app image in " + part.info()[4])
+        raise OTAError(_VALIDATE_FAILED, (_T_NO_APP, part.info()[4]))
     return buf[12] | buf[13] << 8, desc
 
 
@@ -51,14 +69,13 @@ class FirmwareTarget:
 
     def __init__(self):
         running = running_partition()
-        # The sector buffer before anything else, while the heap is in one
-        # piece.
-        self._buf = bytearray(_SECTOR)
         if _pending_verify():
-            raise OTAError(_ROLLBACK_INVALID_STATE,
-                           "the running app is not confirmed yet: call ota.mark_app_valid() first")
+            raise OTAError(_ROLLBACK_INVALID_STATE, (_T_PENDING,))
+        chip, desc = read_app(running)
+        import gc
+        gc.collect()        # the garbage of loading ota's code goes first
+        self._buf = bytearray(_SECTOR)
         self._mv = self._win = memoryview(self._buf)
-        chip, desc = read_app(running, self._buf)
         self._running = (chip, desc["version"], desc["secure_version"])
         self._part = running.get_next_update()
         self._validator = ImageValidator(chip, self._part.info()[3], desc["secure_version"])
@@ -78,6 +95,7 @@ class FirmwareTarget:
     def kept(self, url):
         # (offset, etag) of a valid prefix an interrupted download of `url`
         # left in the partition, from the journal; (0, None) if none.
+        import json
         try:
             with open(JOURNAL) as f:
                 old = json.load(f)
@@ -91,8 +109,7 @@ class FirmwareTarget:
         size = client.get_image_size()
         info = self._part.info()
         if size > info[3]:
-            raise OTAError(_INVALID_SIZE, "image of %d bytes does not fit partition %s (%d bytes)"
-                           % (size, info[4], info[3]))
+            raise OTAError(_INVALID_SIZE, (_T_TOO_BIG, size, info[4], info[3]))
         if client.offset:
             # The server resumes at client.offset: feed what the partition
             # holds before it through the validator (flash reads are cheap),
@@ -141,7 +158,7 @@ class FirmwareTarget:
         try:
             self._part.set_boot()
         except OSError as e:
-            raise OTAError(_VALIDATE_FAILED, "set_boot refused the image: %s" % e)
+            raise OTAError(_VALIDATE_FAILED, (_T_SET_BOOT, e))
         _forget()
 
     def abort(self, keep=False):
@@ -155,13 +172,13 @@ class FirmwareTarget:
         try:
             self._part.writeblocks(self._sector, self._buf)
         except OSError as e:
-            raise OTAError(_FLASH_OP_FAIL, "flash write of sector %d failed: %s"
-                           % (self._sector, e))
+            raise OTAError(_FLASH_OP_FAIL, (_T_WRITE, self._sector, e))
         self._sector += 1
         self._fill = 0
         if self._journal and self._sector % _JOURNAL_EVERY == 0:
             # Written whole to a new file and renamed over the old one, so a
             # power cut leaves either journal, never a torn one.
+            import json
             self._journal["bytes"] = self._sector * _SECTOR
             with open(JOURNAL + ".tmp", "w") as f:
                 f.write(json.dumps(self._journal))

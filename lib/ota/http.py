@@ -23,18 +23,24 @@
 # port) gets none of the caller's headers (Authorization, a device token),
 # as curl and requests do; a response head is at most 8 KiB (each line at
 # most 4 KiB), else ESP_ERR_HTTP_FETCH_HEADER. An overall deadline for all
-# downloads is ota.deadline's (ota.updater uses it at boot).
+# downloads is ota.deadline's (ota.updater uses it at boot): a Download made
+# while one runs checks it.
 #
 # What a plain download (one 200 answer framed by Content-Length, never cut
 # or redirected) does not need is in ota.http_extra: redirects, chunked
-# framing, 206 answers, resuming. It is imported the first time one of them
-# happens, so a board that never needs them does not give them heap.
+# framing, 206 answers, resuming. It is loaded (by _extra) the first time
+# one of them happens, so a board that never needs them does not give them
+# heap. Imports run one way: ota.checkin and ota.manifest import this
+# module; it loads ota.http_extra, which never imports it (what both need,
+# URLs, is ota.url's); it never imports ota.deadline.
 #
 # Errors are ota.OTAError with the esp_err_t codes of docs/API.md.
 import errno
 import socket
+import sys
 
 from ota import const, OTAError
+from ota.url import parse_url
 
 # esp_err_t values (as in ota/__init__.py), inlined by const(): names
 # imported from ota would each take a slot of this module's dict.
@@ -48,6 +54,23 @@ _CONNECT = const(0x7002)
 _FETCH_HEADER = const(0x7004)
 _NOT_MODIFIED = const(0x7009)
 _INCOMPLETE_DATA = const(0x700C)
+
+# Texts of its failures: numbers into ota.texts.TEXTS (error texts load
+# only when a failure is shown).
+_T_IDLE = const(15)
+_T_HEAD_LONG = const(16)
+_T_REDIRECTS = const(17)
+_T_CLEN = const(18)
+_T_CHANGED = const(19)
+_T_NO_RANGE = const(20)
+_T_NOT_MODIFIED = const(21)
+_T_STATUS = const(22)
+_T_HEAD = const(23)
+_T_STATUS_LINE = const(24)
+_T_NO_RESPONSE = const(25)
+_T_HTTP = const(26)
+_T_HTTPS = const(27)
+_T_CONNECT = const(28)
 
 _MAX_REDIRECTS = const(10)
 _MAX_LINE = const(4096)  # longest head or chunk-size line accepted
@@ -73,43 +96,6 @@ _LINE = bytearray(128)
 _B1 = bytearray(1)
 
 
-def _split(url):
-    # "scheme://host:port/path?q#f" -> ("scheme://host:port", "/path?q")
-    i = url.find("://") + 3
-    j = len(url)
-    for c in "/?#":
-        k = url.find(c, i)
-        if 0 <= k < j:
-            j = k
-    path = url[j:].split("#")[0]
-    return url[:j], path if path.startswith("/") else "/" + path
-
-
-def parse_url(url):
-    # -> (scheme, host, port, path); host without the [] of an IPv6 literal.
-    origin, path = _split(url)
-    i = origin.find("://")
-    scheme = origin[:i].lower()
-    hostport = origin[i + 3:]
-    try:
-        if i < 0 or scheme not in ("http", "https") or "@" in hostport:
-            raise ValueError
-        for c in url:  # CR, LF, NUL, space... would end up in the request
-            if c <= " " or c > "~":
-                raise ValueError
-        port = 443 if scheme == "https" else 80
-        k = hostport.rfind(":")
-        if k > hostport.rfind("]"):
-            port = int(hostport[k + 1:])
-            hostport = hostport[:k]
-        host = hostport.strip("[]")
-        if not host:
-            raise ValueError
-    except ValueError:
-        raise OTAError(_INVALID_ARG, "bad URL %r" % url)
-    return scheme, host, port, path
-
-
 def _fault(e):
     # The error code a failed read or connection means. CPython raises
     # socket.timeout (no errno); MicroPython OSError(ETIMEDOUT), or EAGAIN on
@@ -125,12 +111,14 @@ class Download:
                  allow_http=False, range_size=None, retries=3):
         # The URL is checked by the first request, before any connection.
         self.url = url
-        # The CA certificates (DER), until the first TLS connection makes
-        # them the SSLContext kept for the next ones.
+        # The SSLContext that verifies the server, made now rather than at
+        # the first connection: its block (3 KiB in one piece on the unix
+        # port) comes before the firmware target's sector buffer and
+        # before the garbage of connecting.
         self._tls = None
         if cert_der:
-            from ota.certs import der_certs
-            self._tls = der_certs(bytes(cert_der))
+            from ota.certs import context, der_certs
+            self._tls = context(der_certs(bytes(cert_der)))
         self._headers = headers or {}
         self._timeout = timeout_ms / 1000
         self._allow_http = allow_http
@@ -145,6 +133,10 @@ class Download:
         self._chunk = _PLAIN
         self._keep = False  # the connection may carry the next request
         self._tries = 0
+        # The overall deadline (ota.deadline) if one runs: looked up, not
+        # imported, so that a board that never sets one does not load it.
+        d = sys.modules.get("ota.deadline")
+        self._deadline = d if d and d.running() else None
 
     def start(self, offset=0, etag=None):
         # The first request (or a restart from a journal). With offset > 0, a
@@ -171,8 +163,7 @@ class Download:
                     # response's body is done. A chunk-size line first when
                     # one is due.
                     if self._chunk and not self._left:
-                        import ota.http_extra as extra
-                        extra.chunk_head(self)
+                        _extra().chunk_head(self, _LINE)
                     want = len(mv)
                     if 0 <= self._left < want:
                         want = self._left
@@ -199,7 +190,7 @@ class Download:
             raise
         if self._state == _DONE:
             return 0
-        raise OTAError(_INVALID_STATE, "no download in progress")
+        raise OTAError(_INVALID_STATE, (_T_IDLE,))
 
     def close(self):
         # Also between requests (redirects, resumes): the next request sets
@@ -228,7 +219,7 @@ class Download:
             if b1[0] == 0x0A:
                 return n - 1 if n and line[n - 1] == 0x0D else n
             if n >= limit or n >= _MAX_LINE:
-                raise OTAError(_FETCH_HEADER, "response head too long")
+                raise OTAError(_FETCH_HEADER, (_T_HEAD_LONG,))
             if n == len(line):
                 line.extend(bytes(n))
             line[n] = b1[0]
@@ -239,8 +230,7 @@ class Download:
     def _resume(self, code):
         # Ask for the rest from self.offset after a cut or stall (code: its
         # error) or at the end of a response (None): ota.http_extra.
-        import ota.http_extra as extra
-        extra.resume(self, code)
+        _extra().resume(self, code)
 
     def _open(self, first):
         # Request the entity from self.offset, follow redirects, read the head
@@ -252,11 +242,10 @@ class Download:
             status, h = self._exchange(url)
             if status not in (301, 302, 303, 307, 308) or "location" not in h:
                 break
-            import ota.http_extra as extra
-            url = extra.redirect(self, url, h["location"])
+            url = _extra().redirect(self, url, h["location"])
             self.close()
         else:
-            raise OTAError(_MAX_REDIRECT, "more than %d redirects" % _MAX_REDIRECTS)
+            raise OTAError(_MAX_REDIRECT, (_T_REDIRECTS, _MAX_REDIRECTS))
         self.url = url
         etag = h.get("etag")
         changed = self.etag and etag and etag != self.etag
@@ -264,23 +253,21 @@ class Download:
         # bytes.isdigit(): ASCII digits only (CPython's str.isdigit() also
         # takes "²", which int() refuses)
         if clen and not clen.encode().isdigit():
-            raise OTAError(_INVALID_RESPONSE, "bad Content-Length")
+            raise OTAError(_INVALID_RESPONSE, (_T_CLEN,))
         left = int(clen) if clen else -1
         if status == 200 and (first or not self.offset):
             self.offset = 0
             self.size = left
             self.etag = etag
         elif status == 206:
-            import ota.http_extra as extra
-            left = extra.partial(self, h.get("content-range", ""), left, changed)
+            left = _extra().partial(self, h.get("content-range", ""), left, changed)
             self.etag = etag or self.etag
         elif status == 200:
-            raise OTAError(_INVALID_RESPONSE, "the image changed on the server" if changed
-                           else "the server ignored Range")
+            raise OTAError(_INVALID_RESPONSE, (_T_CHANGED if changed else _T_NO_RANGE,))
         elif status == 304:
-            raise OTAError(_NOT_MODIFIED, "304 Not Modified")
+            raise OTAError(_NOT_MODIFIED, (_T_NOT_MODIFIED,))
         else:
-            raise OTAError(_FAIL, "HTTP %d from %s" % (status, url), status)
+            raise OTAError(_FAIL, (_T_STATUS, status, url), status)
         chunked = h.get("transfer-encoding", "").lower().endswith("chunked")
         self._chunk = _CHUNKED if chunked else _PLAIN
         self._left = 0 if chunked else left
@@ -324,7 +311,7 @@ class Download:
                     try:
                         line = _LINE[:n].decode()
                     except UnicodeError:
-                        raise OTAError(_INVALID_RESPONSE, "bad head")
+                        raise OTAError(_INVALID_RESPONSE, (_T_HEAD,))
                     if status is not None:
                         i = line.find(":")
                         name = line[:i].strip().lower()
@@ -333,14 +320,14 @@ class Download:
                             h[name] = line[i + 1:].strip()
                         continue
                     if not line.startswith("HTTP/1.") or not line[9:12].encode().isdigit():
-                        raise OTAError(_INVALID_RESPONSE, "bad status line")
+                        raise OTAError(_INVALID_RESPONSE, (_T_STATUS_LINE,))
                     status = int(line[9:12])
                     h["connection"] = "keep-alive" if line[7] == "1" else "close"
                 break
             except OSError as e:
                 if fresh:
                     raise OTAError(_TIMEOUT if _fault(e) == _TIMEOUT else _CONNECT,
-                                   "no response from %s: %r" % (url, e))
+                                   (_T_NO_RESPONSE, url, e))
             except OTAError:
                 if fresh:
                     raise
@@ -357,15 +344,23 @@ class Download:
         # Also where a redirect leads: plain http only when allowed, https
         # only with the CA to check it.
         if scheme == "http" and not self._allow_http:
-            raise OTAError(_INVALID_ARG, "http:// needs allow_http=True")
+            raise OTAError(_INVALID_ARG, (_T_HTTP,))
         if scheme == "https" and not self._tls:
-            raise OTAError(_INVALID_ARG, "https:// needs cert_pem")
+            raise OTAError(_INVALID_ARG, (_T_HTTPS,))
+        t = self._timeout
+        d = self._deadline
+        if d:
+            try:
+                t = min(t, d.left() / 1000)     # connect within what is left
+            except OTAError:
+                self._retries = 0   # past the deadline no resume attempt is worth making
+                raise
         sock = None
         try:
             addrs = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
             for ai in addrs:  # e.g. ::1 then 127.0.0.1 for "localhost"
                 sock = socket.socket(ai[0], ai[1], ai[2])
-                sock.settimeout(self._timeout)
+                sock.settimeout(t)
                 try:
                     sock.connect(ai[-1])
                     break
@@ -374,17 +369,23 @@ class Download:
                     sock = None
                     if ai is addrs[-1]:
                         raise
+            raw = sock
             if scheme == "https":
-                if isinstance(self._tls, list):
-                    from ota.certs import context
-                    self._tls = context(self._tls)
                 sock = self._tls.wrap_socket(sock, server_hostname=host)
         except (OSError, ValueError) as e:
             # ValueError: how MicroPython reports a rejected certificate.
             if sock:
                 sock.close()
-            raise OTAError(_CONNECT, "cannot connect to %s port %d: %r" % (host, port, e))
+            raise OTAError(_CONNECT, (_T_CONNECT, host, port, e))
         self._sock = sock
         # MicroPython streams: readinto(buf, n) fills n bytes (fewer only at
         # EOF) and allocates nothing. CPython sockets: recv_into(buf, n).
         self._rd = getattr(sock, "readinto", None) or sock.recv_into
+        if d:   # reads take what has arrived, never past the deadline
+            self._rd = d.reader(sock, raw, self._rd, self._timeout)
+
+
+def _extra():
+    # ota.http_extra, loaded the first time a download needs it.
+    import ota.http_extra
+    return ota.http_extra

@@ -2,13 +2,14 @@
 # one plain 200 answer framed by Content-Length: a redirect, chunked
 # framing, a 206 (partial) answer, and asking for the rest after a cut, a
 # stall or at the end of a Range window; and reading a small answer whole
-# (check-in replies, manifests). Download imports it the first time one of
+# (check-in replies, manifests). Download loads it the first time one of
 # them happens: a board that never needs them does not give them heap. The
-# functions of a Download `dl` are part of its class in all but file.
+# functions of a Download `dl` are part of its class in all but file. It
+# does not import ota.http: ota.http loads it, one way.
 import time
 
 from ota import const, OTAError
-from ota.http import _LINE, _split, parse_url
+from ota.url import parse_url, split
 
 # esp_err_t values (as in ota/__init__.py), inlined by const().
 _TIMEOUT = const(0x107)
@@ -32,7 +33,7 @@ def join_url(base, loc):
     i = loc.find("://")
     if i > 0 and loc[:i].isalpha():
         return loc
-    origin, path = _split(base)
+    origin, path = split(base)
     if loc.startswith("//"):
         return origin[:origin.find(":") + 1] + loc
     path = path.split("?")[0]
@@ -59,12 +60,13 @@ def redirect(dl, url, loc):
     return new
 
 
-def chunk_head(dl):
+def chunk_head(dl, line):
     # [CRLF ending the previous chunk] "hex-size[;ext]" CRLF; size 0 is the
-    # last chunk, and trailer lines up to an empty one follow.
+    # last chunk, and trailer lines up to an empty one follow. line: the
+    # buffer dl._readline() reads into.
     n = 0 if dl._chunk == _CRLF and dl._readline() else dl._readline()
     try:
-        size = int(bytes(_LINE[:n]).split(b";")[0], 16)
+        size = int(bytes(line[:n]).split(b";")[0], 16)
     except ValueError:      # also no size at all, or data where CRLF belongs
         size = -1
     if size < 0:
@@ -100,6 +102,17 @@ def partial(dl, cr, clen, changed):
 
 
 def resume(dl, code):
+    # Ask for the rest from dl.offset (_resume). A resume that gave up
+    # because the download's deadline (ota.deadline) passed says so.
+    try:
+        _resume(dl, code)
+    except OTAError:
+        if dl._deadline:
+            dl._deadline.left()
+        raise
+
+
+def _resume(dl, code):
     # Ask for the rest from dl.offset. code None: the response ended before
     # the entity (the next Range window, or a server that sent less than
     # asked): at once, on the kept-alive connection if any. Otherwise a cut

@@ -21,7 +21,6 @@
 # "trailing" bytes and skip the hash check.
 import hashlib
 import struct
-import sys
 
 from ota import const, OTAError
 
@@ -30,6 +29,22 @@ _INVALID_SIZE = const(0x104)
 _INVALID_VERSION = const(0x10A)
 _VALIDATE_FAILED = const(0x1503)
 _SMALL_SEC_VER = const(0x1504)
+
+# Texts of its failures: numbers into ota.texts.TEXTS (error texts load
+# only when a failure is shown).
+_T_SIG_CUT = const(29)
+_T_CUT = const(30)
+_T_DIGEST = const(31)
+_T_TOO_BIG = const(32)
+_T_NO_DESC = const(33)
+_T_SEC_VER = const(34)
+_T_CHECKSUM = const(35)
+_T_MAGIC = const(36)
+_T_SEGMENTS = const(37)
+_T_CHIP = const(38)
+_T_REVISION = const(39)
+_T_SEG_LEN = const(40)
+_T_MAPPING = const(41)
 
 _HEADER = const(0)  # collecting esp_image_header_t
 _SEGHDR = const(1)  # collecting a segment header
@@ -44,38 +59,12 @@ _MAX_SEGMENTS = const(16)  # ESP_IMAGE_MAX_SEGMENTS
 _DESC_MAGIC = const(0xABCD5432)
 _DESC_LEN = const(256)
 
-if sys.implementation.name == "micropython":
-    # XOR of buf[start:end] into acc, 16 bytes per step on aligned words. The
-    # function is compiled on the board by exec() because mpy-cross refuses
-    # native code without -march; this keeps the module's .mpy portable.
-    # Written compactly: the text stays in RAM as long as the module.
-    _g = {}
-    exec("""
-@micropython.viper
-def xor(buf,start:int,end:int,acc:int)->int:
- p=ptr8(buf)
- i=start
- while i<end and (int(p)+i)&3:
-  acc^=p[i]
-  i+=1
- w=ptr32(int(p)+i)
- n=(end-i)>>4
- x=0
- j=0
- while j<n<<2:
-  x^=w[j]^w[j+1]^w[j+2]^w[j+3]
-  j+=4
- i+=n<<4
- while i<end:
-  acc^=p[i]
-  i+=1
- return (acc^x^(x>>8)^(x>>16)^(x>>24))&0xFF
-""", _g)
-    _xor = _g["xor"]
-    del _g
-else:
+try:
+    from ota.xor import xor as _xor   # native code (see ota/xor.py)
+except (ImportError, SyntaxError, ValueError):
     def _xor(buf, start, end, acc):
-        # CPython: fold the bytes as one big integer, halving it each step.
+        # Plain Python: fold the bytes as one big integer, halving it each
+        # step (a few big-int operations per chunk, not one per byte).
         x = int.from_bytes(buf[start:end], "little")
         n = end - start
         while n > 1:
@@ -161,10 +150,10 @@ class ImageValidator:
         if self._err:
             raise self._err
         if self._state == _END and not self.complete():
-            raise OTAError(_VALIDATE_FAILED, "truncated signature block after the image")
+            raise OTAError(_VALIDATE_FAILED, (_T_SIG_CUT,))
         if self._state != _END:
-            raise OTAError(_VALIDATE_FAILED, "truncated image: %d of %s bytes"
-                           % (self.pos, self.length if self.length >= 0 else "?"))
+            raise OTAError(_VALIDATE_FAILED, (_T_CUT, self.pos,
+                                                self.length if self.length >= 0 else "?"))
 
     def feed(self, mv):
         n = len(mv)
@@ -193,7 +182,7 @@ class ImageValidator:
             if self._state == _END:
                 self._sha = None
                 if sha.digest() != bytes(self._buf[:32]):
-                    raise OTAError(_VALIDATE_FAILED, "SHA-256 digest mismatch")
+                    raise OTAError(_VALIDATE_FAILED, (_T_DIGEST,))
         except OTAError as e:
             self._err = e
             self._state = _FAILED
@@ -216,16 +205,20 @@ class ImageValidator:
             elif st == _END:
                 k = n - i
                 if self.pos + k > self.max_size:
-                    raise OTAError(_INVALID_SIZE, "image larger than the partition (%d bytes)"
-                                   % self.max_size)
+                    raise OTAError(_INVALID_SIZE, (_T_TOO_BIG, self.max_size))
                 if self._trail is None:
                     from ota.sigblock import Trailer
                     self._trail = Trailer(self.pos)
                 self._trail.feed(mv[i:] if i else mv)
             else:
+                # a header or the digest, byte by byte: a slice of mv would
+                # leave garbage at every segment boundary
                 k = min(self._need - self._have, n - i)
-                self._buf[self._have:self._have + k] = mv[i:i + k]
-                self._have += k
+                b = self._buf
+                h = self._have
+                for j in range(k):
+                    b[h + j] = mv[i + j]
+                self._have = h + k
             i += k
             self.pos += k
             if st == _DATA:
@@ -233,10 +226,10 @@ class ImageValidator:
                 if self.desc is None and self._have == _DESC_LEN:
                     d = parse_desc(self._buf)
                     if d is None:
-                        raise OTAError(_VALIDATE_FAILED, "no app descriptor: not an app image")
+                        raise OTAError(_VALIDATE_FAILED, (_T_NO_DESC,))
                     if d["secure_version"] < self.min_secure_version:
-                        raise OTAError(_SMALL_SEC_VER, "secure_version %d < %d"
-                                       % (d["secure_version"], self.min_secure_version))
+                        raise OTAError(_SMALL_SEC_VER, (_T_SEC_VER, d["secure_version"],
+                                                        self.min_secure_version))
                     self.desc = d
                 if self._left == 0:
                     self._end_segment()
@@ -252,8 +245,7 @@ class ImageValidator:
                     self._on_segment()
                 elif st == _CSUM:
                     if self._buf[0] != self._x:
-                        raise OTAError(_VALIDATE_FAILED, "checksum 0x%02X, computed 0x%02X"
-                                       % (self._buf[0], self._x))
+                        raise OTAError(_VALIDATE_FAILED, (_T_CHECKSUM, self._buf[0], self._x))
                     if self._sha is not None:  # hash_appended: the digest follows
                         self._want(_DIGEST, 32)
                     else:
@@ -269,41 +261,42 @@ class ImageValidator:
     def _on_header(self):
         b = self._buf
         if b[0] != 0xE9:
-            raise OTAError(_VALIDATE_FAILED, "not an app image (magic 0x%02X)" % b[0])
+            raise OTAError(_VALIDATE_FAILED, (_T_MAGIC, b[0]))
         if not 0 < b[1] <= _MAX_SEGMENTS:
-            raise OTAError(_VALIDATE_FAILED, "bad segment count %d" % b[1])
+            raise OTAError(_VALIDATE_FAILED, (_T_SEGMENTS, b[1]))
         chip, min_rev, max_rev = struct.unpack_from("<HxHH", b, 12)
         if chip != self.chip_id:
             from ota.chips import chip_name, image_chip
-            raise OTAError(_INVALID_VERSION, "image is for %s, this chip is %s"
-                           % (image_chip(b), chip_name(self.chip_id)))
+            raise OTAError(_INVALID_VERSION, (_T_CHIP, image_chip(b), chip_name(self.chip_id)))
         rev = self.chip_rev
         # As bootloader_common_check_chip_validity: max 0 or 0xFFFF means "no limit".
         if rev is not None and (rev < min_rev or (max_rev not in (0, 0xFFFF) and rev > max_rev)):
-            raise OTAError(_INVALID_VERSION,
-                           "image needs chip revision v%d.%d..v%d.%d, this is v%d.%d"
-                           % (min_rev // 100, min_rev % 100, max_rev // 100, max_rev % 100,
-                              rev // 100, rev % 100))
+            raise OTAError(_INVALID_VERSION, (_T_REVISION, min_rev // 100, min_rev % 100, max_rev // 100,
+                                              max_rev % 100, rev // 100, rev % 100))
         if not b[23]:  # hash_appended
             self._sha = None
         self._segs = b[1]
         self._want(_SEGHDR, 8)
 
     def _on_segment(self):
-        addr, size = struct.unpack_from("<II", self._buf, 0)
+        # load_addr and data_len (u32, little-endian) from their bytes:
+        # unpack_from's tuple (and, on a 32-bit board, the address as a big
+        # int) would be garbage at every segment. The checks need only the
+        # address's 64 KiB page and its offset in the page.
+        b = self._buf
+        size = b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24
+        page = b[2] | b[3] << 8
+        low = b[0] | b[1] << 8
         pos = self.pos  # file offset of the segment data
         if size & 3:
-            raise OTAError(_VALIDATE_FAILED, "segment length 0x%X not a multiple of 4" % size)
+            raise OTAError(_VALIDATE_FAILED, (_T_SEG_LEN, size))
         if pos + size + 1 > self.max_size:
-            raise OTAError(_INVALID_SIZE, "image larger than the partition (%d bytes)"
-                           % self.max_size)
+            raise OTAError(_INVALID_SIZE, (_T_TOO_BIG, self.max_size))
         m = self._mapped
-        page = addr >> 16
-        if m and (m[1] <= page < m[2] or m[3] <= page < m[4]) and (addr - pos) & 0xFFFF:
-            raise OTAError(_VALIDATE_FAILED, "segment at 0x%08X misaligned for flash mapping"
-                           % addr)
+        if m and (m[1] <= page < m[2] or m[3] <= page < m[4]) and (low - pos) & 0xFFFF:
+            raise OTAError(_VALIDATE_FAILED, (_T_MAPPING, page, low))
         if self.desc is None and size < _DESC_LEN:
-            raise OTAError(_VALIDATE_FAILED, "no app descriptor: not an app image")
+            raise OTAError(_VALIDATE_FAILED, (_T_NO_DESC,))
         self._segs -= 1
         self._state = _DATA
         self._left = size

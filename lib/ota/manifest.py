@@ -63,12 +63,24 @@ def _b64(text, what):
     return raw
 
 
+# (key bytes, curve point) of the last key decoded. Decoding takes a
+# modular square root: main.py's configuration check, begin() and the
+# signature check all use one key, decoded once.
+_decoded = None
+
+
 def public_key_bytes(public_key):
     """The 32 raw key bytes from bytes or from the base64 text that
     `otatool keygen` prints. A key no signature may be checked against (not
     a canonical curve point, or of small order: such a key "verifies"
     forgeries) is the caller's error, ESP_ERR_INVALID_ARG, raised before
     anything is downloaded."""
+    return _key(public_key)[0]
+
+
+def _key(public_key):
+    # -> (key bytes, decoded point), as public_key_bytes checks it
+    global _decoded
     if isinstance(public_key, str):
         try:
             public_key = _b64(public_key, "public_key")
@@ -77,10 +89,14 @@ def public_key_bytes(public_key):
     if len(public_key) != 32:
         raise OTAError(ESP_ERR_INVALID_ARG,
                        "public_key must be 32 bytes or their base64 (otatool keygen prints it)")
-    from ota.ed25519 import public_point
-    if public_point(public_key) is None:
-        raise OTAError(ESP_ERR_INVALID_ARG, "public_key is not a valid Ed25519 key")
-    return bytes(public_key)
+    public_key = bytes(public_key)
+    if _decoded is None or _decoded[0] != public_key:
+        from ota.ed25519 import public_point
+        point = public_point(public_key)
+        if point is None:
+            raise OTAError(ESP_ERR_INVALID_ARG, "public_key is not a valid Ed25519 key")
+        _decoded = (public_key, point)
+    return _decoded
 
 
 def _check_fields(m):
@@ -119,7 +135,7 @@ def parse_manifest(data, public_key):
     dict. Raises OTAError: ESP_ERR_INVALID_SIZE when too large,
     ESP_ERR_OTA_VALIDATE_FAILED for anything malformed and for a signature
     that does not verify (the message then says "signature")."""
-    key = public_key_bytes(public_key)
+    key, point = _key(public_key)
     if len(data) > MAX_SIZE:
         raise OTAError(ESP_ERR_INVALID_SIZE,
                        "manifest is larger than %d bytes: refused" % MAX_SIZE)
@@ -136,7 +152,7 @@ def parse_manifest(data, public_key):
     if len(sig) != 64:
         raise _invalid("manifest signature must be 64 bytes, not %d" % len(sig))
     from ota.ed25519 import verify
-    if not verify(key, body, sig):
+    if not verify(key, body, sig, point):
         raise _invalid("manifest signature does not verify with this public key "
                        "(tampered, or signed with another key)")
     try:

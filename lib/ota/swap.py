@@ -29,10 +29,10 @@ from ota.journal import discard, entries, exists, mkdir, move, put_state
 # Imported once a download is over (or at boot, before any): on a board the
 # download's code goes, so that the swap has its heap; the next download
 # loads it again. Not while a module that holds that code is loaded
-# (ota.checkin; ota.deadline, which hooks into it): it would go on with the
-# old copy beside a fresh one. CPython has the room, and its tests hold them.
-if sys.implementation.name == "micropython" and "ota.checkin" not in sys.modules \
-        and "ota.deadline" not in sys.modules:
+# (ota.checkin): it would go on with the old copy beside a fresh one. A
+# running deadline (ota.deadline) holds no download code: the next Download
+# finds it all the same. CPython has the room, and its tests hold them.
+if sys.implementation.name == "micropython" and "ota.checkin" not in sys.modules:
     for _n in ("http", "http_extra"):
         sys.modules.pop("ota." + _n, None)
         ota.__dict__.pop(_n, None)

@@ -219,13 +219,21 @@ def mpy_target(sys_mpy):
     return sys_mpy & 0xFF, (sys_mpy >> 8) & 3, MPY_ARCHS[arch], sys_mpy >> 16
 
 
+# Modules of native code (@micropython.viper): they compile only for an
+# architecture, and ota falls back to plain Python where they are missing.
+NATIVE = ("ota/xor.py",)
+
+
 def compiled(package, sys_mpy, lines=True):
     """package_files with every .py compiled by mpy-cross for this board;
-    lines=False leaves out line numbers."""
+    lines=False leaves out line numbers. A board without a native emitter
+    gets no NATIVE modules."""
     version, sub, march, flags = mpy_target(sys_mpy)
     files = []
     with tempfile.TemporaryDirectory(prefix="otatool-mpy-") as tmp:
         for rel, data in package:
+            if rel in NATIVE and not march:
+                continue
             if rel.endswith(".py"):
                 rel, data = rel[:-3] + ".mpy", mpy_cross(rel, data, march, flags, tmp, lines)
                 check_mpy_header(rel, data, version, sub)

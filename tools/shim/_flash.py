@@ -20,7 +20,7 @@ import os
 import _env
 
 SECTOR = 4096
-SIZE = 0x400000
+SIZE = 0x400000  # the size of flash.bin once open: 4 MiB as made, larger if a test made it so
 CUT = int(os.getenv("OTA_POWER_CUT_AT") or 0)
 # this power-on's [flash operations so far, op of the pending erase fault,
 # op of the pending write fault]; the helper process (_idf) carries them on
@@ -67,9 +67,10 @@ def ops():
 
 
 def open_flash():
-    global _f, _log
+    global _f, _log, SIZE
     path, log = _env.DIR + "/flash.bin", _env.LOG
     _f = open(path, "r+b") if _env.MPY else open(path, "r+b", buffering=0)
+    SIZE = os.stat(path)[6]
     _log = log and (open(log, "a") if _env.MPY else open(log, "a", buffering=1))
 
 

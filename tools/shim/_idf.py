@@ -26,7 +26,7 @@ def log(msg):
 
 def _open_flash():
     _flash.open_flash()
-    _part.table = _table.parse(_flash.read)
+    _part.table = _table.parse(_flash.read, _flash.SIZE)
 
 
 def boot():
