@@ -104,24 +104,24 @@ def test_a_connection_dropped_mid_block_resumes_and_installs(board_dir, server, 
     assert power_on(board_dir)["version"] == "2.0.0"
 
 
-def test_after_a_power_cut_mid_download_a_compressed_update_resumes_at_a_block(board_dir, server,
-                                                                               v2):
-    # Blocks of 6 sectors: the journal's 64 KiB fall inside block 2, which
-    # starts at 48 KiB: the board asks for the file from block 2 on.
-    z = compress(v2, block_size=24576)
+def test_after_a_power_cut_mid_download_a_compressed_update_resumes_at_a_block(board_dir, server):
+    # Blocks of 24 sectors: the journal's 256 KiB fall inside block 2, which
+    # starts at 192 KiB: the board asks for the file from block 2 on.
+    image = make_app_image(version="2.0.0", project_name="greenhouse", size=300 * 1024)
+    z = compress(image, block_size=98304)
     header = CompressedHeader.from_bytes(z)
     server.route("/fw.binz", z)
     url = server.url("/fw.binz")
     cut = run_mpy(UPDATE % {"url": url, "kw": "{'allow_http': True}"}, board_dir,
-                  env={"OTA_POWER_CUT_AT": "45"})           # in sector 23 of 28
+                  env={"OTA_POWER_CUT_AT": "141"})          # in sector 71 of 76
     assert "RESULT" not in cut.stdout
     assert power_on(board_dir)["version"] == "1.0.0"
     before = len(server.requests("/fw.binz"))
 
     out = update(board_dir, url)
-    assert out["ok"] and out["read"] == len(v2) and out["boot"] == "ota_1"
+    assert out["ok"] and out["read"] == len(image) and out["boot"] == "ota_1"
     ranges = [r["range"] for r in server.requests("/fw.binz")[before:]]
-    # the header from the start, then the rest from the block holding byte 65536
+    # the header from the start, then the rest from the block holding byte 262144
     assert ranges[0] is None and ranges[1:] == ["bytes=%d-" % header.block_range(2)[0]]
     assert power_on(board_dir)["version"] == "2.0.0"
 
