@@ -135,18 +135,11 @@ def kib(heap):
 
 def measure(micropython, march, src, work, base):
     """Print the smallest heaps on one built binary."""
-    # bench_ota's run() and compile_tree() use these two: here the built
-    # firmware and its own mpy-cross, for its architecture (compile_tree
-    # passes no flags, hence the wrapper)
-    cross = os.path.join(work, "mpy-cross-" + march)
-    with open(cross, "w") as f:
-        f.write('#!/bin/sh\nexec "%s" -march=%s "$@"\n'
-                % (os.path.join(src, "mpy-cross", "build", "mpy-cross"), march))
-    os.chmod(cross, 0o755)
-    bench_ota.MICROPYTHON, bench_ota.MPY_CROSS = micropython, cross
     frozen = ".frozen"
     compiled = os.path.join(work, "mpy-" + march)
-    bench_ota.compile_tree(LIB_DIR, compiled)
+    sys_mpy = subprocess.run([micropython, "-c", "import sys; print(sys.implementation._mpy)"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    bench_ota.compile_lib(compiled, int(sys_mpy))
     from_mpy = compiled + ":" + frozen  # ota from .mpy files, found before the frozen one
     template = tempfile.mkdtemp(dir=work)
     env = dict(os.environ, MICROPYPATH=frozen, OTA_BOARD=template)
@@ -159,24 +152,24 @@ def measure(micropython, march, src, work, base):
                  % (micropython, p.stdout, p.stderr))
 
     host, port = base.split("//")[1].split(":")
-    bare = bench_ota.BARE % {"host": host, "port": int(port), "path": "/fw.bin"}
-    url = base + "/fw.bin"
+    bare = bench_ota.BARE % {"host": host, "port": int(port), "path": "/fw.bin", "tls": False}
+    ota_first = bench_ota.OTA % {"url": base + "/fw.bin", "first": "", "ca": ""}
 
     def heap(script, path):
-        return bench_ota.smallest_heap(script, template, work, path, lo=4 * 1024)
+        return bench_ota.smallest_heap(micropython, script, template, work, path, lo=4 * 1024)
 
-    first = heap(bench_ota.OTA % {"url": url, "first": ""}, frozen)
+    first = heap(ota_first, frozen)
     print("  ota frozen, import ota first:         %s" % kib(first))
     print("  ota frozen, esp32 imported first:     %s"
-          % kib(heap(bench_ota.OTA % {"url": url, "first": "import esp32"}, frozen)))
+          % kib(heap(bench_ota.OTA % {"url": base + "/fw.bin", "first": "import esp32", "ca": ""},
+                     frozen)))
     bare_heap = heap(bare, frozen)
     print("  bare read+sha256+writeblocks loop:    %s" % kib(bare_heap))
     if first and bare_heap:
         diff = first - bare_heap
         print("  frozen ota - bare loop:               %d bytes (%.1f KiB; target <= 5 KiB: %s)"
               % (diff, diff / 1024, "met" if diff <= TARGET else "not met"))
-    print("  ota as .mpy files, import ota first:  %s"
-          % kib(heap(bench_ota.OTA % {"url": url, "first": ""}, from_mpy)))
+    print("  ota as .mpy files, import ota first:  %s" % kib(heap(ota_first, from_mpy)))
 
 
 def main():

@@ -182,10 +182,11 @@ def smallest_heap(micropython, script, template, work, path, lo=8 * 1024, hi=128
         lo, hi, grain=256, span=4096, step=512)
 
 
-def compile_lib(dst):
+def compile_lib(dst, sys_mpy=None):
     # As `otatool deploy --mpy` compiles it for an emulated board with less
-    # than 64 KiB of heap.
-    for rel, data in compiled(package_files(CHECKOUT), unix_port_mpy(), lines=False):
+    # than 64 KiB of heap (sys_mpy: the board's sys.implementation._mpy, by
+    # default the pinned unix port's).
+    for rel, data in compiled(package_files(CHECKOUT), sys_mpy or unix_port_mpy(), lines=False):
         out = os.path.join(dst, rel)
         os.makedirs(os.path.dirname(out), exist_ok=True)
         with open(out, "wb") as f:
