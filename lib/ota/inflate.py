@@ -74,26 +74,25 @@ _IN = const(1536)       # compressed bytes held for the inflater
 _MARGIN = const(320)    # a block header and what ends a block, and slack
 
 
-def _bad(msg):
+def _err(msg):
     return OTAError(_VALIDATE_FAILED, "compressed update: " + msg)
 
 
 class Inflate:
-    def __init__(self, dl, head, wire=None, sha256=None):
+    def __init__(self, dl, head, compressed=None, sha256=None):
         # dl: a started Download whose first four bytes the caller has read
-        # (head). wire: (SHA-256, size) of the compressed file, as a signed
-        # manifest names it, or None. sha256: what the caller expects of the
-        # inflated image, or None.
+        # (head). compressed: (SHA-256, size) of the compressed file, as a
+        # signed manifest names it, or None. sha256: what the caller expects
+        # of the inflated image, or None.
         if head != b"OTAZ":
-            raise _bad("the manifest names one; this file is not one")
+            raise _err("the manifest names one; this file is not one")
         self._dl = dl
-        self._wire = wire
+        self._want = compressed
         self._sha = sha256
-        self._hash = None
-        if wire:
+        self._hash = self._rd = None
+        if compressed:
             import hashlib
             self._hash = hashlib.sha256(head)
-        self._d = None
         self.size = -1
         self.offset = 0
         self.etag = self.sha256 = None
@@ -105,32 +104,39 @@ class Inflate:
         # the inflated bytes go on.
         dl = self._dl
         b = bytes(_IN)
-        self._in = io.BytesIO(b)
-        # the input buffer: written through this alias, read by the BytesIO
-        self._am = am = memoryview(bytearray_at(addressof(b), _IN) if deflate else bytearray(_IN))
-        fixed = am[:_HEAD - 4]
-        self._get(fixed)
-        fmt, wbits, reserved, bs, total, sha, n = struct.unpack("<BBHII32sI", fixed)
-        if (fmt != 1 or not 9 <= wbits <= 15 or reserved or not bs or bs % 4096
+        self._buf = io.BytesIO(b)
+        # The input: written through this alias of b, read by the BytesIO.
+        self._mv = mv = memoryview(bytearray_at(addressof(b), _IN) if deflate else bytearray(_IN))
+        fixed = mv[:_HEAD - 4]
+        self._read(fixed)
+        # format, window_bits, reserved; block_size; total_size; the
+        # SHA-256; block_count
+        v, bs = struct.unpack_from("<II", fixed)
+        total = struct.unpack_from("<II", fixed, 8)[0]
+        n = struct.unpack_from("<II", fixed, 40)[1]
+        wbits = v >> 8 & 255
+        if (v & 0xFFFF00FF != 1 or not 9 <= wbits <= 15 or not bs or bs % 4096
                 or bs > 1 << 20 or not 1 <= n <= 4096 or n != (total + bs - 1) // bs):
-            raise _bad("unsupported or bad header")
+            raise _err("unsupported or bad header")
+        sha = bytes(fixed[12:44])
         crc = crc32(fixed, crc32(b"OTAZ"))
-        self._offs = offs = bytearray(4 * n + 8)    # the offsets, then the CRC-32
-        self._get(offs)
-        if crc32(memoryview(offs)[:-4], crc) != struct.unpack_from("<I", offs, 4 * n + 4)[0]:
-            raise _bad("header CRC mismatch")
-        prev = 0
+        self._segs = segs = bytearray(4 * n + 8)    # the offsets, then the CRC-32
+        self._read(segs)
+        prev, at = struct.unpack_from("<II", segs, 4 * n)
+        if crc32(memoryview(segs)[:-4], crc) != at:
+            raise _err("header CRC mismatch")
+        # block 0 right after the header, each later one after the one before
+        prev = _HEAD + 4 * n + 7
         for i in range(n + 1):
-            at = struct.unpack_from("<I", offs, 4 * i)[0]
-            # block 0 right after the header, each later one after the one before
-            if at <= prev or (not i and at != _HEAD + 4 * n + 8):
-                raise _bad("block offsets out of order")
+            at = struct.unpack_from("<II", segs, 4 * i)[0]
+            if at <= prev or (not i and at != prev + 1):
+                raise _err("block offsets out of order")
             prev = at
-        if (dl.size >= 0 and prev != dl.size) or (self._wire and prev != self._wire[1]):
-            raise _bad("the file has %d bytes, its header says %d" % (dl.size, prev))
+        if (dl.size >= 0 and prev != dl.size) or (self._want and prev != self._want[1]):
+            raise _err("the file has %d bytes, its header says %d" % (dl.size, prev))
         if self._sha and sha != self._sha:
-            raise _bad("sha256 of the image does not match")
-        self._wbits, self._bs, self._n = wbits, bs, n
+            raise _err("sha256 of the image does not match")
+        self._win, self._bs = wbits, bs
         self.size = total
         self.sha256 = sha
         self.etag = dl.etag + "+z" if dl.etag else None
@@ -139,12 +145,12 @@ class Inflate:
             i = min(offset // bs, n - 1)
         if i:
             self._hash = None   # the file is not read whole: the inflated bytes' hash binds it
-            at = struct.unpack_from("<I", offs, 4 * i)[0]
+            at = struct.unpack_from("<II", segs, 4 * i)[0]
             dl.start(at, dl.etag)
             if dl.offset != at:
                 raise OTAError(_INVALID_RESPONSE, "the image changed on the server")
-        self._i = i - 1     # the block before the next one
-        self._out = self._left = self._end = 0
+        self._n = i - 1     # the block before the next one
+        self._need = self._left = self._len = 0
         self.offset = i * bs
 
     def readinto(self, mv):
@@ -153,95 +159,94 @@ class Inflate:
         # what the input held surely gives (each step after the first
         # writes through a slice of mv).
         got = 0
-        src = self._in
+        buf = self._buf
         while got < len(mv):
-            if not self._out:
+            if not self._need:
                 if got:
                     break
-                i = self._i
-                if self._d:
+                i = self._n + 1
+                if self._rd:
                     # The block must end here, with its last compressed byte.
                     self._fill(_MARGIN)
                     try:
-                        more = self._d.readinto(mv, 1)
+                        more = self._rd.readinto(mv, 1)
                     except (OSError, EOFError):
                         more = 1
-                    if more or self._left or src.tell() != self._end:
-                        raise _bad("block %d does not end with its bytes" % i)
-                    self._d = None
-                i += 1
-                self._i = i
-                if i == self._n:
+                    if more or self._left or buf.tell() != self._len:
+                        raise _err("block %d does not end with its bytes" % (i - 1))
+                    self._rd = None
+                self._n = i
+                if 4 * i + 8 == len(self._segs):
                     # The end of the file: nothing after the last block, and
                     # the whole file's SHA-256 if a manifest names it.
                     if self._dl.readinto(mv):
-                        raise _bad("data after the last block")
+                        raise _err("data after the last block")
                     h = self._hash
                     self._hash = None
-                    if h and h.digest() != self._wire[0]:
-                        raise _bad("sha256 of the file does not match the manifest")
+                    if h and h.digest() != self._want[0]:
+                        raise _err("sha256 of the file does not match the manifest")
                     return 0
                 if deflate is None:
                     raise OTAError(_VALIDATE_FAILED, "no deflate module")
-                a, b = struct.unpack_from("<II", self._offs, 4 * i)
-                self._left = b - a
-                self._out = min(self._bs, self.size - i * self._bs)
-                self._end = 0
-                src.seek(0)
+                k, n = struct.unpack_from("<II", self._segs, 4 * i)
+                self._left = n - k
+                self._need = min(self._bs, self.size - i * self._bs)
+                self._len = 0
+                buf.seek(0)
                 gc.collect()    # the last block's window goes before the next one's comes
-                self._d = deflate.DeflateIO(src, deflate.RAW, self._wbits)
-            k = min(self._out, len(mv) - got)
+                self._rd = deflate.DeflateIO(buf, deflate.RAW, self._win)
+            k = min(self._need, len(mv) - got)
             self._fill(_MARGIN + 1 + k * 15 // 8)
             if self._left:
-                k = min(k, (self._end - src.tell() - _MARGIN) * 8 // 15)
+                k = min(k, (self._len - buf.tell() - _MARGIN) * 8 // 15)
             try:
-                n = self._d.readinto(mv[got:] if got else mv, k)
+                n = self._rd.readinto(mv[got:] if got else mv, k)
             except (OSError, EOFError):
                 n = 0           # corrupt, or its compressed bytes ran out
-            if not n or src.tell() > self._end:
-                raise _bad("block %d does not inflate to its bytes" % self._i)
-            self._out -= n
+            if not n or buf.tell() > self._len:
+                raise _err("block %d does not inflate to its bytes" % self._n)
+            self._need -= n
             self.offset += n
             got += n
         return got
 
     def close(self):
         self._dl.close()
-        self._d = self._in = self._am = None
+        self._rd = self._buf = self._mv = None
 
     # -- inside --------------------------------------------------------------
 
-    def _get(self, buf):
-        # Exactly len(buf) bytes of the header into buf.
+    def _read(self, mv):
+        # Exactly len(mv) bytes of the header into mv.
         n = 0
-        while n < len(buf):
-            k = self._dl.readinto(memoryview(buf)[n:])
+        while n < len(mv):
+            k = self._dl.readinto(memoryview(mv)[n:])
             if not k:
-                raise _bad("cut short")
+                raise _err("the file is cut short")
             n += k
         if self._hash:
-            self._hash.update(buf)
+            self._hash.update(mv)
 
-    def _fill(self, need):
-        # Until `need` compressed bytes of the block are held (or all that
+    def _fill(self, size):
+        # Until `size` compressed bytes of the block are held (or all that
         # are left of it, or _IN): the unread ones to the front, then
         # network reads behind them, as many as fit.
-        src = self._in
-        p = src.tell()
-        e = self._end
-        if e - p >= need or not self._left:
+        buf = self._buf
+        p = buf.tell()
+        n = self._len
+        if n - p >= size or not self._left:
             return
-        am = self._am
-        am[:e - p] = am[p:e]    # memmove
-        e -= p
-        src.seek(0)
-        while e < need and e < _IN and self._left:
-            mv = am[e:e + min(self._left, _IN - e)]
-            n = self._dl.readinto(mv)
-            if not n:
-                raise _bad("cut short")
+        mv = self._mv
+        mv[:n - p] = mv[p:n]    # memmove
+        n -= p
+        buf.seek(0)
+        while n < size and n < _IN and self._left:
+            m = mv[n:n + min(self._left, _IN - n)]
+            k = self._dl.readinto(m)
+            if not k:
+                raise _err("the file is cut short")
             if self._hash:
-                self._hash.update(mv[:n])
-            self._left -= n
-            e += n
-        self._end = e
+                self._hash.update(m[:k])
+            self._left -= k
+            n += k
+        self._len = n
