@@ -88,14 +88,14 @@ class Inflate:
             raise _err("the manifest names one; this file is not one")
         self._dl = dl
         self._want = compressed
-        self._sha = sha256
         self._hash = self._rd = None
         if compressed:
             import hashlib
             self._hash = hashlib.sha256(head)
         self.size = -1
         self.offset = 0
-        self.etag = self.sha256 = None
+        self.etag = None
+        self.sha256 = sha256    # the caller's, until the header's replaces it
 
     def start(self, offset=0, etag=None):
         # Read and check the header; then, if `etag` (as this source showed
@@ -134,7 +134,7 @@ class Inflate:
             prev = at
         if (dl.size >= 0 and prev != dl.size) or (self._want and prev != self._want[1]):
             raise _err("the file has %d bytes, its header says %d" % (dl.size, prev))
-        if self._sha and sha != self._sha:
+        if self.sha256 and sha != self.sha256:
             raise _err("sha256 of the image does not match")
         self._win, self._bs = wbits, bs
         self.size = total
@@ -196,9 +196,12 @@ class Inflate:
                 gc.collect()    # the last block's window goes before the next one's comes
                 self._rd = deflate.DeflateIO(buf, deflate.RAW, self._win)
             k = min(self._need, len(mv) - got)
-            self._fill(_MARGIN + 1 + k * 15 // 8)
             if self._left:
-                k = min(k, (self._len - buf.tell() - _MARGIN) * 8 // 15)
+                n = self._len - buf.tell()
+                if n < _MARGIN + 1 + k * 15 // 8:
+                    self._fill(_MARGIN + 1 + k * 15 // 8)
+                    n = self._len - buf.tell()
+                k = min(k, (n - _MARGIN) * 8 // 15)
             try:
                 n = self._rd.readinto(mv[got:] if got else mv, k)
             except (OSError, EOFError):
