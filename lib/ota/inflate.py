@@ -187,7 +187,7 @@ class Inflate:
                         raise _err("sha256 of the file does not match the manifest")
                     return 0
                 if deflate is None:
-                    raise OTAError(_VALIDATE_FAILED, "no deflate module")
+                    raise OTAError(_VALIDATE_FAILED, "no deflate or uctypes module")
                 k, n = struct.unpack_from("<II", self._segs, 4 * i)
                 self._left = n - k
                 self._need = min(self._bs, self.size - i * self._bs)
