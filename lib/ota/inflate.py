@@ -103,6 +103,7 @@ class Inflate:
         # inflated `offset`; else from the first block. self.offset: where
         # the inflated bytes go on.
         dl = self._dl
+        gc.collect()    # what loading this module left: room for the input
         b = bytes(_IN)
         self._buf = io.BytesIO(b)
         # The input: written through this alias of b, read by the BytesIO.
