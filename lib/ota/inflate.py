@@ -49,7 +49,11 @@
 # state (allocated by DeflateIO for each block: the previous block's are
 # collected first so that the new ones take their place), _IN bytes of
 # input and 4 bytes per block for the offsets. Few methods and attributes on
-# purpose: each costs heap here.
+# purpose: each costs heap here. Their names are ones the modules loaded
+# before this one (ota.client, ota.http, ota.firmware, ota.image) intern
+# already, where one fits: MicroPython interns every name a module uses, and
+# when its table is full the first new name costs a whole new pool at once
+# (6.4 KiB on the 64-bit unix port), which a fragmented heap may not have.
 #
 # CPython (the host's property tests) has no deflate module: the header is
 # parsed there, a block is not inflated.
@@ -151,7 +155,7 @@ class Inflate:
             if dl.offset != at:
                 raise OTAError(_INVALID_RESPONSE, "the image changed on the server")
         self._n = i - 1     # the block before the next one
-        self._need = self._left = self._len = 0
+        self._need = self._left = self._have = 0
         self.offset = i * bs
 
     def readinto(self, mv):
@@ -173,7 +177,7 @@ class Inflate:
                         more = self._rd.readinto(mv, 1)
                     except (OSError, EOFError):
                         more = 1
-                    if more or self._left or buf.tell() != self._len:
+                    if more or self._left or buf.tell() != self._have:
                         raise _err("block %d does not end with its bytes" % (i - 1))
                     self._rd = None
                 self._n = i
@@ -192,22 +196,22 @@ class Inflate:
                 k, n = struct.unpack_from("<II", self._segs, 4 * i)
                 self._left = n - k
                 self._need = min(self._bs, self.size - i * self._bs)
-                self._len = 0
+                self._have = 0
                 buf.seek(0)
                 gc.collect()    # the last block's window goes before the next one's comes
                 self._rd = deflate.DeflateIO(buf, deflate.RAW, self._win)
             k = min(self._need, len(mv) - got)
             if self._left:
-                n = self._len - buf.tell()
+                n = self._have - buf.tell()
                 if n < _MARGIN + 1 + k * 15 // 8:
                     self._fill(_MARGIN + 1 + k * 15 // 8)
-                    n = self._len - buf.tell()
+                    n = self._have - buf.tell()
                 k = min(k, (n - _MARGIN) * 8 // 15)
             try:
                 n = self._rd.readinto(mv[got:] if got else mv, k)
             except (OSError, EOFError):
                 n = 0           # corrupt, or its compressed bytes ran out
-            if not n or buf.tell() > self._len:
+            if not n or buf.tell() > self._have:
                 raise _err("block %d does not inflate to its bytes" % self._n)
             self._need -= n
             self.offset += n
@@ -237,7 +241,7 @@ class Inflate:
         # network reads behind them, as many as fit.
         buf = self._buf
         p = buf.tell()
-        n = self._len
+        n = self._have
         if n - p >= size or not self._left:
             return
         mv = self._mv
@@ -253,4 +257,4 @@ class Inflate:
                 self._hash.update(m[:k])
             self._left -= k
             n += k
-        self._len = n
+        self._have = n
