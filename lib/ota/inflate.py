@@ -107,13 +107,12 @@ class Inflate:
         # inflated `offset`; else from the first block. self.offset: where
         # the inflated bytes go on.
         dl = self._dl
-        gc.collect()    # what loading this module left: room for the input
-        b = bytes(_IN)
-        self._buf = io.BytesIO(b)
-        # The input: written through this alias of b, read by the BytesIO.
-        self._mv = mv = memoryview(bytearray_at(addressof(b), _IN) if deflate else bytearray(_IN))
-        fixed = mv[:_HEAD - 4]
+        # What loading this module left goes first: what is made now takes
+        # its holes, not the room the target's buffers and the inflater need.
+        gc.collect()
+        fixed = bytearray(_HEAD - 4)
         self._read(fixed)
+        self._buf = None    # the input: made with the first block's inflater
         # format, window_bits, reserved; block_size; total_size; the
         # SHA-256; block_count
         v, bs = struct.unpack_from("<II", fixed)
@@ -193,12 +192,18 @@ class Inflate:
                     return 0
                 if deflate is None:
                     raise OTAError(_VALIDATE_FAILED, "no deflate or uctypes module")
+                gc.collect()    # the last block's window goes before the next one's comes
+                if not buf:
+                    # The input, made once, now that the target has its buffers:
+                    # written through this alias of b, read by the BytesIO.
+                    b = bytes(_IN)
+                    self._buf = buf = io.BytesIO(b)
+                    self._mv = memoryview(bytearray_at(addressof(b), _IN))
                 k, n = struct.unpack_from("<II", self._segs, 4 * i)
                 self._left = n - k
                 self._need = min(self._bs, self.size - i * self._bs)
                 self._have = 0
                 buf.seek(0)
-                gc.collect()    # the last block's window goes before the next one's comes
                 self._rd = deflate.DeflateIO(buf, deflate.RAW, self._win)
             k = min(self._need, len(mv) - got)
             if self._left:
