@@ -134,7 +134,7 @@ class Inflate:
         for i in range(n + 1):
             at = struct.unpack_from("<II", segs, 4 * i)[0]
             if at <= prev or (not i and at != prev + 1):
-                raise _err("block offsets out of order")
+                raise _err("unsupported or bad header")
             prev = at
         if (dl.size >= 0 and prev != dl.size) or (self._want and prev != self._want[1]):
             raise _err("the file has %d bytes, its header says %d" % (dl.size, prev))
