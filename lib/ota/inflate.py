@@ -48,7 +48,10 @@
 # Memory: 2**window_bits bytes for the window and about 1.4 KiB of inflater
 # state (allocated by DeflateIO for each block: the previous block's are
 # collected first so that the new ones take their place), _IN bytes of
-# input and 4 bytes per block for the offsets. Few methods and attributes on
+# input (made with the first block's inflater: after the target's buffers,
+# which the client makes after start()) and 4 bytes per block for the
+# offsets. What loading this module left is collected in start(), before
+# anything else is made. Few methods and attributes on
 # purpose: each costs heap here. Their names are ones the modules loaded
 # before this one (ota.client, ota.http, ota.firmware, ota.image) intern
 # already, where one fits: MicroPython interns every name a module uses, and
