@@ -129,8 +129,7 @@ class Inflate:
         crc = crc32(fixed, crc32(b"OTAZ"))
         self._segs = segs = bytearray(4 * n + 8)    # the offsets, then the CRC-32
         self._read(segs)
-        prev, at = struct.unpack_from("<II", segs, 4 * n)
-        if crc32(memoryview(segs)[:-4], crc) != at:
+        if crc32(memoryview(segs)[:-4], crc) != struct.unpack_from("<II", segs, 4 * n)[1]:
             raise _err("header CRC mismatch")
         # block 0 right after the header, each later one after the one before
         prev = _HEAD + 4 * n + 7
