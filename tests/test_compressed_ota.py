@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from conftest import run_mpy
+from conftest import SHIM, compile_ota, run_mpy
 from faultserver import FaultServer
 from otatool.appimage import make_app_image
 from otatool.compressed import CompressedHeader, compress, decompress
@@ -347,3 +347,31 @@ def test_a_stream_padded_with_empty_deflate_blocks_is_refused_not_misread(board_
     assert out["name"] == "ESP_ERR_OTA_VALIDATE_FAILED", out
     assert "block 0 does not inflate to its bytes" in out["msg"], out
     assert out["boot"] == "ota_0"
+
+
+# What loading ota.inflate interns, once an uncompressed update's modules
+# are loaded (as when the client finds "OTAZ"): the count of names before and
+# after, from micropython.qstr_info().
+NAMES = """
+import micropython, ota
+h = ota.begin(%r, allow_http=True)
+h.perform()
+micropython.qstr_info()
+import ota.inflate
+micropython.qstr_info()
+"""
+
+
+def test_loading_the_inflater_interns_few_new_names(board_dir, server, v2, tmp_path):
+    # Its names are ones ota.client, ota.http, ota.firmware and ota.image
+    # intern already (lib/ota/inflate.py says why): only its file names and
+    # a few more are new. More would make MicroPython's table of names grow
+    # by a whole pool at once on some boards' heaps (6.4 KiB here).
+    server.route("/fw.bin", v2)
+    path = ":".join([SHIM, compile_ota(tmp_path / "mpy"), ".frozen"])
+    r = run_mpy(NAMES % server.url("/fw.bin"), board_dir, path=path)
+    counts = [int(line.split("n_qstr=")[1].split(",")[0]) for line in r.stdout.splitlines()
+              if line.startswith("qstr pool:")]
+    assert len(counts) == 2, r.stdout + r.stderr
+    # the .mpy's path, its source's, and at most 3 others
+    assert counts[1] - counts[0] <= 5, counts
