@@ -13,10 +13,10 @@ import zlib
 
 import pytest
 
-from conftest import run_mpy
+from conftest import SHIM, compile_ota, run_mpy
 from faultserver import FaultServer
 from otatool.appimage import make_app_image
-from otatool.compressed import CompressedHeader, compress
+from otatool.compressed import CompressedHeader, compress, decompress
 from test_firmware_ota import UPDATE, power_on, result, update
 
 SIZE = 112 * 1024
@@ -56,6 +56,82 @@ def rebuilt(data, block_size, blocks=None, **fields):
 def deflated(data):
     c = zlib.compressobj(9, zlib.DEFLATED, -12, 9)
     return c.compress(data) + c.flush()
+
+
+# --- deflate streams zlib does not make ------------------------------------
+
+class Bits:
+    """An LSB-first bit writer, as deflate packs its fields."""
+    def __init__(self):
+        self.out, self.acc, self.n = bytearray(), 0, 0
+
+    def put(self, value, count):
+        self.acc |= value << self.n
+        self.n += count
+        while self.n >= 8:
+            self.out.append(self.acc & 255)
+            self.acc >>= 8
+            self.n -= 8
+
+    def huff(self, code, length):   # Huffman codes go most significant bit first
+        self.put(int(format(code, "0%db" % length)[::-1], 2), length)
+
+    def done(self):
+        if self.n:
+            self.out.append(self.acc & 255)
+        return bytes(self.out)
+
+
+def canonical(lengths):
+    """The canonical Huffman codes of RFC 1951 3.2.2 for these code lengths."""
+    count = [0] * 16
+    for n in lengths:
+        count[n] += 1
+    count[0] = 0
+    code, nxt = 0, [0] * 16
+    for bits in range(1, 16):
+        code = (code + count[bits - 1]) << 1
+        nxt[bits] = code
+    codes = []
+    for n in lengths:
+        codes.append(nxt[n] if n else None)
+        if n:
+            nxt[n] += 1
+    return codes
+
+
+# Every byte a 15-bit literal (the longest code deflate has); the end-of-block
+# and a few length symbols take the shorter codes that complete the code.
+LIT = [15] * 256 + [1, 2, 3, 4, 5, 6, 7]        # symbols 0..262
+# The code-length code: the 7-bit codes (its longest) for the lengths written
+# most, 15 and 7; HCLEN = 19, all of its lengths sent.
+CL_ORDER = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15]
+CL = {15: 7, 7: 7, 1: 6, 2: 5, 3: 4, 4: 3, 5: 2, 6: 1}  # Kraft sum 1
+
+
+def worst_deflate(data, chunk=1024):
+    """`data` as raw deflate of dynamic-Huffman blocks of `chunk` bytes each,
+    every byte a 15-bit literal behind a header of about 240 bytes: about 1.9
+    compressed bytes per byte, the most zlib's inflater can be asked to take."""
+    cl_len = [CL.get(s, 0) for s in range(19)]
+    cl_codes = canonical(cl_len)
+    lit_codes = canonical(LIT)
+    w = Bits()
+    for start in range(0, len(data), chunk):
+        last = start + chunk >= len(data)
+        w.put(1 if last else 0, 1)
+        w.put(2, 2)                       # dynamic Huffman codes
+        w.put(len(LIT) - 257, 5)
+        w.put(0, 5)                       # one distance code
+        w.put(19 - 4, 4)
+        for s in CL_ORDER:
+            w.put(cl_len[s], 3)
+        for n in LIT + [1]:               # the literal/length, then the distance lengths
+            w.huff(cl_codes[n], cl_len[n])
+        for b in data[start:start + chunk]:
+            w.huff(lit_codes[b], 15)
+        w.huff(lit_codes[256], LIT[256])
+    return w.done()
 
 
 def test_a_compressed_update_installs_and_the_next_boot_runs_the_new_app(board_dir, server, v2):
@@ -219,3 +295,83 @@ def test_a_signed_manifest_binds_both_the_compressed_file_and_the_inflated_image
     else:
         assert out["name"] == "ESP_ERR_OTA_VALIDATE_FAILED" and why in out["msg"], out
         assert out["boot"] == "ota_0"
+
+
+# --- the inflater's input: never more taken than held -----------------------
+
+@pytest.mark.parametrize("chunked", [None, 61], ids=["whole", "chunked_61"])
+def test_a_block_of_the_most_expensive_deflate_codes_installs(board_dir, server, v2, chunked):
+    # Every byte a 15-bit literal and a header of about 240 bytes every KiB:
+    # the most compressed bytes zlib's inflater takes for each byte it gives
+    # (ota.inflate bounds each inflate step by it), in network reads of 61
+    # bytes or whole ones.
+    bs = 32768
+    worst = worst_deflate(v2[bs:2 * bs])
+    assert len(worst) > 2 * bs     # really that expensive
+    z = rebuilt(v2, bs, {1: worst})
+    assert decompress(z) == v2      # a valid deflate stream, zlib says
+    server.route("/fw.binz", z, chunked=chunked)
+    out = update(board_dir, server.url("/fw.binz"))
+    assert out == dict(out, ok=True, read=len(v2), boot="ota_1")
+    assert power_on(board_dir)["version"] == "2.0.0"
+
+
+@pytest.mark.parametrize("cut", [1, 2, 300, 20000])
+def test_a_block_whose_compressed_bytes_end_inside_a_symbol_is_refused(board_dir, server, v2,
+                                                                       cut):
+    # Block 1 ends `cut` bytes early, inside a 15-bit code (or its header):
+    # the inflater would need bytes the block does not have. What lies in
+    # the input buffer behind them (block 0's bytes) must never be read as
+    # the rest of the symbol: refused, the old app boots.
+    bs = 32768
+    z = rebuilt(v2, bs, {1: worst_deflate(v2[bs:2 * bs])[:-cut]})
+    server.route("/fw.binz", z)
+    out = update(board_dir, server.url("/fw.binz"))
+    assert out["name"] == "ESP_ERR_OTA_VALIDATE_FAILED", out
+    assert "compressed update: block 1 does not" in out["msg"], out
+    assert out["boot"] == "ota_0"
+    assert power_on(board_dir)["version"] == "1.0.0"
+
+
+def test_a_stream_padded_with_empty_deflate_blocks_is_refused_not_misread(board_dir, server, v2):
+    # 400 empty stored blocks (5 bytes each, no output) before the data:
+    # valid deflate (the host inflates it), but more input than an inflate
+    # step can be sure of for its output. The board refuses it rather than
+    # take bytes it does not hold; zlib never writes such a stream.
+    bs = 32768
+    padded = b"\0\0\0\xff\xff" * 400 + deflated(v2[:bs])
+    z = rebuilt(v2, bs, {0: padded})
+    assert decompress(z) == v2
+    server.route("/fw.binz", z)
+    out = update(board_dir, server.url("/fw.binz"))
+    assert out["name"] == "ESP_ERR_OTA_VALIDATE_FAILED", out
+    assert "block 0 does not inflate to its bytes" in out["msg"], out
+    assert out["boot"] == "ota_0"
+
+
+# What loading ota.inflate interns, once an uncompressed update's modules
+# are loaded (as when the client finds "OTAZ"): the count of names before and
+# after, from micropython.qstr_info().
+NAMES = """
+import micropython, ota
+h = ota.begin(%r, allow_http=True)
+h.perform()
+micropython.qstr_info()
+import ota.inflate
+micropython.qstr_info()
+"""
+
+
+def test_loading_the_inflater_interns_few_new_names(board_dir, server, v2, tmp_path):
+    # Its names are ones ota.client, ota.http, ota.firmware and ota.image
+    # intern already (lib/ota/inflate.py says why): only its file names and
+    # a few more are new. More would make MicroPython's table of names grow
+    # by a whole pool at once on some boards' heaps (6.4 KiB here).
+    server.route("/fw.bin", v2)
+    path = ":".join([SHIM, compile_ota(tmp_path / "mpy"), ".frozen"])
+    r = run_mpy(NAMES % server.url("/fw.bin"), board_dir, path=path)
+    counts = [int(line.split("n_qstr=")[1].split(",")[0]) for line in r.stdout.splitlines()
+              if line.startswith("qstr pool:")]
+    assert len(counts) == 2, r.stdout + r.stderr
+    # the .mpy's path, its source's, and at most 3 others
+    assert counts[1] - counts[0] <= 5, counts

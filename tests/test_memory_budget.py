@@ -1,10 +1,12 @@
 """The device memory budget of docs/API.md, so that it cannot regress: a
 firmware OTA of a 1.5 MiB image completes in the heap the benchmark found
 (HEAP), with lib/ota compiled as `otatool deploy --mpy` puts it on a small
-board; and once running, perform() leaves nothing on the heap. (The app-bundle
-budget, 32 KiB on the ESP8266 profile, is tested in test_bundle.py;
-tools/bench/bench_ota.py and tools/bench/bench_bundle.py print the smallest
-heaps.)"""
+board; and once running, perform() leaves nothing on the heap. A compressed
+update does not fit that budget yet (docs/API.md, "Compressed updates"): its
+line is held where it is today (HEAP_COMPRESSED), so that it cannot regress
+either. (The app-bundle budget, 32 KiB on the ESP8266 profile, is tested in
+test_bundle.py; tools/bench/bench_ota.py, bench_compressed.py and
+bench_bundle.py print the smallest heaps.)"""
 import ast
 import os
 import subprocess
@@ -14,6 +16,7 @@ import pytest
 from conftest import LIB, MICROPYTHON, SHIM
 from otatool.appimage import make_app_image
 from otatool.board import unix_port_mpy
+from otatool.compressed import compress
 from otatool.deploy import compiled, package_files
 from otatool.serve import start_server
 
@@ -21,6 +24,9 @@ from otatool.serve import start_server
 # first: 56.8 KiB, docs/API.md), with 3 KiB for the chance of the heap's
 # layout, which moves single figures by that much when any module changes.
 HEAP = "60k"
+# The same for the compressed update of that image (4 KiB window), as
+# bench_compressed.py measures it, with the same allowance.
+HEAP_COMPRESSED = "72k"
 
 # What a board's main.py does: import ota, then the whole update.
 MAIN = """
@@ -81,6 +87,7 @@ def served(tmp_path_factory):
     www = tmp_path_factory.mktemp("www")
     image = make_app_image(version="2.0.0", size=1536 * 1024 - 4096)
     (www / "fw.bin").write_bytes(image)
+    (www / "fw.bin.z").write_bytes(compress(image))
     server, base, _ = start_server(str(www), log=lambda line: None)
     yield base + "/fw.bin", image
     server.shutdown()
@@ -110,6 +117,12 @@ def run_board(script, lib, board, heap=None):
 def test_a_1_5_mib_firmware_update_completes_in_the_benchmarked_heap(served, board_lib, tmp_path):
     url, image = served
     p = run_board(MAIN % url, board_lib, tmp_path, heap=HEAP)
+    assert p.stdout.split() == ["boot", "ota_1", str(len(image))], p.stdout + p.stderr
+
+
+def test_its_compressed_update_completes_in_the_heap_held_for_it(served, board_lib, tmp_path):
+    url, image = served
+    p = run_board(MAIN % (url + ".z"), board_lib, tmp_path, heap=HEAP_COMPRESSED)
     assert p.stdout.split() == ["boot", "ota_1", str(len(image))], p.stdout + p.stderr
 
 

@@ -427,4 +427,4 @@ def test_compressed_headers_are_refused_by_the_board_exactly_when_the_host_refus
     else:
         assert not isinstance(r, OTAError), r
         assert (r.size, r.sha256, r.offset) == (host.total_size, host.sha256, 0)
-        assert list(struct.unpack_from("<%dI" % (host.block_count + 1), r._offs)) == host.offsets
+        assert list(struct.unpack_from("<%dI" % (host.block_count + 1), r._segs)) == host.offsets

@@ -17,15 +17,24 @@
 # uncompressed bytes is checked by the client in finish(), like a caller's
 # sha256, before the target makes anything bootable.
 #
-# Why the input is an io.BytesIO: DeflateIO reads its stream one byte per
-# call, and a stream written in Python would cost a method call per
-# compressed byte (five times slower than the whole uncompressed update).
-# BytesIO is read natively. It holds up to _IN bytes of the block, topped up
-# from the network between calls; each call asks for no more output than
-# the input held can give (at most 2 bytes of input per byte of output, plus
-# two block headers: _MARGIN), so the inflater never runs dry in the middle
-# of a block that zlib made. A block that does anyway (a deflate stream
-# padded with empty blocks, or a hostile one) is refused, never misread.
+# The input: DeflateIO reads its stream one byte per call, natively only
+# from a native stream (a stream written in Python costs a method call per
+# compressed byte). It reads an io.BytesIO made over a bytes object, which
+# BytesIO references without copying; the network reads land in that same
+# memory through a uctypes alias of it (one buffer of _IN bytes, no copy).
+# It holds up to _IN compressed bytes of the block, topped up between
+# inflate steps (the unread ones moved to the front). Each step asks for no
+# more output than the input held surely gives: a deflate stream takes at
+# most 15 bits per output byte (a literal's longest code; a match of L >= 3
+# bytes takes at most 48 bits) plus, where a step crosses from one deflate
+# block into the next, the next block's header (at most 290 bytes for
+# dynamic Huffman codes) and an empty final block (zlib makes non-final
+# blocks of 16 K symbols or more, so a step crosses at most one header):
+# _MARGIN. So a stream zlib made never runs dry in a step. One that does
+# (padded with empty blocks, or hostile) reads past the bytes held, which
+# BytesIO.tell() shows after the step: refused, and its output is never
+# passed on. The inflater is never resumed after that, so a symbol cut in
+# two is never decoded.
 #
 # Resume: a connection cut mid-block is resumed inside ota.http.Download at
 # the exact compressed byte (Range + If-Range), so the inflater never sees
@@ -38,58 +47,62 @@
 #
 # Memory: 2**window_bits bytes for the window and about 1.4 KiB of inflater
 # state (allocated by DeflateIO for each block: the previous block's are
-# collected first so that the new ones take their place), the input (_IN
-# bytes, twice: the BytesIO and the buffer a network read lands in) and 4
-# bytes per block for the offsets.
+# collected first so that the new ones take their place), _IN bytes of
+# input (made with the first block's inflater: after the target's buffers,
+# which the client makes after start()) and 4 bytes per block for the
+# offsets. What loading this module left is collected in start(), before
+# anything else is made. Few methods and attributes on
+# purpose: each costs heap here. Their names are ones the modules loaded
+# before this one (ota.client, ota.http, ota.firmware, ota.image) intern
+# already, where one fits: MicroPython interns every name a module uses, and
+# when its table is full the first new name costs a whole new pool at once
+# (6.4 KiB on the 64-bit unix port), which a fragmented heap may not have.
 #
 # CPython (the host's property tests) has no deflate module: the header is
 # parsed there, a block is not inflated.
-import binascii
 import gc
-import hashlib
 import io
 import struct
+from binascii import crc32
 
 from ota import const, OTAError
 
 try:
     import deflate
-except ImportError:  # CPython
+    from uctypes import addressof, bytearray_at
+except ImportError:  # CPython, or a port without them
     deflate = None
 
 _INVALID_RESPONSE = const(0x108)
 _VALIDATE_FAILED = const(0x1503)
 
-MAGIC = b"OTAZ"
 _HEAD = const(52)       # the fixed part of the header, magic included
-_IN = const(1536)       # compressed bytes held for the inflater (2 x: see above)
-_MARGIN = const(600)    # what two dynamic block headers can take (2 x 288 bytes), and slack
+_IN = const(1536)       # compressed bytes held for the inflater
+_MARGIN = const(320)    # a block header and what ends a block, and slack
 
 
-def _bad(msg):
+def _err(msg):
     return OTAError(_VALIDATE_FAILED, "compressed update: " + msg)
 
 
 class Inflate:
-    def __init__(self, dl, head, wire=None, sha256=None):
+    def __init__(self, dl, head, compressed=None, sha256=None):
         # dl: a started Download whose first four bytes the caller has read
-        # (head). wire: (SHA-256, size) of the compressed file, as a signed
-        # manifest names it, or None. sha256: what the caller expects of the
-        # inflated image, or None.
-        if head != MAGIC:
-            raise _bad("the manifest names one; this file is not one")
+        # (head). compressed: (SHA-256, size) of the compressed file, as a
+        # signed manifest names it, or None. sha256: what the caller expects
+        # of the inflated image, or None.
+        if head != b"OTAZ":
+            raise _err("the manifest names one; this file is not one")
         self._dl = dl
-        self._wire = wire
-        self._sha = sha256
-        self._buf = bytearray(_IN)
-        self._mv = memoryview(self._buf)
-        self._in = io.BytesIO(self._buf)
-        self._hash = hashlib.sha256(MAGIC) if wire else None
-        self._d = self._offs = None
+        self._want = compressed
+        self._hash = self._rd = None
+        if compressed:
+            import hashlib
+            self._hash = hashlib.sha256(head)
         self.size = -1
         self.offset = 0
-        self.etag = self.sha256 = None
-        self._wbits = self._bs = self._n = self._i = self._out = self._left = self._end = 0
+        self.etag = None
+        self.sha256 = sha256    # the caller's, until the header's replaces it
 
     def start(self, offset=0, etag=None):
         # Read and check the header; then, if `etag` (as this source showed
@@ -97,30 +110,39 @@ class Inflate:
         # inflated `offset`; else from the first block. self.offset: where
         # the inflated bytes go on.
         dl = self._dl
-        fixed = self._mv[:_HEAD - 4]
-        self._get(fixed)
-        fmt, wbits, reserved, bs, total, sha, n = struct.unpack("<BBHII32sI", fixed)
-        if (fmt != 1 or not 9 <= wbits <= 15 or reserved or not bs or bs % 4096
+        # What loading this module left goes first: what is made now takes
+        # its holes, not the room the target's buffers and the inflater need.
+        gc.collect()
+        fixed = bytearray(_HEAD - 4)
+        self._read(fixed)
+        self._buf = None    # the input: made with the first block's inflater
+        # format, window_bits, reserved; block_size; total_size; the
+        # SHA-256; block_count
+        v, bs = struct.unpack_from("<II", fixed)
+        total = struct.unpack_from("<II", fixed, 8)[0]
+        n = struct.unpack_from("<II", fixed, 40)[1]
+        wbits = v >> 8 & 255
+        if (v & 0xFFFF00FF != 1 or not 9 <= wbits <= 15 or not bs or bs % 4096
                 or bs > 1 << 20 or not 1 <= n <= 4096 or n != (total + bs - 1) // bs):
-            raise _bad("unsupported or bad header")
-        crc = binascii.crc32(fixed, binascii.crc32(MAGIC))
-        offs = bytearray(4 * n + 8)     # the offsets, then the CRC-32
-        self._get(offs)
-        if binascii.crc32(memoryview(offs)[:-4], crc) != struct.unpack_from("<I", offs, 4 * n + 4)[0]:
-            raise _bad("header CRC mismatch")
-        prev = 0
+            raise _err("unsupported or bad header")
+        sha = bytes(fixed[12:44])
+        crc = crc32(fixed, crc32(b"OTAZ"))
+        self._segs = segs = bytearray(4 * n + 8)    # the offsets, then the CRC-32
+        self._read(segs)
+        if crc32(memoryview(segs)[:-4], crc) != struct.unpack_from("<II", segs, 4 * n)[1]:
+            raise _err("header CRC mismatch")
+        # block 0 right after the header, each later one after the one before
+        prev = _HEAD + 4 * n + 7
         for i in range(n + 1):
-            at = struct.unpack_from("<I", offs, 4 * i)[0]
-            # block 0 right after the header, each later one after the one before
-            if at <= prev or (not i and at != _HEAD + 4 * n + 8):
-                raise _bad("block offsets out of order")
+            at = struct.unpack_from("<II", segs, 4 * i)[0]
+            if at <= prev or (not i and at != prev + 1):
+                raise _err("unsupported or bad header")
             prev = at
-        if (dl.size >= 0 and prev != dl.size) or (self._wire and prev != self._wire[1]):
-            raise _bad("the file has %d bytes, its header says %d" % (dl.size, prev))
-        if self._sha and sha != self._sha:
-            raise _bad("sha256 of the image does not match")
-        self._offs = offs
-        self._wbits, self._bs, self._n = wbits, bs, n
+        if (dl.size >= 0 and prev != dl.size) or (self._want and prev != self._want[1]):
+            raise _err("the file has %d bytes, its header says %d" % (dl.size, prev))
+        if self.sha256 and sha != self.sha256:
+            raise _err("sha256 of the image does not match")
+        self._win, self._bs = wbits, bs
         self.size = total
         self.sha256 = sha
         self.etag = dl.etag + "+z" if dl.etag else None
@@ -129,104 +151,117 @@ class Inflate:
             i = min(offset // bs, n - 1)
         if i:
             self._hash = None   # the file is not read whole: the inflated bytes' hash binds it
-            at = struct.unpack_from("<I", offs, 4 * i)[0]
+            at = struct.unpack_from("<II", segs, 4 * i)[0]
             dl.start(at, dl.etag)
             if dl.offset != at:
                 raise OTAError(_INVALID_RESPONSE, "the image changed on the server")
-        self._i = i
+        self._n = i - 1     # the block before the next one
+        self._need = self._left = self._have = 0
         self.offset = i * bs
 
     def readinto(self, mv):
         # Fills mv, up to the end of the block: one perform() for each
-        # window of the target, as when uncompressed (each inflate step
-        # after the first writes through a slice of mv).
+        # window of the target, as when uncompressed, in inflate steps of
+        # what the input held surely gives (each step after the first
+        # writes through a slice of mv).
         got = 0
-        src = self._in
+        buf = self._buf
         while got < len(mv):
-            if not self._out:
+            if not self._need:
                 if got:
                     break
-                self._next()
-                if not self._out:
+                i = self._n + 1
+                if self._rd:
+                    # The block must end here, with its last compressed byte.
+                    self._fill(_MARGIN)
+                    try:
+                        more = self._rd.readinto(mv, 1)
+                    except (OSError, EOFError):
+                        more = 1
+                    if more or self._left or buf.tell() != self._have:
+                        raise _err("block %d does not end with its bytes" % (i - 1))
+                    self._rd = None
+                self._n = i
+                if 4 * i + 8 == len(self._segs):
+                    # The end of the file: nothing after the last block, and
+                    # the whole file's SHA-256 if a manifest names it.
+                    if self._dl.readinto(mv):
+                        raise _err("data after the last block")
+                    h = self._hash
+                    self._hash = None
+                    if h and h.digest() != self._want[0]:
+                        raise _err("sha256 of the file does not match the manifest")
                     return 0
-            while self._left and self._end - src.tell() < _MARGIN + 256:
-                self._fill()    # usually once: a network read may bring few bytes
-            k = min(self._out, len(mv) - got)
+                if deflate is None:
+                    raise OTAError(_VALIDATE_FAILED, "no deflate or uctypes module")
+                gc.collect()    # the last block's window goes before the next one's comes
+                if not buf:
+                    # The input, made once, now that the target has its buffers:
+                    # written through this alias of b, read by the BytesIO.
+                    b = bytes(_IN)
+                    self._buf = buf = io.BytesIO(b)
+                    self._mv = memoryview(bytearray_at(addressof(b), _IN))
+                k, n = struct.unpack_from("<II", self._segs, 4 * i)
+                self._left = n - k
+                self._need = min(self._bs, self.size - i * self._bs)
+                self._have = 0
+                buf.seek(0)
+                self._rd = deflate.DeflateIO(buf, deflate.RAW, self._win)
+            k = min(self._need, len(mv) - got)
             if self._left:
-                k = min(k, (self._end - src.tell() - _MARGIN) // 2)
+                n = self._have - buf.tell()
+                if n < _MARGIN + 1 + k * 15 // 8:
+                    self._fill(_MARGIN + 1 + k * 15 // 8)
+                    n = self._have - buf.tell()
+                k = min(k, (n - _MARGIN) * 8 // 15)
             try:
-                n = self._d.readinto(mv[got:] if got else mv, k)
+                n = self._rd.readinto(mv[got:] if got else mv, k)
             except (OSError, EOFError):
                 n = 0           # corrupt, or its compressed bytes ran out
-            if not n or src.tell() > self._end:
-                raise _bad("block %d does not inflate to its bytes" % self._i)
-            self._out -= n
+            if not n or buf.tell() > self._have:
+                raise _err("block %d does not inflate to its bytes" % self._n)
+            self._need -= n
             self.offset += n
             got += n
         return got
 
     def close(self):
         self._dl.close()
-        self._d = None
+        self._rd = self._buf = self._mv = None
 
     # -- inside --------------------------------------------------------------
 
-    def _get(self, buf):
-        # Exactly len(buf) bytes of the header into buf.
+    def _read(self, mv):
+        # Exactly len(mv) bytes of the header into mv.
         n = 0
-        while n < len(buf):
-            k = self._dl.readinto(memoryview(buf)[n:])
+        while n < len(mv):
+            k = self._dl.readinto(memoryview(mv)[n:])
             if not k:
-                raise _bad("cut short")
+                raise _err("the file is cut short")
             n += k
         if self._hash:
-            self._hash.update(buf)
+            self._hash.update(mv)
 
-    def _fill(self):
-        # The unread input to the front, then one network read behind it
-        # (never past the block's end).
-        src = self._in
-        t = self._end - src.tell()
-        src.readinto(self._buf, t)
-        mv = self._mv[t:t + min(self._left, _IN - t)]
-        n = self._dl.readinto(mv)
-        if not n:
-            raise _bad("cut short")
-        if self._hash:
-            self._hash.update(mv[:n])
-        self._left -= n
-        self._end = t + n
-        src.seek(0)
-        src.write(self._buf, 0, self._end)
-        src.seek(0)
-
-    def _next(self):
-        # The block before (if any) must end exactly with its bytes and on
-        # its last compressed byte; then the next block starts, or the file
-        # ends (no bytes after the last block; the whole file's SHA-256).
-        if self._d:
-            try:
-                more = self._d.readinto(self._buf, 1)
-            except (OSError, EOFError):
-                more = 1
-            if more or self._left or self._in.tell() != self._end:
-                raise _bad("block %d does not end with its bytes" % self._i)
-            self._d = None
-            self._i += 1
-        if self._i == self._n:
-            if self._dl.readinto(self._mv):
-                raise _bad("data after the last block")
-            h = self._hash
-            self._hash = None
-            if h and h.digest() != self._wire[0]:
-                raise _bad("sha256 of the file does not match the manifest")
+    def _fill(self, size):
+        # Until `size` compressed bytes of the block are held (or all that
+        # are left of it, or _IN): the unread ones to the front, then
+        # network reads behind them, as many as fit.
+        buf = self._buf
+        p = buf.tell()
+        n = self._have
+        if n - p >= size or not self._left:
             return
-        if deflate is None:
-            raise OTAError(_VALIDATE_FAILED, "no deflate module")
-        a, b = struct.unpack_from("<II", self._offs, 4 * self._i)
-        self._left = b - a
-        self._out = min(self._bs, self.size - self._i * self._bs)
-        self._end = 0
-        self._in.seek(0)
-        gc.collect()    # the last block's window goes before the next one's comes
-        self._d = deflate.DeflateIO(self._in, deflate.RAW, self._wbits)
+        mv = self._mv
+        mv[:n - p] = mv[p:n]    # memmove
+        n -= p
+        buf.seek(0)
+        while n < size and n < _IN and self._left:
+            m = mv[n:n + min(self._left, _IN - n)]
+            k = self._dl.readinto(m)
+            if not k:
+                raise _err("the file is cut short")
+            if self._hash:
+                self._hash.update(m[:k])
+            self._left -= k
+            n += k
+        self._have = n
