@@ -24,9 +24,9 @@ from otatool.serve import start_server
 # first: 56.8 KiB, docs/API.md), with 3 KiB for the chance of the heap's
 # layout, which moves single figures by that much when any module changes.
 HEAP = "60k"
-# The same for the compressed update of that image (4 KiB window), as
-# bench_compressed.py measures it, with the same allowance.
-HEAP_COMPRESSED = "72k"
+# The same for the compressed update of that image (4 KiB window): 72.2 KiB
+# as bench_compressed.py measures it, with the same allowance.
+HEAP_COMPRESSED = "75k"
 
 # What a board's main.py does: import ota, then the whole update.
 MAIN = """

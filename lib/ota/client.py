@@ -121,10 +121,14 @@ class Handle:
                     self._dl = dl = Inflate(dl, head, wire, sha256)
                     dl.start(offset if z else 0, etag)
                     # What is installed is the inflated image: the header's
-                    # SHA-256 is checked as a caller's sha256 is.
-                    import hashlib
+                    # SHA-256 is checked as a caller's sha256 is; unless a
+                    # signed manifest's hash of the whole compressed file is
+                    # (the inflated bytes follow from those).
                     self._sha256 = dl.sha256
-                    self._hash = hashlib.sha256()
+                    self._hash = None
+                    if not (wire and not dl.offset):
+                        import hashlib
+                        self._hash = hashlib.sha256()
                     n = 0
             if size is not None and dl.size >= 0 and dl.size != size:
                 raise OTAError(_VALIDATE_FAILED, (_T_SIZE, dl.size, size))

@@ -31,8 +31,11 @@ def parse_url(url):
     try:
         if i < 0 or scheme not in ("http", "https") or "@" in hostport:
             raise ValueError
-        for c in url:  # CR, LF, NUL, space... would end up in the request
-            if c <= " " or c > "~":
+        # CR, LF, NUL, space... would end up in the request. Bytes, not
+        # characters: each character of a str would be interned, and a new
+        # one ("z" of ".bin.z") can cost a whole new block of names.
+        for c in url.encode():
+            if c <= 32 or c > 126:
                 raise ValueError
         port = 443 if scheme == "https" else 80
         k = hostport.rfind(":")

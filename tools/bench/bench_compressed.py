@@ -38,7 +38,7 @@ sys.path.insert(0, HERE)
 
 import bench_bundle  # noqa: E402
 import bench_ota  # noqa: E402
-from bench_ota import OTA, OTA_TIMED, compile_tree, run, smallest_heap  # noqa: E402
+from bench_ota import OTA, OTA_TIMED, compile_lib, run, smallest_heap  # noqa: E402
 
 from otatool import LIB_DIR, SHIM_DIR  # noqa: E402
 from otatool.appimage import CHIPS, _app_desc, _build_elf, _convert  # noqa: E402
@@ -126,7 +126,7 @@ def figures(rounds=5):
     result = {}
     try:
         compiled = os.path.join(work, "mpy")
-        compile_tree(LIB_DIR, os.path.join(compiled, "lib"))
+        compile_lib(os.path.join(compiled, "lib"))
         path = ":".join([SHIM_DIR, os.path.join(compiled, "lib"), ".frozen"])
         image = realistic_image()
         bundle_src = app_bundle(None)
@@ -151,20 +151,23 @@ def figures(rounds=5):
 
         plain, packed = [], []
         for _ in range(rounds):
-            plain.append(run(OTA_TIMED % {"url": base + "/fw.bin"}, template, work, path))
-            packed.append(run(OTA_TIMED % {"url": base + "/fw.binz"}, template, work, path))
-        p = statistics.median(x[0] for x in plain)
-        z = statistics.median(x[0] for x in packed)
-        pl = statistics.median(x[1] for x in plain)
-        zl = statistics.median(x[1] for x in packed)
-        floor = run(INFLATE_ONLY % {"path": os.path.join(www, "fw.binz"), "rounds": rounds},
-                    template, work, path)[0]
+            plain.append(run(MICROPYTHON, OTA_TIMED % {"url": base + "/fw.bin", "ca": ""}, template, work,
+                             path))
+            packed.append(run(MICROPYTHON, OTA_TIMED % {"url": base + "/fw.binz", "ca": ""}, template, work,
+                              path))
+        # OTA_TIMED prints microseconds: the transfer, then the whole update
+        p = statistics.median(x[1] for x in plain) / 1000
+        z = statistics.median(x[1] for x in packed) / 1000
+        pl = statistics.median(x[0] for x in plain) / 1000
+        zl = statistics.median(x[0] for x in packed) / 1000
+        floor = run(MICROPYTHON, INFLATE_ONLY % {"path": os.path.join(www, "fw.binz"),
+                                                 "rounds": rounds}, template, work, path)[0]
         result["throughput"] = {"plain_ms": p, "compressed_ms": z, "ratio": p / z,
                                 "ratio_without_finish": pl / zl, "inflate_only_ms": floor}
         print("throughput, %.2f MiB firmware update over loopback http (median of %d):"
               % (len(image) / 1048576, rounds))
-        print("  uncompressed begin/perform/finish:  %6d ms (without finish %d ms)" % (p, pl))
-        print("  compressed (window_bits 12):        %6d ms (without finish %d ms)" % (z, zl))
+        print("  uncompressed begin/perform/finish:  %6.1f ms (without finish %.1f ms)" % (p, pl))
+        print("  compressed (window_bits 12):        %6.1f ms (without finish %.1f ms)" % (z, zl))
         print("  ratio compressed/uncompressed throughput: %.2f (without finish: %.2f)"
               % (p / z, pl / zl))
         print("  inflating alone (DeflateIO from memory, best of %d): %d ms: the ratio can be "
@@ -173,9 +176,10 @@ def figures(rounds=5):
 
         print("smallest -X heapsize from which the update completes (mpy-cross compiled code):")
         heaps = {}
-        for key, script in (("firmware", OTA % {"url": base + "/fw.bin", "first": ""}),
-                            ("firmware_z12", OTA % {"url": base + "/fw.binz", "first": ""})):
-            heaps[key] = smallest_heap(script, template, work, path)
+        for key, script in (("firmware", OTA % {"url": base + "/fw.bin", "first": "", "ca": ""}),
+                            ("firmware_z12", OTA % {"url": base + "/fw.binz", "first": "",
+                                                    "ca": ""})):
+            heaps[key] = smallest_heap(MICROPYTHON, script, template, work, path)
         # The app bundle as bench_bundle.py measures it: a board that holds
         # two confirmed versions installs a third (here: lib/ota as .mpy).
         root = tempfile.mkdtemp(dir=work)
