@@ -15,6 +15,7 @@ from conftest import REPO, compile_ota
 from otatool import server
 from otatool.server import store as campaigns
 from otatool.appimage import make_app_image
+from otatool.compressed import WINDOW_BITS_SMALL, compress
 from otatool.board import Board
 from shimutil import fresh_board
 
@@ -231,13 +232,19 @@ def test_a_confirmation_the_server_missed_is_sent_at_the_next_boot(srv, farm, tm
 
 # --- a fixed url: no campaign server to remember the rollback ------------------
 
+def compress_small(data):
+    """A compressed update with the 2 KiB window of ESP8266-class boards."""
+    return compress(data, window_bits=WINDOW_BITS_SMALL)
+
+
+@pytest.mark.parametrize("pack", [bytes, compress], ids=["plain", "compressed"])
 def test_a_version_the_bootloader_rolled_back_is_not_installed_again_from_a_fixed_url(
-        tmp_path, board_lib):
+        pack, tmp_path, board_lib):
     from otatool.serve import start_server
     www = tmp_path / "www"
     www.mkdir()
-    (www / "app.bin").write_bytes(
-        make_app_image(version="1.1.0", project_name="ota-broken", size=24 * 1024))
+    (www / "app.bin").write_bytes(pack(
+        make_app_image(version="1.1.0", project_name="ota-broken", size=24 * 1024)))
     server_, base, _ = start_server(str(www), log=lambda *a: None)
     try:
         board = make_board(tmp_path / "b", board_lib,
@@ -256,8 +263,8 @@ def test_a_version_the_bootloader_rolled_back_is_not_installed_again_from_a_fixe
         assert "ota: installing" not in out4 and "rolled back on this board" in out4
 
         # A fixed release at the same url installs as usual.
-        (www / "app.bin").write_bytes(
-            make_app_image(version="1.1.1", project_name="greenhouse", size=24 * 1024))
+        (www / "app.bin").write_bytes(pack(
+            make_app_image(version="1.1.1", project_name="greenhouse", size=24 * 1024)))
         boots = power_on(board)
         (fifth, _, out5), (sixth, slot, _) = boots
         assert "ota: installing greenhouse 1.1.1" in out5
@@ -267,14 +274,15 @@ def test_a_version_the_bootloader_rolled_back_is_not_installed_again_from_a_fixe
         server_.shutdown()
 
 
+@pytest.mark.parametrize("pack", [bytes, compress_small], ids=["plain", "compressed"])
 def test_a_bundle_rolled_back_unconfirmed_is_not_installed_again_from_a_fixed_url(
-        tmp_path, board_lib):
+        pack, tmp_path, board_lib):
     from otatool.bundle import build
     from otatool.serve import start_server
     www = tmp_path / "www"
     www.mkdir()
-    (www / "app.otab").write_bytes(build({"app_main.py": b"print('broken')\n"}, "1.1.0",
-                                         "ota-broken"))
+    (www / "app.otab").write_bytes(pack(build({"app_main.py": b"print('broken')\n"}, "1.1.0",
+                                              "ota-broken")))
     server_, base, _ = start_server(str(www), log=lambda *a: None)
     try:
         # An ESP8266 without a bundle yet (running_app() is None until one is in).
@@ -294,8 +302,8 @@ def test_a_bundle_rolled_back_unconfirmed_is_not_installed_again_from_a_fixed_ur
             assert "ota: installing" not in out
         assert not os.path.exists(os.path.join(board.fs_dir, "app", "app_main.py"))
 
-        (www / "app.otab").write_bytes(build({"app_main.py": b"print('fixed')\n"}, "1.1.1",
-                                             "greenhouse"))
+        (www / "app.otab").write_bytes(pack(build({"app_main.py": b"print('fixed')\n"}, "1.1.1",
+                                                  "greenhouse")))
         (first, _, out1), (second, _, out2) = power_on(board)
         assert "ota: installing greenhouse 1.1.1" in out1 and first == "reset"
         assert out2.splitlines()[-1] == "fixed"
