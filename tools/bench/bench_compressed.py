@@ -35,7 +35,7 @@ sys.path.insert(0, HERE)
 
 import bench_bundle  # noqa: E402
 import bench_ota  # noqa: E402
-from bench_ota import OTA, OTA_TIMED, compile_tree, run, smallest_heap  # noqa: E402
+from bench_ota import OTA, OTA_TIMED, compile_lib, run, smallest_heap  # noqa: E402
 
 from otatool import LIB_DIR, SHIM_DIR  # noqa: E402
 from otatool.appimage import CHIPS, _app_desc, _build_elf, _convert  # noqa: E402
@@ -103,7 +103,7 @@ def figures(rounds=5):
     result = {}
     try:
         compiled = os.path.join(work, "mpy")
-        compile_tree(LIB_DIR, os.path.join(compiled, "lib"))
+        compile_lib(os.path.join(compiled, "lib"))
         path = ":".join([SHIM_DIR, os.path.join(compiled, "lib"), ".frozen"])
         image = realistic_image()
         bundle_src = app_bundle(None)
