@@ -46,17 +46,23 @@ class OTAError(Exception):
 
 # The entry points, each imported from its module on first use and then
 # kept here (a module __getattr__, as micropython-lib's asyncio does): a
-# board pays in RAM only for the path it runs, and for one small table
-# rather than a wrapper function per name.
-_LAZY = {"begin": "client", "update": "client", "AppBundle": "bundle",
-         "mark_app_valid": "app", "rollback": "app", "running_app": "app",
-         "status": "app", "boot": "app", "last_invalid_app": "app", "check": "checkin", "report": "checkin"}
+# board pays in RAM only for the path it runs. The table is one string
+# (" name:module ..."): frozen into a firmware it stays in flash, where a
+# dict would be built in RAM at import.
+_LAZY = (" begin:client update:client AppBundle:bundle mark_app_valid:app rollback:app"
+         " running_app:app status:app boot:app last_invalid_app:app check:checkin"
+         " report:checkin ")
 
 
 def __getattr__(name):
-    mod = "errors" if name.startswith("ESP_") else _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(name)
+    if name.startswith("ESP_"):
+        mod = "errors"
+    else:
+        i = _LAZY.find(" %s:" % name)
+        if i < 0 or ":" in name or " " in name:
+            raise AttributeError(name)
+        i += len(name) + 2
+        mod = _LAZY[i:_LAZY.find(" ", i)]
     value = getattr(__import__("ota." + mod, None, None, (name,)), name)
     globals()[name] = value
     return value

@@ -142,6 +142,31 @@ class FirmwareTarget:
         if self._fill == _SECTOR:
             self._flush()
 
+    def pump(self, src):
+        # window() + src.readinto() + commit() in one call, for a client
+        # that needs no look at the bytes (ota.client, without a sha256 of
+        # its own): an empty buffer takes a whole sector from the socket
+        # through the validator to the flash with no other Python call
+        # between. Each call costs ~1 us of the interpreter; per sector
+        # that was 10 % of an update on the emulated board (bench_ota.py).
+        mv = self._mv
+        if self._fill:
+            self._win = mv = mv[self._fill:]
+        n = src.readinto(mv)
+        if n == _SECTOR:
+            self._validator.feed(mv)
+            try:
+                self._part.writeblocks(self._sector, self._buf)
+            except OSError as e:
+                raise OTAError(_FLASH_OP_FAIL, (_T_WRITE, self._sector, e))
+            self._sector += 1
+            if self._journal and not self._sector % _JOURNAL_EVERY:
+                self._note()
+        elif n:
+            self._win = mv
+            self.commit(n)
+        return n
+
     def desc(self):
         return self._validator.desc
 
@@ -175,14 +200,17 @@ class FirmwareTarget:
             raise OTAError(_FLASH_OP_FAIL, (_T_WRITE, self._sector, e))
         self._sector += 1
         self._fill = 0
-        if self._journal and self._sector % _JOURNAL_EVERY == 0:
-            # Written whole to a new file and renamed over the old one, so a
-            # power cut leaves either journal, never a torn one.
-            import json
-            self._journal["bytes"] = self._sector * _SECTOR
-            with open(JOURNAL + ".tmp", "w") as f:
-                f.write(json.dumps(self._journal))
-            os.rename(JOURNAL + ".tmp", JOURNAL)
+        if self._journal and not self._sector % _JOURNAL_EVERY:
+            self._note()
+
+    def _note(self):
+        # The journal, written whole to a new file and renamed over the old
+        # one, so a power cut leaves either journal, never a torn one.
+        import json
+        self._journal["bytes"] = self._sector * _SECTOR
+        with open(JOURNAL + ".tmp", "w") as f:
+            f.write(json.dumps(self._journal))
+        os.rename(JOURNAL + ".tmp", JOURNAL)
 
 
 def _pending_verify():

@@ -156,15 +156,20 @@ class ImageValidator:
                                                 self.length if self.length >= 0 else "?"))
 
     def feed(self, mv):
+        # The hot path: a chunk inside one segment's data (so all hashed).
+        # Without a try and with few names, its frame fits the C stack (a
+        # larger one is allocated on the heap and freed at every call).
         n = len(mv)
         if self._state == _DATA and n < self._left and self.desc is not None:
-            # The hot path: a chunk inside one segment's data (so all hashed).
             self._x = _xor(mv, 0, n, self._x)
             self._left -= n
             self.pos += n
             if self._sha is not None:
                 self._sha.update(mv)
-            return
+        else:
+            self._feed(mv)
+
+    def _feed(self, mv):
         if self._err:
             raise self._err
         try:

@@ -45,9 +45,15 @@ class Partition:
 
     # The block methods take positional arguments only, as the C functions.
 
+    # Like the C code, a block call leaves nothing on the app's heap but
+    # its argument tuple (no tuple returned, no slices): garbage here would
+    # be the emulation's, and its allocations slow down in a heap that the
+    # app's own objects have fragmented (bench_ota.py's timings).
+
     def readblocks(self, *args):
         # readblocks(block_num, buf[, offset])
-        buf, a = self._args(args)
+        a = self._addr(args)
+        buf = args[1]
         if isinstance(buf, bytes):
             raise TypeError("object with buffer protocol required")
         _part.io(self._p, a, buf, 0)
@@ -56,7 +62,8 @@ class Partition:
         # writeblocks(block_num, buf): erase, then program;
         # writeblocks(block_num, buf, offset): program only (the caller
         # erased by ioctl(6, block))
-        buf, a = self._args(args)
+        a = self._addr(args)
+        buf = args[1]
         if len(args) == 2:
             if self._bs >= _NATIVE:
                 _part.io(self._p, a, len(buf), 2)
@@ -64,11 +71,11 @@ class Partition:
                 self._erase_small(a, len(buf))
         _part.io(self._p, a, buf, 1)
 
-    def _args(self, args):
-        # -> buf, byte offset in the partition (a uint32_t in the C code)
+    def _addr(self, args):
+        # -> the byte offset in the partition (a uint32_t in the C code)
         if not 2 <= len(args) <= 3:
             raise TypeError("function takes 3 to 4 positional arguments")
-        return args[1], (args[0] * self._bs + (args[2] if len(args) == 3 else 0)) & 0xFFFFFFFF
+        return (args[0] * self._bs + (args[2] if len(args) == 3 else 0)) & 0xFFFFFFFF
 
     def _erase_small(self, a, n):
         # blocks smaller than a sector: erase each sector touched, writing

@@ -30,10 +30,10 @@ try:
     import micropython
 
     @micropython.viper
-    def _and_into(dst: ptr8, src: ptr8, n: int):
+    def _and_into(dst: ptr8, src: ptr8, off: int, n: int):
         i = 0
         while i < n:
-            dst[i] = dst[i] & src[i]
+            dst[i] = dst[i] & src[off + i]
             i += 1
 
     @micropython.viper
@@ -45,8 +45,8 @@ try:
 
 except ImportError:  # CPython
 
-    def _and_into(dst, src, n):
-        v = int.from_bytes(dst[:n], "little") & int.from_bytes(bytes(src[:n]), "little")
+    def _and_into(dst, src, off, n):
+        v = int.from_bytes(dst[:n], "little") & int.from_bytes(bytes(src[off:off + n]), "little")
         dst[:n] = v.to_bytes(n, "little")
 
     def _fill_ff(dst, n):
@@ -81,39 +81,52 @@ def read(addr, buf):
     _f.readinto(buf)
 
 
+# erase() and program() stand for the C driver: per call they leave nothing
+# on the app's heap (while loops, no ranges, no slices of whole 1 KiB
+# pieces), as a board's driver takes nothing from it.
+
 def erase(addr, n):
     # whole sectors (the callers check, as ESP-IDF does)
     b = _work(1024)
     _fill_ff(b, 1024)
-    for a in range(addr, addr + n, SECTOR):
+    a = addr
+    while a < addr + n:
         _op("erase", a, SECTOR)
         _f.seek(a)
-        for _ in range(4):
-            _f.write(b)
+        _f.write(b)
+        _f.write(b)
+        _f.write(b)
+        _f.write(b)
+        a += SECTOR
 
 
 def program(addr, data):
-    mv = memoryview(data)
+    size = len(data)
     i = 0
-    while i < len(mv):
-        n = min(len(mv) - i, SECTOR - (addr + i) % SECTOR)
+    while i < size:
+        n = min(size - i, SECTOR - (addr + i) % SECTOR)
         _op("write", addr + i, n)
-        for j in range(i, i + n, 1024):
+        j = i
+        while j < i + n:
             # new = old AND data, through one small buffer
             b = _work(min(1024, i + n - j))
             _f.seek(addr + j)
             _f.readinto(b)
-            _and_into(b, mv[j:], len(b))
+            _and_into(b, data, j, len(b))
             _f.seek(addr + j)
             _f.write(b)
+            j += 1024
         i += n
 
 
 def _work(n):
-    global _buf
+    # the driver's 1 KiB work buffer, made at its first use; whole when n
+    # is 1024, the common case
+    global _buf, _wmv
     if _buf is None:
         _buf = bytearray(1024)
-    return memoryview(_buf)[:n]
+        _wmv = memoryview(_buf)
+    return _wmv if n == 1024 else _wmv[:n]
 
 
 def _op(kind, addr, n):
@@ -134,4 +147,4 @@ def _op(kind, addr, n):
         raise _env.esp_error(0x6001)
 
 
-_f = _log = _buf = None
+_f = _log = _buf = _wmv = None
