@@ -28,6 +28,7 @@
 import gc
 import json
 import os
+import sys
 
 import machine
 import ota
@@ -87,20 +88,68 @@ def rolled_back(cfg):
     return desc and desc["version"]
 
 
+class _Signed:
+    # A signed bundle's manifest, checked before the download's code loads:
+    # what install() puts in sys.modules as ota.manifest while ota.begin()
+    # starts the download, its signed_image() the one call begin() makes
+    # there, answering with what the real one answered a moment before
+    # (image url, sha256, size, compressed file's hash and size). As a
+    # target it is the installed bundle, which ota.manifest.installed()
+    # compares the manifest against.
+    kind = "bundle"
+    app = "/app"
+
+
+def check_signed(url, kw):
+    # Fetch and verify the signed manifest at url for the bundle in /app
+    # (ota.manifest.signed_image: chip, version, secure_version), while only
+    # the updater's code is loaded; ota.manifest and the Ed25519 code are
+    # unloaded again before the bundle's download loads (an ESP8266 has the
+    # heap for one or the other). -> the stand-in for ota.manifest
+    options = {"cert_der": None, "headers": None, "timeout_ms": 10000,
+               "allow_http": kw["allow_http"]}
+    if kw.get("cert_pem"):
+        from ota.certs import pem_to_der
+        options["cert_der"] = pem_to_der(kw["cert_pem"])
+    from ota.manifest import signed_image
+    got = signed_image(url, kw["public_key"], False, _Signed, options)
+    checked = _Signed()
+    checked.signed_image = lambda *a: got
+    return checked
+
+
 def install(cfg, kw, url, version, sha256=None, size=None):
     # Download, check and stage the update at url. -> its desc, or None when
     # it is the version that runs already.
-    target = ota.AppBundle() if cfg.get("kind") == "bundle" else None
+    bundle = cfg.get("kind") == "bundle"
+    checked = None
+    # Read before the download writes the partition the rejected app is in.
+    rejected = rolled_back(cfg)
     if cfg.get("public_key"):
         # url is then a signed manifest: the client checks its signature,
         # chip and version before it fetches the image the manifest names,
-        # whose size and sha256 the manifest binds.
+        # whose size and sha256 the manifest binds. For a bundle that check
+        # runs first, here (check_signed).
         kw = dict(kw, public_key=cfg["public_key"].strip())
-    # Read before the download writes the partition the rejected app is in.
-    rejected = rolled_back(cfg)
+        if bundle:
+            gc.collect()
+            checked = check_signed(url, kw)
     gc.collect()   # the check-in's leftovers: room for the buffers to come
-    with ota.begin(url, target=target, sha256=sha256, size=size, on_progress=show_progress,
-                   **kw) as h:
+    target = ota.AppBundle() if bundle else None
+    if checked:
+        held = sys.modules.get("ota.manifest")   # CPython keeps it
+        sys.modules["ota.manifest"] = checked
+    try:
+        h = ota.begin(url, target=target, sha256=sha256, size=size, on_progress=show_progress,
+                      **kw)
+    finally:
+        if checked:
+            if held:
+                sys.modules["ota.manifest"] = held
+            else:
+                del sys.modules["ota.manifest"]
+            checked = None
+    with h:
         new = h.get_img_desc()
         if new["version"] == version:
             print("ota: already running", version)
@@ -132,6 +181,13 @@ def static_update(cfg, kw, version):
         machine.reset()
 
 
+def _server_done():
+    # The campaign server's code (ota.checkin, what it loaded for its JSON
+    # and HTTP) is needed for a moment at a time: unloaded after each
+    # check-in and report, so that the download and the swap have its heap.
+    ota._drop("checkin", "check", "report", "certs", "http_extra")
+
+
 def tell(cfg, kw, campaign, state, error=None):
     # A report that does not get through stops nothing: the server also
     # learns from the version each check-in carries (and sees a rollback as
@@ -142,6 +198,8 @@ def tell(cfg, kw, campaign, state, error=None):
     except ota.OTAError as e:
         print("ota: report %s failed: %s" % (state, e))
         return e.http_status is not None
+    finally:
+        _server_done()
     return True
 
 
@@ -164,8 +222,11 @@ def campaign_update(cfg, kw, version):
     kind = cfg.get("kind", "firmware")
     # For firmware, check() reads the running app's version and build date
     # itself; a bundle's version is the one to tell.
-    offer = ota.check(cfg["server"], cfg["token"], version=version if kind == "bundle" else None,
-                      **kw)
+    try:
+        offer = ota.check(cfg["server"], cfg["token"],
+                          version=version if kind == "bundle" else None, **kw)
+    finally:
+        _server_done()
     if not offer:
         return
     campaign = offer["campaign"]
@@ -221,6 +282,10 @@ def run():
             # error: said before anything goes over the network.
             from ota.manifest import public_key_bytes
             public_key_bytes(cfg["public_key"].strip())
+            # Loaded again when the manifest is checked: until then the
+            # check-in has the heap.
+            ota._drop("manifest", "version")
+            public_key_bytes = None
         version, confirmed = running(cfg)
         deadline.start(int(cfg.get("deadline_s", DEADLINE_S) * 1000))
         if not confirmed:

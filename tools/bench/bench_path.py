@@ -31,8 +31,9 @@ too, where a real ESP8266 has them in C: the first lines say how much.
 With --micropython-src DIR the unix port of that MicroPython tree is built
 (as bench_ota.py builds it, into build/bench-path) with those shim modules
 and ota frozen, as a board's firmware holds them, and the same path is
-measured with ota frozen (_boot puts ".frozen" before /lib on sys.path, as
-the firmware does, so a frozen ota is the one a board runs); --m32 again on
+measured with ota as .mpy files (put in / rather than /lib: _boot puts
+".frozen" before /lib on sys.path, as the firmware does, and "" before both)
+and with ota frozen; --m32 again on
 a 32-bit build, whose objects take the room they take on an ESP8266.
 --frozen-only skips the stock port.
 """
@@ -54,9 +55,10 @@ import benchutil  # noqa: E402
 import bench_ota  # noqa: E402
 
 import otatool.board as board_mod  # noqa: E402
-from otatool import SHIM_DIR  # noqa: E402
+from otatool import DEVICE_DIR, SHIM_DIR  # noqa: E402
 from otatool.board import Board  # noqa: E402
 from otatool.bundle import build as build_bundle  # noqa: E402
+from otatool.deploy import compiled, package_files  # noqa: E402
 from otatool.sign import make_manifest, public_key_b64, sign_manifest, write_new_key  # noqa: E402
 
 CHECKOUT = os.path.dirname(os.path.dirname(HERE))
@@ -148,14 +150,15 @@ def mode_config(mode, www, pub):
     return cfg
 
 
-def make_template(root, name, cfg, lib):
+def make_template(root, name, cfg, lib, where="lib"):
     """A board directory: boot.py, main.py, ota_config.json, ota in /lib
-    (`lib`: [(relative path, bytes)], or None for none: ota frozen)."""
+    (`lib`: [(relative path, bytes)], or None for none: ota frozen; `where`
+    "" puts it in / instead, which sys.path searches before .frozen)."""
     path = os.path.join(root, name)
     fs = os.path.join(path, "fs")
     os.makedirs(fs)
     for rel, data in lib or ():
-        out = os.path.join(fs, "lib", rel)
+        out = os.path.join(fs, where, rel)
         os.makedirs(os.path.dirname(out), exist_ok=True)
         with open(out, "wb") as f:
             f.write(data)
@@ -194,13 +197,13 @@ def bundle(version, files, per):
     return build_bundle(fs, version, "bench")
 
 
-def measure(root, www, v1, v2, key, pub, modes, lib, env, what):
+def measure(root, www, v1, v2, key, pub, modes, lib, env, what, where="lib"):
     """For each mode: a board running v1 (installed through the path in a
     large heap), then the smallest heap of the path installing v2."""
     out = {}
     for mode in modes:
         www.publish("v1.otab", v1, key)
-        t = make_template(root, "%s-%s" % (what, mode), mode_config(mode, www, pub), lib)
+        t = make_template(root, "%s-%s" % (what, mode), mode_config(mode, www, pub), lib, where)
         if not updates(t, 512, env, "1.0.1"):
             got = boots(t, 512, env)
             raise SystemExit("bench_path: %s %s: v1 did not install:\n%s" % (what, mode, got))
@@ -280,6 +283,14 @@ def main():
             bits = 32 if m32 else 64
             print("%d-bit unix port, shim modules frozen (make %.0f s); they hold %s bytes"
                   % (bits, seconds, shim_cost(env)))
+            r = subprocess.run([micropython, "-c", "import sys; print(sys.implementation._mpy)"],
+                               capture_output=True, text=True, timeout=60, check=True)
+            lib = compiled(package_files(DEVICE_DIR), int(r.stdout), lines=False)
+            # In / (the board's "" on sys.path comes before .frozen): the
+            # .mpy files, not the frozen copy, are imported.
+            print(" ota as .mpy files (`otatool deploy --mpy`, here in / to come before the "
+                  "frozen copy):")
+            measure(root, www, v1, v2, key, pub, modes, lib, env, "mpy%d" % bits, where="")
             print(" ota frozen:")
             measure(root, www, v1, v2, key, pub, modes, None, env, "frozen%d" % bits)
             board_mod._micropython = lambda: stock
