@@ -193,6 +193,11 @@ def tell(cfg, kw, campaign, state, error=None):
     # learns from the version each check-in carries (and sees a rollback as
     # old -> new -> old). False only when the server could not be reached,
     # i.e. when trying again later may help.
+    # The download's code (after an install or a failure) has done its
+    # work: its heap goes to the report.
+    ota._drop("client", "begin", "update", "bundle", "AppBundle", "swap", "inflate",
+              "firmware", "image", "version")
+    gc.collect()
     try:
         ota.report(cfg["server"], cfg["token"], campaign, state, error=error, **kw)
     except ota.OTAError as e:
@@ -222,12 +227,10 @@ def campaign_update(cfg, kw, version):
     kind = cfg.get("kind", "firmware")
     # For firmware, check() reads the running app's version and build date
     # itself; a bundle's version is the one to tell.
-    try:
-        offer = ota.check(cfg["server"], cfg["token"],
-                          version=version if kind == "bundle" else None, **kw)
-    finally:
-        _server_done()
+    offer = ota.check(cfg["server"], cfg["token"], version=version if kind == "bundle" else None,
+                      **kw)
     if not offer:
+        _server_done()
         return
     campaign = offer["campaign"]
     url = offer.get("manifest") if cfg.get("public_key") else offer["url"]
@@ -238,7 +241,7 @@ def campaign_update(cfg, kw, version):
         if not url:
             raise ota.OTAError(ota.ESP_ERR_OTA_VALIDATE_FAILED,
                                "offer has no signed manifest and this board has a public_key")
-        tell(cfg, kw, campaign, "downloading")
+        tell(cfg, kw, campaign, "downloading")     # then the server's code goes
         new = install(cfg, kw, url, version, offer["sha256"], offer["size"])
         if new is None:
             raise ota.OTAError(ota.ESP_ERR_INVALID_VERSION, "offer is the running version")
