@@ -111,6 +111,9 @@ def check_signed(url, kw):
     if kw.get("cert_pem"):
         from ota.certs import pem_to_der
         options["cert_der"] = pem_to_der(kw["cert_pem"])
+    # The check-in's HTTP code too: signed_image() loads it for the fetch
+    # and unloads it again before the signature check.
+    ota._drop("http", "http_extra", "url")
     from ota.manifest import signed_image
     got = signed_image(url, kw["public_key"], False, _Signed, options)
     checked = _Signed()
@@ -125,6 +128,10 @@ def install(cfg, kw, url, version, sha256=None, size=None):
     checked = None
     # Read before the download writes the partition the rejected app is in.
     rejected = rolled_back(cfg)
+    # What boot.py and the status above loaded (ota.app, ota.bundle_boot,
+    # the error table) is done with: the download gets its heap.
+    ota._drop("app", "bundle_boot", "errors", "boot", "mark_app_valid", "rollback", "status",
+              "running_app", "last_invalid_app")
     if cfg.get("public_key"):
         # url is then a signed manifest: the client checks its signature,
         # chip and version before it fetches the image the manifest names,

@@ -6,9 +6,11 @@ emulated ESP8266 (prints the smallest heaps).
 
 What a user who follows README deploys: the repository's own boot.py
 (ota.boot(), ota.mark_app_valid()) and main.py (ota.updater.run()), with an
-ota_config.json for one of four modes:
+ota_config.json for one of these modes:
 
 * url              a fixed url, unsigned bundle
+* url-compressed   the same, compressed with the 2 KiB window of ESP8266-class
+                   boards (docs/COMPRESSED.md)
 * url-signed       a fixed url naming a signed manifest (public_key set)
 * campaign         a campaign server (check-in, reports), unsigned
 * campaign-signed  a campaign server whose offer names a signed manifest
@@ -58,11 +60,12 @@ import otatool.board as board_mod  # noqa: E402
 from otatool import DEVICE_DIR, SHIM_DIR  # noqa: E402
 from otatool.board import Board  # noqa: E402
 from otatool.bundle import build as build_bundle  # noqa: E402
+from otatool.compressed import WINDOW_BITS_SMALL, compress  # noqa: E402
 from otatool.deploy import compiled, package_files  # noqa: E402
 from otatool.sign import make_manifest, public_key_b64, sign_manifest, write_new_key  # noqa: E402
 
 CHECKOUT = os.path.dirname(os.path.dirname(HERE))
-MODES = ("url", "url-signed", "campaign", "campaign-signed")
+MODES = ("url", "url-compressed", "url-signed", "campaign", "campaign-signed")
 # The shim's modules an ESP8266 board loads in the app's process (and
 # _boot, the firmware's start-up): frozen into the build, as a board has
 # them in its firmware.
@@ -126,6 +129,8 @@ class Www:
             f.write(sign_manifest(make_manifest(data, name), key))
         with open(os.path.join(self.root, "current.otab"), "wb") as f:
             f.write(data)
+        with open(os.path.join(self.root, "current.otabz"), "wb") as f:
+            f.write(compress(data, window_bits=WINDOW_BITS_SMALL))
         with open(os.path.join(self.root, "current.manifest.json"), "wb") as f:
             f.write(sign_manifest(make_manifest(data, name), key))
         version = json.loads(__import__("base64").b64decode(json.loads(
@@ -143,6 +148,8 @@ def mode_config(mode, www, pub):
         cfg.update(server=www.base, token="t1")
     elif mode == "url-signed":
         cfg["url"] = www.base + "/current.manifest.json"
+    elif mode == "url-compressed":
+        cfg["url"] = www.base + "/current.otabz"
     else:
         cfg["url"] = www.base + "/current.otab"
     if mode.endswith("signed"):
