@@ -44,19 +44,6 @@ class OTAError(Exception):
         return "%s: %s" % (self.name, self.msg) if self.msg else self.name
 
 
-def _drop(*names):
-    # Unload ota's modules (and entry points cached here) that a step of an
-    # update needed once: on an ESP8266 their heap goes to what comes next,
-    # and the next import loads them anew. Whoever still holds a function
-    # of one keeps that working. CPython has the room, and its tests hold
-    # the modules.
-    import sys
-    if sys.implementation.name == "micropython":
-        for n in names:
-            sys.modules.pop("ota." + n, None)
-            globals().pop(n, None)
-
-
 # The entry points, each imported from its module on first use and then
 # kept here (a module __getattr__, as micropython-lib's asyncio does): a
 # board pays in RAM only for the path it runs. The table is one string

@@ -8,7 +8,7 @@ import os
 
 import machine
 import ota
-from ota.updater import install
+from ota.updater import drop, install
 
 # The campaign and version installed but not yet reported as confirmed: the
 # report can only go out after the reboot, once boot.py confirmed the version.
@@ -19,7 +19,7 @@ def _server_done():
     # The campaign server's code (ota.checkin, what it loaded for its JSON
     # and HTTP) is needed for a moment at a time: unloaded after each
     # check-in and report, so that the download and the swap have its heap.
-    ota._drop("checkin", "check", "report", "certs", "http_extra")
+    drop("checkin", "check", "report", "certs", "http_extra")
 
 
 def tell(cfg, kw, campaign, state, error=None):
@@ -29,7 +29,7 @@ def tell(cfg, kw, campaign, state, error=None):
     # i.e. when trying again later may help.
     # The download's code (after an install or a failure) has done its
     # work: its heap goes to the report.
-    ota._drop("client", "begin", "update", "bundle", "AppBundle", "swap", "inflate",
+    drop("client", "begin", "update", "bundle", "AppBundle", "swap", "inflate",
               "firmware", "image", "version")
     gc.collect()
     try:

@@ -37,7 +37,7 @@ import sys
 
 from ota.version import version_key
 
-from ota import (_drop, OTAError, ESP_ERR_INVALID_ARG, ESP_ERR_INVALID_SIZE,
+from ota import (OTAError, ESP_ERR_INVALID_ARG, ESP_ERR_INVALID_SIZE,
                  ESP_ERR_INVALID_VERSION, ESP_ERR_OTA_SMALL_SEC_VER,
                  ESP_ERR_OTA_VALIDATE_FAILED)
 
@@ -81,6 +81,16 @@ def public_key_bytes(public_key):
         return _key(public_key)[0]
     finally:
         _release(held)
+
+
+def _drop(*names):
+    # Unload ota's modules `names` (as ota.updater.drop does): needed for one
+    # check per update, their heap goes to the download. CPython keeps them.
+    if sys.implementation.name == "micropython":
+        import ota
+        for n in names:
+            sys.modules.pop("ota." + n, None)
+            ota.__dict__.pop(n, None)
 
 
 def _held():

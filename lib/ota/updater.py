@@ -35,6 +35,18 @@ import ota
 DEADLINE_S = 300    # default of deadline_s: a 1.5 MiB image at 5 KiB/s
 
 
+def drop(*names):
+    # Unload ota's modules (and entry points that ota's __getattr__ cached)
+    # that a step of the update needed once: on an ESP8266 their heap goes
+    # to what comes next, and the next import loads them anew. Whoever
+    # still holds a function of one keeps that working. CPython has the
+    # room, and its tests hold the modules.
+    if sys.implementation.name == "micropython":
+        for n in names:
+            sys.modules.pop("ota." + n, None)
+            ota.__dict__.pop(n, None)
+
+
 def load_config():
     try:
         with open("ota_config.json") as f:
@@ -109,7 +121,7 @@ def check_signed(url, kw):
         options["cert_der"] = pem_to_der(kw["cert_pem"])
     # The check-in's HTTP code too: signed_image() loads it for the fetch
     # and unloads it again before the signature check.
-    ota._drop("http", "http_extra", "url")
+    drop("http", "http_extra", "url")
     from ota.manifest import signed_image
     got = signed_image(url, kw["public_key"], False, _Signed, options)
     checked = _Signed()
@@ -126,7 +138,7 @@ def install(cfg, kw, url, version, sha256=None, size=None):
     rejected = rolled_back(cfg)
     # What boot.py and the status above loaded (ota.app, ota.bundle_boot,
     # the error table) is done with: the download gets its heap.
-    ota._drop("app", "bundle_boot", "errors", "boot", "mark_app_valid", "rollback", "status",
+    drop("app", "bundle_boot", "errors", "boot", "mark_app_valid", "rollback", "status",
               "running_app", "last_invalid_app")
     if cfg.get("public_key"):
         # url is then a signed manifest: the client checks its signature,
@@ -216,7 +228,7 @@ def run():
             public_key_bytes(cfg["public_key"].strip())
             # Loaded again when the manifest is checked: until then the
             # check-in has the heap.
-            ota._drop("manifest", "version")
+            drop("manifest", "version")
             public_key_bytes = None
         version, confirmed = running(cfg)
         deadline.start(int(cfg.get("deadline_s", DEADLINE_S) * 1000))
