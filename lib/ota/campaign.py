@@ -26,11 +26,10 @@ def tell(cfg, kw, campaign, state, error=None):
     # A report that does not get through stops nothing: the server also
     # learns from the version each check-in carries (and sees a rollback as
     # old -> new -> old). False only when the server could not be reached,
-    # i.e. when trying again later may help.
-    # The download's code (after an install or a failure) has done its
-    # work: its heap goes to the report.
-    drop("client", "begin", "update", "bundle", "AppBundle", "swap", "inflate",
-              "firmware", "image", "version")
+    # i.e. when trying again later may help. The download's code (after an
+    # install or a failure) has done its work: its heap goes to the report.
+    drop("client", "begin", "update", "bundle", "AppBundle", "swap", "inflate", "firmware",
+         "image", "version")
     gc.collect()
     try:
         ota.report(cfg["server"], cfg["token"], campaign, state, error=error, **kw)

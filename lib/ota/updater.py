@@ -139,7 +139,7 @@ def install(cfg, kw, url, version, sha256=None, size=None):
     # What boot.py and the status above loaded (ota.app, ota.bundle_boot,
     # the error table) is done with: the download gets its heap.
     drop("app", "bundle_boot", "errors", "boot", "mark_app_valid", "rollback", "status",
-              "running_app", "last_invalid_app")
+         "running_app", "last_invalid_app")
     if cfg.get("public_key"):
         # url is then a signed manifest: the client checks its signature,
         # chip and version before it fetches the image the manifest names,
