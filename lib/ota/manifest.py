@@ -33,6 +33,7 @@
 # counter (esp_app_desc_t.secure_version; 0 for bundles that have none).
 import binascii
 import json
+import sys
 
 from ota.version import version_key
 
@@ -75,7 +76,33 @@ def public_key_bytes(public_key):
     a canonical curve point, or of small order: such a key "verifies"
     forgeries) is the caller's error, ESP_ERR_INVALID_ARG, raised before
     anything is downloaded."""
-    return _key(public_key)[0]
+    held = _held()
+    try:
+        return _key(public_key)[0]
+    finally:
+        _release(held)
+
+
+def _drop(*names):
+    # Unload ota's modules `names` (as ota.updater.drop does): needed for one
+    # check per update, their heap goes to the download. CPython keeps them.
+    if sys.implementation.name == "micropython":
+        import ota
+        for n in names:
+            sys.modules.pop("ota." + n, None)
+            ota.__dict__.pop(n, None)
+
+
+def _held():
+    return "ota.ed25519" in sys.modules
+
+
+def _release(held):
+    # The Ed25519 and SHA-512 code (~20 KiB of an ESP8266's heap) is needed
+    # for one check per update: unloaded right after it, unless it was
+    # loaded before, so that the download gets that heap.
+    if not held:
+        _drop("ed25519", "sha512")
 
 
 def _key(public_key):
@@ -135,6 +162,14 @@ def parse_manifest(data, public_key):
     dict. Raises OTAError: ESP_ERR_INVALID_SIZE when too large,
     ESP_ERR_OTA_VALIDATE_FAILED for anything malformed and for a signature
     that does not verify (the message then says "signature")."""
+    held = _held()
+    try:
+        return _parse(data, public_key)
+    finally:
+        _release(held)
+
+
+def _parse(data, public_key):
     key, point = _key(public_key)
     if len(data) > MAX_SIZE:
         raise OTAError(ESP_ERR_INVALID_SIZE,
@@ -231,18 +266,36 @@ def signed_image(url, public_key, allow_downgrade, target, options):
     (Download options as for the image), verify it and check it against
     what `target` holds now. -> (image url, sha256, size, wire): wire is
     (SHA-256, size) of a compressed file, None for an uncompressed one."""
-    key = public_key_bytes(public_key)   # a bad key fails before connecting
-    from ota.http import Download
-    from ota.http_extra import read_body
-    dl = Download(url, **options)
+    # A bad key fails before connecting; the Ed25519 code that decoding it
+    # loads goes again (the point stays cached in _decoded) and comes back
+    # for the signature: the manifest's download and its 2 KiB buffer get
+    # an unfragmented heap.
+    key = public_key_bytes(public_key)
+    held = _held()
+    http = "ota.http" in sys.modules
     try:
-        dl.start()
-        data = read_body(dl, MAX_SIZE)
+        import gc
+        gc.collect()
+        from ota.http import Download
+        from ota.http_extra import read_body
+        dl = Download(url, **options)
+        try:
+            dl.start()
+            data = read_body(dl, MAX_SIZE)
+        finally:
+            dl.close()
+        dl = Download = read_body = None
+        if not http:
+            # The HTTP code this fetch loaded goes too, before the Ed25519
+            # code loads; the image's download loads it again.
+            _drop("http", "http_extra", "url")
+            gc.collect()
+        if data is None:
+            raise OTAError(ESP_ERR_INVALID_SIZE, "manifest larger than %d bytes" % MAX_SIZE)
+        m = _parse(data, key)
     finally:
-        dl.close()
-    if data is None:
-        raise OTAError(ESP_ERR_INVALID_SIZE, "manifest larger than %d bytes" % MAX_SIZE)
-    m = parse_manifest(data, key)
+        _release(held)
+    data = None
     if m["kind"] != target.kind:
         raise OTAError(ESP_ERR_INVALID_VERSION,
                        "manifest is for a %s, this update installs a %s" % (m["kind"], target.kind))
@@ -251,4 +304,9 @@ def signed_image(url, public_key, allow_downgrade, target, options):
     wire = None
     if "compressed_size" in m:
         wire = binascii.unhexlify(m["compressed_sha256"]), m["compressed_size"]
-    return resolve_url(url, m["url"]), m["sha256"], m["size"], wire
+    url = resolve_url(url, m["url"])
+    # The download this check starts needs none of this module's code (nor
+    # ota.version's and ota.http_extra's, which ota.http loads again if a
+    # redirect or resume asks): it goes, as the Ed25519 code went.
+    _drop("manifest", "version", "http_extra")
+    return url, m["sha256"], m["size"], wire

@@ -7,7 +7,7 @@
 #   url         where the update is: the image or bundle itself or, when
 #               public_key is set, its signed manifest (`otatool sign`); or
 #   server, token   a campaign server (`otatool server`) that says what to
-#               fetch and hears how it went
+#               fetch and hears how it went (ota.campaign talks to it)
 #   public_key  the publisher's Ed25519 key (`otatool keygen` prints it): then
 #               only updates with a manifest signed by that key install (a
 #               key that is no valid Ed25519 key stops the update before any
@@ -27,15 +27,24 @@
 #               the next boot
 import gc
 import json
-import os
+import sys
 
 import machine
 import ota
 
-# The campaign and version installed but not yet reported as confirmed: the
-# report can only go out after the reboot, once boot.py confirmed the version.
-PENDING = "ota_pending.json"
 DEADLINE_S = 300    # default of deadline_s: a 1.5 MiB image at 5 KiB/s
+
+
+def drop(*names):
+    # Unload ota's modules (and entry points that ota's __getattr__ cached)
+    # that a step of the update needed once: on an ESP8266 their heap goes
+    # to what comes next, and the next import loads them anew. Whoever
+    # still holds a function of one keeps that working. CPython has the
+    # room, and its tests hold the modules.
+    if sys.implementation.name == "micropython":
+        for n in names:
+            sys.modules.pop("ota." + n, None)
+            ota.__dict__.pop(n, None)
 
 
 def load_config():
@@ -87,20 +96,75 @@ def rolled_back(cfg):
     return desc and desc["version"]
 
 
+class _Signed:
+    # A signed bundle's manifest, checked before the download's code loads:
+    # what install() puts in sys.modules as ota.manifest while ota.begin()
+    # starts the download, its signed_image() the one call begin() makes
+    # there, answering with what the real one answered a moment before
+    # (image url, sha256, size, compressed file's hash and size). As a
+    # target it is the installed bundle, which ota.manifest.installed()
+    # compares the manifest against.
+    kind = "bundle"
+    app = "/app"
+
+
+def check_signed(url, kw):
+    # Fetch and verify the signed manifest at url for the bundle in /app
+    # (ota.manifest.signed_image: chip, version, secure_version), while only
+    # the updater's code is loaded; ota.manifest and the Ed25519 code are
+    # unloaded again before the bundle's download loads (an ESP8266 has the
+    # heap for one or the other). -> the stand-in for ota.manifest
+    options = {"cert_der": None, "headers": None, "timeout_ms": 10000,
+               "allow_http": kw["allow_http"]}
+    if kw.get("cert_pem"):
+        from ota.certs import pem_to_der
+        options["cert_der"] = pem_to_der(kw["cert_pem"])
+    # The check-in's HTTP code too: signed_image() loads it for the fetch
+    # and unloads it again before the signature check.
+    drop("http", "http_extra", "url")
+    from ota.manifest import signed_image
+    got = signed_image(url, kw["public_key"], False, _Signed, options)
+    checked = _Signed()
+    checked.signed_image = lambda *a: got
+    return checked
+
+
 def install(cfg, kw, url, version, sha256=None, size=None):
     # Download, check and stage the update at url. -> its desc, or None when
     # it is the version that runs already.
-    target = ota.AppBundle() if cfg.get("kind") == "bundle" else None
+    bundle = cfg.get("kind") == "bundle"
+    checked = None
+    # Read before the download writes the partition the rejected app is in.
+    rejected = rolled_back(cfg)
+    # What boot.py and the status above loaded (ota.app, ota.bundle_boot,
+    # the error table) is done with: the download gets its heap.
+    drop("app", "bundle_boot", "errors", "boot", "mark_app_valid", "rollback", "status",
+         "running_app", "last_invalid_app")
     if cfg.get("public_key"):
         # url is then a signed manifest: the client checks its signature,
         # chip and version before it fetches the image the manifest names,
-        # whose size and sha256 the manifest binds.
+        # whose size and sha256 the manifest binds. For a bundle that check
+        # runs first, here (check_signed).
         kw = dict(kw, public_key=cfg["public_key"].strip())
-    # Read before the download writes the partition the rejected app is in.
-    rejected = rolled_back(cfg)
+        if bundle:
+            gc.collect()
+            checked = check_signed(url, kw)
     gc.collect()   # the check-in's leftovers: room for the buffers to come
-    with ota.begin(url, target=target, sha256=sha256, size=size, on_progress=show_progress,
-                   **kw) as h:
+    target = ota.AppBundle() if bundle else None
+    if checked:
+        held = sys.modules.get("ota.manifest")   # CPython keeps it
+        sys.modules["ota.manifest"] = checked
+    try:
+        h = ota.begin(url, target=target, sha256=sha256, size=size, on_progress=show_progress,
+                      **kw)
+    finally:
+        if checked:
+            if held:
+                sys.modules["ota.manifest"] = held
+            else:
+                del sys.modules["ota.manifest"]
+            checked = None
+    with h:
         new = h.get_img_desc()
         if new["version"] == version:
             print("ota: already running", version)
@@ -130,65 +194,6 @@ def static_update(cfg, kw, version):
     if new:
         print("ota: update installed, rebooting")
         machine.reset()
-
-
-def tell(cfg, kw, campaign, state, error=None):
-    # A report that does not get through stops nothing: the server also
-    # learns from the version each check-in carries (and sees a rollback as
-    # old -> new -> old). False only when the server could not be reached,
-    # i.e. when trying again later may help.
-    try:
-        ota.report(cfg["server"], cfg["token"], campaign, state, error=error, **kw)
-    except ota.OTAError as e:
-        print("ota: report %s failed: %s" % (state, e))
-        return e.http_status is not None
-    return True
-
-
-def report_confirmed(cfg, kw, version):
-    try:
-        with open(PENDING) as f:
-            pending = json.load(f)
-    except OSError:
-        return              # nothing to report
-    except ValueError:
-        pending = {}        # unreadable: drop it rather than stumble on it each boot
-    # Another version runs: the update was rolled back, which the server
-    # works out from this boot's check-in. Same version: boot.py confirmed it.
-    if pending.get("version") != version or tell(cfg, kw, pending["campaign"], "confirmed"):
-        os.remove(PENDING)
-
-
-def campaign_update(cfg, kw, version):
-    report_confirmed(cfg, kw, version)
-    kind = cfg.get("kind", "firmware")
-    # For firmware, check() reads the running app's version and build date
-    # itself; a bundle's version is the one to tell.
-    offer = ota.check(cfg["server"], cfg["token"], version=version if kind == "bundle" else None,
-                      **kw)
-    if not offer:
-        return
-    campaign = offer["campaign"]
-    url = offer.get("manifest") if cfg.get("public_key") else offer["url"]
-    try:
-        if offer["kind"] != kind:
-            raise ota.OTAError(ota.ESP_ERR_INVALID_VERSION,
-                               "offer is a %s, this board updates %s" % (offer["kind"], kind))
-        if not url:
-            raise ota.OTAError(ota.ESP_ERR_OTA_VALIDATE_FAILED,
-                               "offer has no signed manifest and this board has a public_key")
-        tell(cfg, kw, campaign, "downloading")
-        new = install(cfg, kw, url, version, offer["sha256"], offer["size"])
-        if new is None:
-            raise ota.OTAError(ota.ESP_ERR_INVALID_VERSION, "offer is the running version")
-    except Exception as e:   # OTAError (its str() starts with the code's name), MemoryError...
-        tell(cfg, kw, campaign, "failed", str(e))
-        raise
-    with open(PENDING, "w") as f:
-        json.dump({"campaign": campaign, "version": new["version"]}, f)
-    tell(cfg, kw, campaign, "installed")
-    print("ota: update installed, rebooting")
-    machine.reset()
 
 
 def join_wifi(cfg):
@@ -221,12 +226,19 @@ def run():
             # error: said before anything goes over the network.
             from ota.manifest import public_key_bytes
             public_key_bytes(cfg["public_key"].strip())
+            # Loaded again when the manifest is checked: until then the
+            # check-in has the heap.
+            drop("manifest", "version")
+            public_key_bytes = None
         version, confirmed = running(cfg)
         deadline.start(int(cfg.get("deadline_s", DEADLINE_S) * 1000))
         if not confirmed:
             print("ota: %s is not confirmed: no update until it is" % version)
         elif cfg.get("server"):
-            campaign_update(cfg, kw, version)
+            # The campaign server's side is a module of its own: a board
+            # with a fixed url does not load it.
+            from ota.campaign import update
+            update(cfg, kw, version)
         elif cfg.get("url"):
             static_update(cfg, kw, version)
     except Exception as e:
