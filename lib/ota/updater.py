@@ -96,24 +96,21 @@ def rolled_back(cfg):
     return desc and desc["version"]
 
 
-class _Signed:
-    # A signed bundle's manifest, checked before the download's code loads:
-    # what install() puts in sys.modules as ota.manifest while ota.begin()
-    # starts the download, its signed_image() the one call begin() makes
-    # there, answering with what the real one answered a moment before
-    # (image url, sha256, size, compressed file's hash and size). As a
-    # target it is the installed bundle, which ota.manifest.installed()
-    # compares the manifest against.
+class _InstalledBundle:
+    # What ota.manifest reads of a bundle target (its kind, its directory)
+    # to compare a manifest with the installed bundle, without loading the
+    # bundle's download code (ota.bundle) for it.
     kind = "bundle"
     app = "/app"
 
 
-def check_signed(url, kw):
+def check_signed(url, key, kw):
     # Fetch and verify the signed manifest at url for the bundle in /app
-    # (ota.manifest.signed_image: chip, version, secure_version), while only
-    # the updater's code is loaded; ota.manifest and the Ed25519 code are
-    # unloaded again before the bundle's download loads (an ESP8266 has the
-    # heap for one or the other). -> the stand-in for ota.manifest
+    # (chip, version, secure_version), while only the updater's code is
+    # loaded; signed_image() unloads ota.manifest and the Ed25519 code
+    # again before the bundle's download loads (an ESP8266 has the heap for one or the
+    # other). -> (image url, sha256, size): the download then checks the
+    # image it installs (inflated, if compressed) against the signed sha256.
     options = {"cert_der": None, "headers": None, "timeout_ms": 10000,
                "allow_http": kw["allow_http"]}
     if kw.get("cert_pem"):
@@ -123,17 +120,14 @@ def check_signed(url, kw):
     # and unloads it again before the signature check.
     drop("http", "http_extra", "url")
     from ota.manifest import signed_image
-    got = signed_image(url, kw["public_key"], False, _Signed, options)
-    checked = _Signed()
-    checked.signed_image = lambda *a: got
-    return checked
+    image_url, sha256, size, _ = signed_image(url, key, False, _InstalledBundle, options)
+    return image_url, sha256, size
 
 
 def install(cfg, kw, url, version, sha256=None, size=None):
     # Download, check and stage the update at url. -> its desc, or None when
     # it is the version that runs already.
     bundle = cfg.get("kind") == "bundle"
-    checked = None
     # Read before the download writes the partition the rejected app is in.
     rejected = rolled_back(cfg)
     # What boot.py and the status above loaded (ota.app, ota.bundle_boot,
@@ -141,30 +135,20 @@ def install(cfg, kw, url, version, sha256=None, size=None):
     drop("app", "bundle_boot", "errors", "boot", "mark_app_valid", "rollback", "status",
          "running_app", "last_invalid_app")
     if cfg.get("public_key"):
-        # url is then a signed manifest: the client checks its signature,
-        # chip and version before it fetches the image the manifest names,
-        # whose size and sha256 the manifest binds. For a bundle that check
-        # runs first, here (check_signed).
-        kw = dict(kw, public_key=cfg["public_key"].strip())
+        # url is then a signed manifest: its signature, chip and version are
+        # checked before the image it names is fetched, whose size and
+        # sha256 it binds. For firmware ota.begin() checks it; for a bundle
+        # the updater does, first (check_signed).
+        key = cfg["public_key"].strip()
         if bundle:
             gc.collect()
-            checked = check_signed(url, kw)
+            url, sha256, size = check_signed(url, key, kw)
+        else:
+            kw = dict(kw, public_key=key)
     gc.collect()   # the check-in's leftovers: room for the buffers to come
     target = ota.AppBundle() if bundle else None
-    if checked:
-        held = sys.modules.get("ota.manifest")   # CPython keeps it
-        sys.modules["ota.manifest"] = checked
-    try:
-        h = ota.begin(url, target=target, sha256=sha256, size=size, on_progress=show_progress,
-                      **kw)
-    finally:
-        if checked:
-            if held:
-                sys.modules["ota.manifest"] = held
-            else:
-                del sys.modules["ota.manifest"]
-            checked = None
-    with h:
+    with ota.begin(url, target=target, sha256=sha256, size=size, on_progress=show_progress,
+                   **kw) as h:
         new = h.get_img_desc()
         if new["version"] == version:
             print("ota: already running", version)
