@@ -127,6 +127,7 @@ class Download:
         self.size = -1
         self.offset = 0
         self.etag = None
+        self.failure = None     # the OTAError readinto() raised, for ota.client
         self._state = _IDLE
         self._sock = self._rd = None
         self._left = 0
@@ -155,8 +156,32 @@ class Download:
     def readinto(self, mv):
         # At most one body read from the socket per call; returns n > 0, or 0
         # once the entity is complete. The end of a Range window, a cut or a
-        # stall opens the next request here, transparently.
+        # stall opens the next request here, transparently (_read).
+        #
+        # The hot path: a read the body (or the chunk) holds in full, in
+        # few steps (_left > 0 only while a body is read: close() zeroes
+        # it). Its frame is on the heap (a try and four names are too many
+        # for the C stack; the failure's code needs the error).
+        want = len(mv)
+        if want <= self._left:
+            try:
+                n = self._rd(mv, want)
+            except OSError as e:
+                return self._read(mv, e)
+            if n:
+                self.offset += n
+                self._left -= n
+                self._tries = 0
+                return n
+        return self._read(mv, None)
+
+    def _read(self, mv, err):
+        # readinto() for the rest: err, the failure of its read; the first
+        # chunk-size line, a body framed by EOF, a short read, the end of a
+        # response, resuming.
         try:
+            if err:
+                self._resume(_fault(err))
             while self._state == _BODY:
                 try:
                     # How many bytes this read may ask for; 0: this
@@ -185,8 +210,9 @@ class Download:
                         self._resume(None)
                 except OSError as e:
                     self._resume(_fault(e))
-        except OTAError:
+        except OTAError as e:
             self.close()
+            self.failure = e
             raise
         if self._state == _DONE:
             return 0
@@ -199,6 +225,7 @@ class Download:
         self._sock = self._rd = None
         self._keep = False
         self._state = _IDLE
+        self._left = 0
         if s:
             try:
                 s.close()
