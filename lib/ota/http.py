@@ -232,14 +232,14 @@ class Download:
             except OSError:
                 pass
 
-    def _readline(self, limit=_MAX_LINE):
+    def _readline(self, limit=_MAX_LINE, n=0):
         # One line into _LINE (CRLF stripped) by one-byte reads: heads and
         # chunk-size lines only, never body data. Returns its length. More
         # than `limit` bytes before the LF (what is left of a head's 8 KiB)
         # or than _MAX_LINE: a server that would keep us reading forever.
+        # n: bytes of the line already in _LINE (_headline).
         line = _LINE
         b1 = _B1
-        n = 0
         while True:
             if not self._rd(b1, 1):
                 raise OSError(errno.ECONNRESET)  # closed early
@@ -251,6 +251,33 @@ class Download:
                 line.extend(bytes(n))
             line[n] = b1[0]
             n += 1
+
+    def _headline(self, limit):
+        # One line of a response head (CRLF stripped), as _readline bounds
+        # it, read by the socket's own readline where it has one (a
+        # MicroPython stream; not under a deadline, whose reads each stop
+        # at it): the same one-byte reads without a Python step for each.
+        # readline(k) allocates k bytes at once: it is asked for at most
+        # 128, and a longer line goes on in _readline.
+        rl = self._deadline is None and getattr(self._sock, "readline", None)
+        if not rl:
+            return _LINE[:self._readline(limit)]
+        k = limit if limit < 127 else 127
+        line = rl((k if k > 0 else 0) + 1)
+        m = len(line) if line else 0
+        if m and line[m - 1] == 0x0A:
+            m -= 1
+            return line[:m - 1] if m and line[m - 1] == 0x0D else line[:m]
+        if m > k:
+            if m > limit:
+                raise OTAError(_FETCH_HEADER, (_T_HEAD_LONG,))
+            _LINE[:m] = line
+            return _LINE[:self._readline(limit, m)]
+        # The end of the stream, or a stall (readline returns what came):
+        # one more read tells which.
+        if not self._rd(_B1, 1):
+            raise OSError(errno.ECONNRESET)  # closed early
+        raise OSError(errno.ETIMEDOUT)
 
     # -- requests -------------------------------------------------------------
 
@@ -331,12 +358,13 @@ class Download:
                 h = {}
                 left = _MAX_HEAD
                 while True:
-                    n = self._readline(left)
+                    line = self._headline(left)
+                    n = len(line)
                     left -= n + 2
                     if status is not None and not n:
                         break
                     try:
-                        line = _LINE[:n].decode()
+                        line = line.decode()
                     except UnicodeError:
                         raise OTAError(_INVALID_RESPONSE, (_T_HEAD,))
                     if status is not None:
