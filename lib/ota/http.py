@@ -87,11 +87,12 @@ _PLAIN = const(0)  # Content-Length (or a Content-Range); _left -1: until EOF.
 _CHUNKED = const(1)  # chunked: the first chunk-size line is due (ota.http_extra
 #                      decodes the framing and has the other states)
 
-# Head and chunk-size lines are read a byte at a time into _B1 and collected
-# in _LINE (grown for a longer line, up to _MAX_LINE). Module buffers rather
-# than attributes: a line is read whole within one call, so two Download
-# objects never use them at once; and with these two fewer attributes a
-# Download's table of them stays one size smaller (17 slots, not 23).
+# Chunk-size lines (and head lines where the socket has no readline, or
+# past its first 128 bytes: _headline) are read a byte at a time into _B1
+# and collected in _LINE (grown for a longer line, up to _MAX_LINE). Module
+# buffers rather than attributes: a line is read whole within one call, so
+# two Download objects never use them at once; and with these two fewer
+# attributes a Download's table of them stays one size smaller.
 _LINE = bytearray(128)
 _B1 = bytearray(1)
 
