@@ -148,6 +148,7 @@ class Download:
         self.etag = etag
         self.size = -1
         self._tries = 0
+        self.failure = None
         try:
             self._open(True)
         except OTAError:
