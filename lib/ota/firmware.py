@@ -86,7 +86,7 @@ class FirmwareTarget:
         self._fill = 0
         self._sector = 0
         self._journal = None
-        self._noted = False     # this download's journal was written (_note)
+        self._at = 0        # where the journal holds its count, once written (_note)
 
     # -- target interface (docs/ARCHITECTURE.md) -----------------------------
 
@@ -236,9 +236,9 @@ class FirmwareTarget:
         # is refused unless whole sectors (kept()), and a wrong one costs
         # only this resume, as every byte of the prefix is validated again.
         count = "%10d}" % (self._sector * _SECTOR)
-        if self._noted:
+        if self._at:
             with open(JOURNAL, "r+") as f:
-                f.seek(len(self._journal))
+                f.seek(self._at)
                 f.write(count)
             return
         with open(_TMP, "w") as f:
@@ -246,7 +246,7 @@ class FirmwareTarget:
             f.write(count)
         _remove(JOURNAL)
         os.rename(_TMP, JOURNAL)
-        self._noted = True
+        self._at = len(self._journal.encode())   # bytes: the URL may hold UTF-8
 
 
 def _pending_verify():
