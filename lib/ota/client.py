@@ -153,32 +153,49 @@ class Handle:
     # -- the ESP-IDF calls ---------------------------------------------------
 
     def perform(self):
-        # The state check of _expect inline: this runs once per sector.
+        # The hot path, from the second call on, when this client hashes
+        # nothing: the target reads, validates and writes in one call
+        # (FirmwareTarget.pump). No name is bound to a failure: with one
+        # (a second exception level) its frame would not fit the C stack
+        # and would be allocated on the heap at every call; _lost() finds
+        # what it needs.
+        if self._state == _IN_PROGRESS and self._pump:
+            try:
+                n = self._pump(self._dl)
+            except BaseException:
+                self._lost()
+                raise
+            if n:
+                self._read += n
+                if self._on_progress:
+                    self._on_progress(self._read, self.get_image_size())
+                return _IN_PROGRESS_CODE
+            self._state = _DATA_END
+            return _OK
+        return self._perform()
+
+    def _perform(self):
+        # perform() for the rest: the first call, the state checks, a
+        # client that hashes what it reads. Every byte of the entity passes
+        # here or through pump once (or, when resumed, through resumed()).
         st = self._state
         if st == _DATA_END:
             return _OK
         if not st & (_BEGIN | _IN_PROGRESS):
             self._expect(_DATA_END, "perform")      # raises
         self._state = _IN_PROGRESS
+        if self._pump:
+            return self.perform()
         try:
-            # Every byte of the entity passes here once (or, when resumed,
-            # through resumed()).
-            if self._pump:
-                # The target reads, validates and writes in one call
-                # (FirmwareTarget.pump) when this client hashes nothing.
-                n = self._pump(self._dl)
-                self._read += n
-            else:
-                window = self._target.window()
-                n = self._dl.readinto(window)
-                self._read += n
-                if n:
-                    if self._hash:
-                        self._hash.update(window if n == len(window) else window[:n])
-                    self._target.commit(n)
-            if n == 0:
+            window = self._target.window()
+            n = self._dl.readinto(window)
+            self._read += n
+            if not n:
                 self._state = _DATA_END
                 return _OK
+            if self._hash:
+                self._hash.update(window if n == len(window) else window[:n])
+            self._target.commit(n)
         except BaseException as e:
             self._close(e)
             raise
@@ -250,6 +267,14 @@ class Handle:
     def _expect(self, states, call):
         if not self._state & states:
             raise OTAError(_INVALID_STATE, (_T_ORDER, call))
+
+    def _lost(self):
+        # perform()'s hot path failed. The failure that ends a download
+        # (what _close keeps a prefix for) is the Download's (under an
+        # Inflate, a compressed stream's); anything else, the target's.
+        dl = self._dl
+        self._close(getattr(dl, "failure", None) or getattr(getattr(dl, "_dl", None), "failure",
+                                                            None))
 
     def _close(self, exc):
         # exc: the failure that ends the download, None for an abort. After

@@ -87,11 +87,12 @@ _PLAIN = const(0)  # Content-Length (or a Content-Range); _left -1: until EOF.
 _CHUNKED = const(1)  # chunked: the first chunk-size line is due (ota.http_extra
 #                      decodes the framing and has the other states)
 
-# Head and chunk-size lines are read a byte at a time into _B1 and collected
-# in _LINE (grown for a longer line, up to _MAX_LINE). Module buffers rather
-# than attributes: a line is read whole within one call, so two Download
-# objects never use them at once; and with these two fewer attributes a
-# Download's table of them stays one size smaller (17 slots, not 23).
+# Chunk-size lines (and head lines where the socket has no readline, or
+# past its first 128 bytes: _headline) are read a byte at a time into _B1
+# and collected in _LINE (grown for a longer line, up to _MAX_LINE). Module
+# buffers rather than attributes: a line is read whole within one call, so
+# two Download objects never use them at once; and with these two fewer
+# attributes a Download's table of them stays one size smaller.
 _LINE = bytearray(128)
 _B1 = bytearray(1)
 
@@ -127,6 +128,7 @@ class Download:
         self.size = -1
         self.offset = 0
         self.etag = None
+        self.failure = None     # the OTAError readinto() raised, for ota.client
         self._state = _IDLE
         self._sock = self._rd = None
         self._left = 0
@@ -146,6 +148,7 @@ class Download:
         self.etag = etag
         self.size = -1
         self._tries = 0
+        self.failure = None
         try:
             self._open(True)
         except OTAError:
@@ -155,8 +158,32 @@ class Download:
     def readinto(self, mv):
         # At most one body read from the socket per call; returns n > 0, or 0
         # once the entity is complete. The end of a Range window, a cut or a
-        # stall opens the next request here, transparently.
+        # stall opens the next request here, transparently (_read).
+        #
+        # The hot path: a read the body (or the chunk) holds in full, in
+        # few steps (_left > 0 only while a body is read: close() zeroes
+        # it). Its frame is on the heap (a try and four names are too many
+        # for the C stack; the failure's code needs the error).
+        want = len(mv)
+        if want <= self._left:
+            try:
+                n = self._rd(mv, want)
+            except OSError as e:
+                return self._read(mv, e)
+            if n:
+                self.offset += n
+                self._left -= n
+                self._tries = 0
+                return n
+        return self._read(mv, None)
+
+    def _read(self, mv, err):
+        # readinto() for the rest: err, the failure of its read; the first
+        # chunk-size line, a body framed by EOF, a short read, the end of a
+        # response, resuming.
         try:
+            if err:
+                self._resume(_fault(err))
             while self._state == _BODY:
                 try:
                     # How many bytes this read may ask for; 0: this
@@ -185,8 +212,9 @@ class Download:
                         self._resume(None)
                 except OSError as e:
                     self._resume(_fault(e))
-        except OTAError:
+        except OTAError as e:
             self.close()
+            self.failure = e
             raise
         if self._state == _DONE:
             return 0
@@ -199,20 +227,21 @@ class Download:
         self._sock = self._rd = None
         self._keep = False
         self._state = _IDLE
+        self._left = 0
         if s:
             try:
                 s.close()
             except OSError:
                 pass
 
-    def _readline(self, limit=_MAX_LINE):
+    def _readline(self, limit=_MAX_LINE, n=0):
         # One line into _LINE (CRLF stripped) by one-byte reads: heads and
         # chunk-size lines only, never body data. Returns its length. More
         # than `limit` bytes before the LF (what is left of a head's 8 KiB)
         # or than _MAX_LINE: a server that would keep us reading forever.
+        # n: bytes of the line already in _LINE (_headline).
         line = _LINE
         b1 = _B1
-        n = 0
         while True:
             if not self._rd(b1, 1):
                 raise OSError(errno.ECONNRESET)  # closed early
@@ -224,6 +253,33 @@ class Download:
                 line.extend(bytes(n))
             line[n] = b1[0]
             n += 1
+
+    def _headline(self, limit):
+        # One line of a response head (CRLF stripped), as _readline bounds
+        # it, read by the socket's own readline where it has one (a
+        # MicroPython stream; not under a deadline, whose reads each stop
+        # at it): the same one-byte reads without a Python step for each.
+        # readline(k) allocates k bytes at once: it is asked for at most
+        # 128, and a longer line goes on in _readline.
+        rl = self._deadline is None and getattr(self._sock, "readline", None)
+        if not rl:
+            return _LINE[:self._readline(limit)]
+        k = limit if limit < 127 else 127
+        line = rl((k if k > 0 else 0) + 1)
+        m = len(line) if line else 0
+        if m and line[m - 1] == 0x0A:
+            m -= 1
+            return line[:m - 1] if m and line[m - 1] == 0x0D else line[:m]
+        if m > k:
+            if m > limit:
+                raise OTAError(_FETCH_HEADER, (_T_HEAD_LONG,))
+            _LINE[:m] = line
+            return _LINE[:self._readline(limit, m)]
+        # The end of the stream, or a stall (readline returns what came):
+        # one more read tells which.
+        if not self._rd(_B1, 1):
+            raise OSError(errno.ECONNRESET)  # closed early
+        raise OSError(errno.ETIMEDOUT)
 
     # -- requests -------------------------------------------------------------
 
@@ -304,12 +360,13 @@ class Download:
                 h = {}
                 left = _MAX_HEAD
                 while True:
-                    n = self._readline(left)
+                    line = self._headline(left)
+                    n = len(line)
                     left -= n + 2
                     if status is not None and not n:
                         break
                     try:
-                        line = _LINE[:n].decode()
+                        line = line.decode()
                     except UnicodeError:
                         raise OTAError(_INVALID_RESPONSE, (_T_HEAD,))
                     if status is not None:
