@@ -21,12 +21,12 @@ from otatool.deploy import compiled, package_files
 from otatool.serve import start_server
 
 # The smallest heap bench_ota.py measures for this update on the stock unix
-# port (HTTP, `import ota` first: 57.2 KiB, docs/API.md), with about 3 KiB
+# port (HTTP, `import ota` first: 59.5 KiB, docs/API.md), with about 3 KiB
 # for the chance of the heap's layout, which moves single figures by that
 # much when any module changes. (The figures on a firmware with the board's
 # modules frozen need a MicroPython source tree and a build, which CI does
 # not have: bench_ota.py --micropython-src prints them.)
-HEAP = "60k"
+HEAP = "62k"
 # The same for the compressed update of that image (4 KiB window): 72.2 KiB
 # as bench_compressed.py measures it, with the same allowance.
 HEAP_COMPRESSED = "75k"
