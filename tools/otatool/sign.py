@@ -109,9 +109,8 @@ def make_manifest(data, url, kind=None, version=None, project=None, chip=None,
               "secure_version": secure_version if secure_version is not None else sv or 0,
               "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "url": url}
     fields.update(wire or {})
-    manifest, _ = _device()
     try:
-        manifest.version_key(v)
+        device_module("ota.version").version_key(v)
     except ValueError as e:
         raise ValueError("%s: a board compares versions as dotted numbers" % e) from None
     return fields
