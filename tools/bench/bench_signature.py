@@ -40,7 +40,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from otatool import LIB_DIR
 from otatool.sign import public_key_b64, sign_manifest
 
-MODULES = ("__init__", "manifest", "ed25519", "sha512", "version")
 REF_UNIX_PYSTONES = 86000  # MicroPython 1.29 unix port, development machine (2 cores)
 ESP32_PYSTONES = (1075, 1661)
 ESP8266_FROM_ESP32 = (3.0, 4.4)
@@ -168,9 +167,14 @@ def main():
     try:
         pkg = os.path.join(work, "mpy", "ota")
         os.makedirs(pkg)
-        for mod in MODULES:
-            subprocess.run([mpy_cross, "-o", os.path.join(pkg, mod + ".mpy"),
-                            os.path.join(LIB_DIR, "ota", mod + ".py")], check=True)
+        # All of lib/ota, as `otatool deploy --mpy` compiles it for a small
+        # board (no line numbers): a module the check loads on the way (the
+        # error table, ...) is there to load.
+        for name in sorted(os.listdir(os.path.join(LIB_DIR, "ota"))):
+            if name.endswith(".py") and name != "xor.py":   # xor: native, not needed here
+                subprocess.run([mpy_cross, "-s", "ota/" + name, "-X", "no-source-lines",
+                                "-o", os.path.join(pkg, name[:-3] + ".mpy"),
+                                os.path.join(LIB_DIR, "ota", name)], check=True)
         path = os.path.join(work, "mpy") + ":.frozen"
         key = Ed25519PrivateKey.generate()
         pub = public_key_b64(key)
