@@ -14,10 +14,9 @@ import zlib
 import pytest
 
 from conftest import SHIM, compile_ota, run_mpy
-from faultserver import FaultServer
 from otatool.appimage import make_app_image
 from otatool.compressed import CompressedHeader, compress, decompress
-from test_firmware_ota import UPDATE, power_on, result, update
+from test_firmware_ota import UPDATE, power_on, result, server, update  # noqa: F401 (fixture)
 
 SIZE = 112 * 1024
 
@@ -25,12 +24,6 @@ SIZE = 112 * 1024
 @pytest.fixture(scope="module")
 def v2():
     return make_app_image(version="2.0.0", project_name="greenhouse", size=SIZE)
-
-
-@pytest.fixture
-def server():
-    with FaultServer() as srv:
-        yield srv
 
 
 def rebuilt(data, block_size, blocks=None, **fields):
