@@ -15,5 +15,8 @@ options.defaults(port_manifest=True)
 if options.port_manifest:
     include("$(PORT_DIR)/boards/manifest.py")
 
-# lib/ota/**/*.py, frozen as the modules ota, ota.client, ...
+# lib/ota/**/*.py, frozen as the modules ota, ota.client, ...; and the
+# modules of native code, lib/native/ota/*.py, as ota.xor (the ports pass
+# mpy-cross their -march)
 package("ota", base_path="lib")
+package("ota", base_path="lib/native")

@@ -12,6 +12,8 @@ from otatool.ptyboard import micropython_binary
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIM = os.path.join(REPO, "tools", "shim")
 LIB = os.path.join(REPO, "lib")
+# The ota package's modules: those for any port, and those of native code.
+OTA_DIRS = (os.path.join(LIB, "ota"), os.path.join(LIB, "native", "ota"))
 
 
 MICROPYTHON = micropython_binary()
@@ -27,14 +29,14 @@ def compile_ota(out, names=None, lines=True):
     with less than 64 KiB of heap. Returns str(OUT), for MICROPYPATH."""
     pkg = os.path.join(str(out), "ota")
     os.makedirs(pkg, exist_ok=True)
-    for name in names or sorted(n[:-3] for n in os.listdir(os.path.join(LIB, "ota"))
-                                if n.endswith(".py")):
+    sources = {n[:-3]: os.path.join(d, n) for d in OTA_DIRS for n in os.listdir(d)
+               if n.endswith(".py")}
+    for name in names or sorted(sources):
         # -s: the source name deploy gives, not this checkout's path, which
         # would cost heap by its length (and make budgets depend on it).
         subprocess.run([MPY_CROSS, "-march=host", "-s", "ota/%s.py" % name]
                        + ([] if lines else ["-X", "no-source-lines"])
-                       + ["-o", os.path.join(pkg, name + ".mpy"),
-                          os.path.join(LIB, "ota", name + ".py")], check=True)
+                       + ["-o", os.path.join(pkg, name + ".mpy"), sources[name]], check=True)
     return str(out)
 
 

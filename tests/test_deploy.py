@@ -22,6 +22,7 @@ from otatool import cli, deploy
 from otatool.ptyboard import serve_pty
 
 LIB_OTA = os.path.join(REPO, "lib", "ota")
+LIB_NATIVE_OTA = os.path.join(REPO, "lib", "native", "ota")
 RUN_OTATOOL = ("import sys; from otatool import cli; cli.COMMANDS[:] = ['deploy']; "
                "sys.exit(cli.main(sys.argv[1:]))")
 
@@ -63,13 +64,16 @@ def children():
 
 
 def lib_ota_files():
+    """{path in the ota package: file} as a board gets the package: lib/ota
+    and lib/native/ota (its modules of native code) together."""
     found = {}
-    for dirpath, dirnames, filenames in os.walk(LIB_OTA):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        for name in filenames:
-            if not name.endswith(".pyc"):
-                path = os.path.join(dirpath, name)
-                found[os.path.relpath(path, LIB_OTA).replace(os.sep, "/")] = path
+    for top in (LIB_OTA, LIB_NATIVE_OTA):
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            for name in filenames:
+                if not name.endswith(".pyc"):
+                    path = os.path.join(dirpath, name)
+                    found[os.path.relpath(path, top).replace(os.sep, "/")] = path
     return found
 
 
@@ -359,7 +363,8 @@ def test_package_json_lists_exactly_the_files_of_lib_ota():
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
         version = tomllib.load(f)["project"]["version"]
     listed = {dest: src for dest, src in package["urls"]}
-    expected = {"ota/" + rel: "lib/ota/" + rel for rel in lib_ota_files() if rel.endswith(".py")}
+    expected = {"ota/" + rel: os.path.relpath(path, REPO).replace(os.sep, "/")
+                for rel, path in lib_ota_files().items() if rel.endswith(".py")}
     missing = sorted(set(expected) - set(listed))
     extra = sorted(set(listed) - set(expected))
     assert not missing and not extra, "package.json: add %s, drop %s" % (missing, extra)

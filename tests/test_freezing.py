@@ -86,8 +86,10 @@ def port(tmp_path):
 
 
 def ota_modules():
-    return sorted(os.path.relpath(os.path.join(d, n), LIB)
-                  for d, _, names in os.walk(os.path.join(LIB, "ota")) for n in names
+    # lib/ota's modules and lib/native/ota's (native code), as ota/...
+    return sorted(os.path.relpath(os.path.join(d, n), base)
+                  for base in (LIB, os.path.join(LIB, "native"))
+                  for d, _, names in os.walk(os.path.join(base, "ota")) for n in names
                   if n.endswith(".py"))
 
 

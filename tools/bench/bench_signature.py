@@ -171,7 +171,7 @@ def main():
         # board (no line numbers): a module the check loads on the way (the
         # error table, ...) is there to load.
         for name in sorted(os.listdir(os.path.join(LIB_DIR, "ota"))):
-            if name.endswith(".py") and name != "xor.py":   # xor: native, not needed here
+            if name.endswith(".py"):
                 subprocess.run([mpy_cross, "-s", "ota/" + name, "-X", "no-source-lines",
                                 "-o", os.path.join(pkg, name[:-3] + ".mpy"),
                                 os.path.join(LIB_DIR, "ota", name)], check=True)

@@ -174,21 +174,23 @@ def read_ca(path):
 
 
 def package_files(src):
-    """[(path under lib, bytes)] for every file of SRC/lib/ota."""
-    root = os.path.join(src, "lib")
-    pkg = os.path.join(root, "ota")
+    """[(path under lib, bytes)] for every file of SRC/lib/ota, and of
+    SRC/lib/native/ota (its modules of native code, NATIVE) as ota/..."""
+    pkg = os.path.join(src, "lib", "ota")
     if not os.path.isdir(pkg):
         raise CliError("no ota package in %s" % pkg)
     found = []
-    for dirpath, dirnames, filenames in os.walk(pkg):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name.endswith(".pyc"):
-                continue
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                found.append((os.path.relpath(path, root).replace(os.sep, "/"), f.read()))
-    return found
+    for root in (os.path.join(src, "lib"), os.path.join(src, "lib", "native")):
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, "ota")):
+            dirnames[:] = sorted(d for d in dirnames
+                                 if d != "__pycache__" and not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith(".") or name.endswith(".pyc"):
+                    continue
+                path = os.path.join(dirpath, name)
+                with open(path, "rb") as f:
+                    found.append((os.path.relpath(path, root).replace(os.sep, "/"), f.read()))
+    return sorted(found)
 
 
 def entry_point_files(src, no_main):
@@ -219,8 +221,9 @@ def mpy_target(sys_mpy):
     return sys_mpy & 0xFF, (sys_mpy >> 8) & 3, MPY_ARCHS[arch], sys_mpy >> 16
 
 
-# Modules of native code (@micropython.viper): they compile only for an
-# architecture, and ota falls back to plain Python where they are missing.
+# Modules of native code (@micropython.viper, in lib/native/ota): they
+# compile only for an architecture, and ota falls back to plain Python
+# where they are missing.
 NATIVE = ("ota/xor.py",)
 
 

@@ -2,10 +2,14 @@
 # byte) as native code. Every byte of a firmware image passes through it,
 # so it runs as machine code: one 32-bit load per four bytes.
 #
-# A @micropython.viper function needs mpy-cross -march (otatool deploy
-# --mpy passes the board's; tests and benchmarks compile this file with
-# -march=host). ota.image falls back to plain Python where this module
-# does not load: CPython (no micropython module), a port without a native
+# A @micropython.viper function needs mpy-cross -march, so this module
+# lives apart from lib/ota, whose every module compiles for any port:
+# lib/native/ota holds the ota modules of native code. otatool deploy
+# --mpy compiles it with the board's -march (and leaves it out for a port
+# without native code), the freeze manifest freezes it as ota.xor, mip
+# installs it as ota/xor.py; tests and benchmarks compile it with
+# -march=host. ota.image falls back to plain Python where this module does
+# not load: CPython (no micropython module), a port without a native
 # emitter (SyntaxError), a .mpy for another architecture (ValueError).
 import micropython
 
