@@ -59,8 +59,11 @@ def sign_in(page, password=PASSWORD):
     page.keyboard.type("admin")
     page.keyboard.press("Tab")
     page.keyboard.type(password)
-    with page.expect_response(lambda r: r.request.method == "POST"):
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
         page.keyboard.press("Enter")
+    location = answer.value.headers.get("location")
+    if location:  # signed in: the browser is still on its way there
+        page.wait_for_url("**" + location)
     page.wait_for_load_state()
 
 

@@ -156,8 +156,9 @@ _CODES = {}
 def _error_codes():
     """ESP-IDF's error names and values, from the board's own constants."""
     if not _CODES:
-        ota = device_module("ota")
-        _CODES.update({k: v for k, v in vars(ota).items()
+        # ota.errors holds them (ota itself loads it on first use only)
+        errors = device_module("ota.errors")
+        _CODES.update({k: v for k, v in vars(errors).items()
                        if k.startswith("ESP_") and isinstance(v, int)})
-        _CODES["ESP_ERR_HTTPS_OTA_IN_PROGRESS"] = ota.IN_PROGRESS
+        _CODES["ESP_ERR_HTTPS_OTA_IN_PROGRESS"] = device_module("ota").IN_PROGRESS
     return _CODES
