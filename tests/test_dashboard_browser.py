@@ -11,6 +11,7 @@ and browser context for each test. Screenshots of the fleet and campaign
 pages, at desktop and phone width, are saved under the test's temporary
 directory for a person to look at."""
 import os
+import urllib.parse
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
@@ -63,7 +64,7 @@ def sign_in(page, password=PASSWORD):
         page.keyboard.press("Enter")
     location = answer.value.headers.get("location")
     if location:  # signed in: the browser is still on its way there
-        page.wait_for_url("**" + location)
+        page.wait_for_url(urllib.parse.urljoin(answer.value.url, location))
     page.wait_for_load_state()
 
 
