@@ -13,7 +13,9 @@ import pytest
 
 from conftest import LIB
 
-MODULES = sorted(n for n in os.listdir(os.path.join(LIB, "ota")) if n.endswith(".py"))
+# The ota package's modules: lib/ota's, and lib/native/ota's (native code).
+MODULES = sorted(n for d in ("ota", os.path.join("native", "ota"))
+                 for n in os.listdir(os.path.join(LIB, d)) if n.endswith(".py"))
 
 # Methods of str/bytes the ESP8266 firmware is built without.
 MISSING_METHODS = {"partition", "rpartition", "splitlines", "center"}
@@ -24,9 +26,16 @@ CPYTHON_ONLY = {"typing", "dataclasses", "pathlib", "abc", "enum", "functools", 
                 "contextlib", "threading", "subprocess", "logging", "shutil", "tempfile"}
 
 
+def source(name):
+    path = os.path.join(LIB, "ota", name)
+    if not os.path.exists(path):
+        path = os.path.join(LIB, "native", "ota", name)
+    with open(path) as f:
+        return f.read()
+
+
 def tree(name):
-    with open(os.path.join(LIB, "ota", name)) as f:
-        return ast.parse(f.read(), name)
+    return ast.parse(source(name), name)
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -73,9 +82,8 @@ def test_every_numbered_failure_text_is_the_one_its_module_means():
         listed = {(int(n), name) for n, name in re.findall(r"#\s*(\d+)\s+_T_(\w+)$", f.read(), re.M)}
     defined = set()
     for name in MODULES:
-        with open(os.path.join(LIB, "ota", name)) as f:
-            defined |= {(int(n), t) for t, n in re.findall(r"^_T_(\w+) = const\((\d+)\)$",
-                                                            f.read(), re.M)}
+        defined |= {(int(n), t) for t, n in re.findall(r"^_T_(\w+) = const\((\d+)\)$",
+                                                        source(name), re.M)}
     assert defined and defined == listed
     count = [len(node.value.elts) for node in texts.body if isinstance(node, ast.Assign)
              and node.targets[0].id == "TEXTS"]
