@@ -63,7 +63,11 @@ async def read_form(request):
     if request.content_length is not None and request.content_length > limit + FORM_SLACK:
         # Refuse before reading: the body may be gigabytes.
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    if not request.content_type.startswith("multipart/"):
+    try:
+        multipart = request.content_type.startswith("multipart/")
+    except LookupError:  # a Content-Type CPython's email parser trips over (IndexError)
+        raise Invalid("malformed Content-Type header") from None
+    if not multipart:
         return dict(request.query), None
     try:
         form = await request.post()  # bounded by client_max_size
