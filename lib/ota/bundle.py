@@ -20,16 +20,17 @@
 #          only then: until then its heap goes to the download)
 # Any failure raises OTAError and deletes staging; the app is untouched.
 #
-# Few functions, attributes and messages on purpose: on an ESP8266 this
-# module shares the heap with the HTTP client, and each costs heap before
-# any code runs (64-bit unix port: ~80 bytes a function, ~35 an attribute
-# name, ~70 a message).
+# Few functions and attributes on purpose, and its failures' texts in
+# ota.texts: on an ESP8266 this module shares the heap with the HTTP
+# client, and each costs heap before any code runs (64-bit unix port: ~80
+# bytes a function, ~35 an attribute name, ~70 a message).
 import gc
 import hashlib
 import os
 import struct
+import sys
 
-from ota import const, OTAError
+from ota import const, OTAError, _unload
 import ota.journal as journal
 
 # esp_err_t values (as in ota/__init__.py), inlined by const().
@@ -43,12 +44,33 @@ _SMALL_SEC_VER = const(0x1504)
 _ROLLBACK_INVALID_STATE = const(0x1506)
 _FLASH_OP_FAIL = const(0x6001)
 
+# Texts of its failures: numbers into ota.texts.TEXTS (error texts load
+# only when a failure is shown).
+_T_PATH = const(42)
+_T_CONFIRM = const(43)
+_T_IDLE = const(44)
+_T_TRAILING = const(45)
+_T_TRUNCATED = const(46)
+_T_FS = const(47)
+_T_ROOM = const(48)
+_T_MAGIC = const(49)
+_T_FORMAT = const(50)
+_T_HEADER = const(51)
+_T_SIZE = const(52)
+_T_SEC_VER = const(53)
+_T_OLDER = const(54)
+_T_HEADER_SHA = const(55)
+_T_NAME = const(56)
+_T_ORDER = const(57)
+_T_IS_FILE = const(58)
+_T_FILE_SHA = const(59)
+
 _FIXED = const(80)
 _HEADER_MAX = const(32768)
 _ENTRIES_MAX = const(1024)
 _NAME_MAX = const(120)
 _SLACK = const(6)           # blocks for directories, metadata and the journal
-_BAD = '\\:*?"<>|'         # besides control characters: unsafe on FAT
+_BAD = tuple(b'\\:*?"<>|')  # besides control characters: unsafe on FAT
 
 _IDLE = const(0)
 _FIX = const(1)
@@ -79,7 +101,7 @@ class AppBundle:
     def __init__(self, path="/app", allow_downgrade=False, bufsize=512):
         path = path.rstrip("/")
         if path[:1] != "/" or "/./" in path + "/" or "/../" in path + "/" or bufsize < 512:
-            raise OTAError(_INVALID_ARG, "app path must be absolute")
+            raise OTAError(_INVALID_ARG, (_T_PATH,))
         self.app = path
         self.meta = path + ".ota"
         self._fs = path[:path.rfind("/")] or "/"    # where app and meta live
@@ -103,7 +125,7 @@ class AppBundle:
         try:
             st = journal.get_state(self.meta)
             if st != "none" and st != "valid":
-                raise OTAError(_ROLLBACK_INVALID_STATE, "confirm the installed bundle first")
+                raise OTAError(_ROLLBACK_INVALID_STATE, (_T_CONFIRM,))
             self._size = client.get_image_size()
             self._bs = os.statvfs(self._fs)[1]
             self._room(self._size)
@@ -124,7 +146,7 @@ class AppBundle:
         # most what is left of the header or of the current file.
         ph = self._ph
         if ph == _IDLE or ph == _FINISHED:
-            raise OTAError(_INVALID_STATE, "no download")
+            raise OTAError(_INVALID_STATE, (_T_IDLE,))
         if ph == _DONE or self._left >= len(self._buf):
             return self._mv         # after _DONE only to catch trailing bytes
         return self._mv[self._fill:self._fill + self._left]
@@ -134,7 +156,7 @@ class AppBundle:
             ph = self._ph
             if ph == _DONE:
                 if n:
-                    raise OTAError(_VALIDATE_FAILED, "data after the bundle")
+                    raise OTAError(_VALIDATE_FAILED, (_T_TRAILING,))
                 return
             if ph == _FIX:
                 self._fill += n
@@ -168,7 +190,7 @@ class AppBundle:
     def finish(self):
         try:
             if self._ph != _DONE:
-                raise OTAError(_VALIDATE_FAILED, "truncated bundle")
+                raise OTAError(_VALIDATE_FAILED, (_T_TRUNCATED,))
             self._buf = self._mv = None     # all in: the swap gets its room
             m = self.meta
             if journal.get_state(m) == "valid":
@@ -177,6 +199,13 @@ class AppBundle:
             os.mkdir(m + "/old")
             journal.put_state(m, "swap")         # the commit point
             self._ph = _FINISHED
+            # The download's code goes before the swap's loads, so that on
+            # a board the swap has that heap (the next download loads it
+            # again). Not while a module that holds that code is loaded
+            # (ota.checkin): it would go on with the old copy beside a fresh
+            # one. A running deadline (ota.deadline) holds no download code.
+            if "ota.checkin" not in sys.modules:
+                _unload("http", "http_extra")
             gc.collect()    # the swap's code into the holes of the download's
             import ota.swap as swap
             swap.install(self.app, m, True)
@@ -206,7 +235,7 @@ class AppBundle:
     def _fail(self, e):
         self.abort()
         if isinstance(e, OSError):
-            return OTAError(_FLASH_OP_FAIL, "app fs: %s" % e)
+            return OTAError(_FLASH_OP_FAIL, (_T_FS, e))
         return e
 
     def _room(self, n):
@@ -214,26 +243,25 @@ class AppBundle:
         need = (n + self._bs - 1) // self._bs + _SLACK
         free = os.statvfs(self._fs)[4]
         if need > free:
-            raise OTAError(_INVALID_SIZE, "needs %d blocks, %d free" % (need, free))
+            raise OTAError(_INVALID_SIZE, (_T_ROOM, need, free))
 
     def _fixed(self):
         # The fixed part is in the buffer: check it, keep the desc, stage it.
         b = self._buf
         if b[:4] != b"OTAB":
-            raise OTAError(_VALIDATE_FAILED, "not an app bundle")
+            raise OTAError(_VALIDATE_FAILED, (_T_MAGIC,))
         if b[4] != 1 or b[5]:
-            raise OTAError(_NOT_SUPPORTED, "bundle format %d.%d" % (b[4], b[5]))
+            raise OTAError(_NOT_SUPPORTED, (_T_FORMAT, b[4], b[5]))
         hlen, count, _, dlen = struct.unpack_from("<HHHI", b, 6)
         if not _FIXED + 32 <= hlen <= _HEADER_MAX or count > _ENTRIES_MAX:
-            raise OTAError(_VALIDATE_FAILED, "bad bundle header")
+            raise OTAError(_VALIDATE_FAILED, (_T_HEADER,))
         if self._size >= 0 and self._size != hlen + dlen:
-            raise OTAError(_VALIDATE_FAILED, "%d bytes, not the bundle's %d"
-                           % (self._size, hlen + dlen))
+            raise OTAError(_VALIDATE_FAILED, (_T_SIZE, self._size, hlen + dlen))
         # Version (required) and project name, as otatool writes them;
         # anything else would break desc() users (decode, print, JSON
         # reports).
         if not _text_field(b, 16, True) or not _text_field(b, 48, False):
-            raise OTAError(_VALIDATE_FAILED, "bad bundle header")
+            raise OTAError(_VALIDATE_FAILED, (_T_HEADER,))
         self._desc = journal.desc_of(b)
         self._size = hlen + dlen
         self._room(self._size)
@@ -254,9 +282,8 @@ class AppBundle:
         if cur is None:
             return
         if d["secure_version"] < cur["secure_version"]:
-            raise OTAError(_SMALL_SEC_VER, "secure_version %d < installed %d"
-                           % (d["secure_version"], cur["secure_version"]))
-        import sys
+            raise OTAError(_SMALL_SEC_VER, (_T_SEC_VER, d["secure_version"],
+                                            cur["secure_version"]))
         loaded = "ota.version" in sys.modules
         gc.collect()    # the code loads into the holes of what begin() freed
         import ota.version
@@ -271,7 +298,7 @@ class AppBundle:
             del sys.modules["ota.version"]
             del ota.version
         if not (newer or self.allow_downgrade):
-            raise OTAError(_INVALID_VERSION, "%s is not newer than the installed %s" % (a, b))
+            raise OTAError(_INVALID_VERSION, (_T_OLDER, a, b))
 
     def _check(self):
         # The whole header is staged: its SHA-256, then every entry, read
@@ -281,21 +308,23 @@ class AppBundle:
         hdr = self.meta + "/new/hdr"
         with open(hdr, "rb") as f:
             f.seek(self._hlen - 32)
-            if f.read() != self._hash.digest():
-                raise OTAError(_VALIDATE_FAILED, "header: SHA-256 mismatch")
+            if f.read(32) != self._hash.digest():   # (read() asks for 256 bytes)
+                raise OTAError(_VALIDATE_FAILED, (_T_HEADER_SHA,))
         used, data, need, prev, seen = _FIXED + 32, 0, self._hlen, "", None
         try:
             for _, kind, name, size, _ in journal.entries(hdr):
-                for c in name:
-                    if c < " " or c > "~" or c in _BAD:
+                # Its bytes: each character taken out of a str would become
+                # an interned string, in the heap for good.
+                for c in name.encode():
+                    if c < 32 or c > 126 or c in _BAD:
                         raise ValueError
                 s = "/" + name + "/"
                 if kind > 1 or not 0 < len(name) <= _NAME_MAX or "//" in s or "/./" in s \
                         or "/../" in s:
-                    raise OTAError(_VALIDATE_FAILED, "bad name " + name)
+                    raise OTAError(_VALIDATE_FAILED, (_T_NAME, name))
                 key = name.lower().replace("/", "\x01")
                 if key <= prev or key.startswith(prev + "\x01"):
-                    raise OTAError(_VALIDATE_FAILED, name + ": duplicate or out of order")
+                    raise OTAError(_VALIDATE_FAILED, (_T_ORDER, name))
                 prev = key
                 used += 2 + len(name)
                 if kind == 0:
@@ -310,14 +339,14 @@ class AppBundle:
                     while i > 0:
                         try:
                             if not os.stat(self.app + "/" + name[:i])[0] & 0x4000:
-                                raise OTAError(_VALIDATE_FAILED, name[:i] + " is a file")
+                                raise OTAError(_VALIDATE_FAILED, (_T_IS_FILE, name[:i]))
                         except OSError:
                             break
                         i = name.find("/", i + 1)
         except ValueError:          # a cut or garbled entry, a non-ASCII name
             used = -1
         if used != self._hlen or data != self._size - self._hlen:
-            raise OTAError(_VALIDATE_FAILED, "bad bundle header")
+            raise OTAError(_VALIDATE_FAILED, (_T_HEADER,))
         self._room(need)
         self._ph = _DATA
         self._it = journal.entries(hdr)
@@ -331,7 +360,7 @@ class AppBundle:
                 self._f.close()
                 self._f = None
                 if self._hash.digest() != e[4]:
-                    raise OTAError(_VALIDATE_FAILED, e[2] + ": SHA-256 mismatch")
+                    raise OTAError(_VALIDATE_FAILED, (_T_FILE_SHA, e[2]))
             for e in self._it:
                 if e[1] == 0:
                     break

@@ -4,7 +4,7 @@
 # ota.swap, its journal ota.journal (see there for the states). ota.swap is
 # imported only when there is a swap to run: most boots find none, and
 # what they import stays in the heap that main.py's update then needs.
-from ota.journal import discard, get_state, keep_rejected, put_state
+from ota.journal import FIXED, discard, get_state, move, put_state
 
 
 def boot(app="/app"):
@@ -53,3 +53,14 @@ def rollback(app="/app"):
         keep_rejected(m)
     from ota.swap import undo
     undo(app, m)
+
+
+def keep_rejected(m):
+    # Before an unconfirmed bundle is rolled back: its header's fixed part,
+    # so that an update does not install that version again. Written whole,
+    # then renamed: a power cut leaves the old record or the new one.
+    with open(m + "/cur", "rb") as f:
+        hdr = f.read(FIXED)
+    with open(m + "/rejected.tmp", "wb") as f:
+        f.write(hdr)
+    move(m + "/rejected.tmp", m + "/rejected")

@@ -19,7 +19,7 @@ def _server_done():
     # The campaign server's code (ota.checkin, what it loaded for its JSON
     # and HTTP) is needed for a moment at a time: unloaded after each
     # check-in and report, so that the download and the swap have its heap.
-    drop("checkin", "check", "report", "certs", "http_extra")
+    drop("checkin", "certs", "http_extra")
 
 
 def tell(cfg, kw, campaign, state, error=None):
@@ -28,8 +28,7 @@ def tell(cfg, kw, campaign, state, error=None):
     # old -> new -> old). False only when the server could not be reached,
     # i.e. when trying again later may help. The download's code (after an
     # install or a failure) has done its work: its heap goes to the report.
-    drop("client", "begin", "update", "bundle", "AppBundle", "swap", "inflate", "firmware",
-         "image", "version")
+    drop("client", "bundle", "swap", "inflate", "firmware", "image", "version")
     gc.collect()
     try:
         ota.report(cfg["server"], cfg["token"], campaign, state, error=error, **kw)

@@ -28,11 +28,12 @@
 #
 # What a plain download (one 200 answer framed by Content-Length, never cut
 # or redirected) does not need is in ota.http_extra: redirects, chunked
-# framing, 206 answers, resuming. It is loaded (by _extra) the first time
-# one of them happens, so a board that never needs them does not give them
-# heap. Imports run one way: ota.checkin and ota.manifest import this
-# module; it loads ota.http_extra, which never imports it (what both need,
-# URLs, is ota.url's); it never imports ota.deadline.
+# framing, Range requests and their 206 answers, resuming. It is loaded
+# (by _extra) the first time one of them happens, so a board that never
+# needs them does not give them heap. Imports run one way: ota.checkin and
+# ota.manifest import this module; it loads ota.http_extra, which never
+# imports it (what both need, URLs, is ota.url's); it never imports
+# ota.deadline.
 #
 # Errors are ota.OTAError with the esp_err_t codes of docs/API.md.
 import errno
@@ -182,8 +183,8 @@ class Download:
         # chunk-size line, a body framed by EOF, a short read, the end of a
         # response, resuming.
         try:
-            if err:
-                self._resume(_fault(err))
+            if err:     # a cut or stall: ask for the rest (ota.http_extra)
+                _extra().resume(self, _fault(err))
             while self._state == _BODY:
                 try:
                     # How many bytes this read may ask for; 0: this
@@ -209,9 +210,9 @@ class Download:
                         self.close()
                         self._state = _DONE
                     else:
-                        self._resume(None)
+                        _extra().resume(self, None)  # the next window, or the rest
                 except OSError as e:
-                    self._resume(_fault(e))
+                    _extra().resume(self, _fault(e))
         except OTAError as e:
             self.close()
             self.failure = e
@@ -283,11 +284,6 @@ class Download:
 
     # -- requests -------------------------------------------------------------
 
-    def _resume(self, code):
-        # Ask for the rest from self.offset after a cut or stall (code: its
-        # error) or at the end of a response (None): ota.http_extra.
-        _extra().resume(self, code)
-
     def _open(self, first):
         # Request the entity from self.offset, follow redirects, read the head
         # and check it continues what was delivered. first: the start()
@@ -340,11 +336,8 @@ class Download:
         if port != (443 if scheme == "https" else 80):
             host += ":%d" % port
         req = "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: micropython-ota\r\n" % (path, host)
-        if self.offset or self._range:
-            req += "Range: bytes=%d-%s\r\n" % (
-                self.offset, self.offset + self._range - 1 if self._range else "")
-            if self.etag and not self.etag.startswith("W/"):  # weak ones cannot
-                req += "If-Range: %s\r\n" % self.etag
+        if self.offset or self._range:      # a resume, or a Range window
+            req += _extra().range_lines(self)
         if not self._range:
             req += "Connection: close\r\n"
         for k in self._headers:

@@ -101,6 +101,16 @@ def partial(dl, cr, clen, changed):
     return left
 
 
+def range_lines(dl):
+    # The Range (and If-Range) lines of a request for the rest from
+    # dl.offset, or for its next Range window.
+    r = dl._range
+    lines = "Range: bytes=%d-%s\r\n" % (dl.offset, dl.offset + r - 1 if r else "")
+    if dl.etag and not dl.etag.startswith("W/"):  # weak ones cannot
+        lines += "If-Range: %s\r\n" % dl.etag
+    return lines
+
+
 def resume(dl, code):
     # Ask for the rest from dl.offset (_resume). A resume that gave up
     # because the download's deadline (ota.deadline) passed says so.

@@ -109,7 +109,9 @@ def get_state(m):
     for name in ("/state", "/state.tmp"):
         try:
             with open(m + name) as f:
-                w = f.read()
+                # Bounded: read() alone asks for 256 bytes in one piece,
+                # which a fragmented heap mid-download may not have.
+                w = f.read(8)
             return w if w in _STATES else "none"
         except OSError:
             pass
@@ -150,17 +152,6 @@ def running_desc(app="/app"):
 def rejected_desc(app="/app"):
     # The desc of the last bundle rolled back unconfirmed, or None.
     return _desc_in(app + ".ota/rejected")
-
-
-def keep_rejected(m):
-    # Before an unconfirmed bundle is rolled back: its header's fixed part,
-    # so that an update does not install that version again. Written whole,
-    # then renamed: a power cut leaves the old record or the new one.
-    with open(m + "/cur", "rb") as f:
-        hdr = f.read(FIXED)
-    with open(m + "/rejected.tmp", "wb") as f:
-        f.write(hdr)
-    move(m + "/rejected.tmp", m + "/rejected")
 
 
 def _desc_in(path):

@@ -21,21 +21,8 @@
 # This relies on rename being atomic, as on littlefs (the default on ESP32
 # and 1 MiB ESP8266 boards); FAT renames are not power-safe.
 import hashlib
-import sys
 
-import ota
 from ota.journal import discard, entries, exists, mkdir, move, put_state
-
-# Imported once a download is over (or at boot, before any): on a board the
-# download's code goes, so that the swap has its heap; the next download
-# loads it again. Not while a module that holds that code is loaded
-# (ota.checkin): it would go on with the old copy beside a fresh one. A
-# running deadline (ota.deadline) holds no download code: the next Download
-# finds it all the same. CPython has the room, and its tests hold them.
-if sys.implementation.name == "micropython" and "ota.checkin" not in sys.modules:
-    for _n in ("http", "http_extra"):
-        sys.modules.pop("ota." + _n, None)
-        ota.__dict__.pop(_n, None)
 
 
 def _step(it, files):

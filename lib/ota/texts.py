@@ -1,5 +1,6 @@
 # ota.texts: the messages of the failures the firmware update path raises
-# (ota.client, ota.firmware, ota.url, ota.http, ota.image). Those modules raise
+# (ota.client, ota.firmware, ota.url, ota.http, ota.image) and the app-bundle
+# target (ota.bundle). Those modules raise
 # OTAError(code, (text number, values...)) and OTAError.msg makes the text
 # from TEXTS when it is read: a board whose update goes well never has them
 # in its heap. A text's number is the _T_ constant of the module that
@@ -52,6 +53,25 @@ TEXTS = (
     "image needs chip revision v%d.%d..v%d.%d, this is v%d.%d",  # 39 _T_REVISION
     "segment length 0x%X not a multiple of 4",  # 40 _T_SEG_LEN
     "segment at 0x%04X%04X misaligned for flash mapping",  # 41 _T_MAPPING
+    # ota.bundle
+    "app path must be absolute",  # 42 _T_PATH
+    "confirm the installed bundle first",  # 43 _T_CONFIRM
+    "no download",  # 44 _T_IDLE
+    "data after the bundle",  # 45 _T_TRAILING
+    "truncated bundle",  # 46 _T_TRUNCATED
+    "app fs: %s",  # 47 _T_FS
+    "needs %d blocks, %d free",  # 48 _T_ROOM
+    "not an app bundle",  # 49 _T_MAGIC
+    "bundle format %d.%d",  # 50 _T_FORMAT
+    "bad bundle header",  # 51 _T_HEADER
+    "%d bytes, not the bundle's %d",  # 52 _T_SIZE
+    "secure_version %d < installed %d",  # 53 _T_SEC_VER
+    "%s is not newer than the installed %s",  # 54 _T_OLDER
+    "header: SHA-256 mismatch",  # 55 _T_HEADER_SHA
+    "bad name %s",  # 56 _T_NAME
+    "%s: duplicate or out of order",  # 57 _T_ORDER
+    "%s is a file",  # 58 _T_IS_FILE
+    "%s: SHA-256 mismatch",  # 59 _T_FILE_SHA
 )
 
 

@@ -27,24 +27,12 @@
 #               the next boot
 import gc
 import json
-import sys
 
 import machine
 import ota
+from ota import _unload as drop
 
 DEADLINE_S = 300    # default of deadline_s: a 1.5 MiB image at 5 KiB/s
-
-
-def drop(*names):
-    # Unload ota's modules (and entry points that ota's __getattr__ cached)
-    # that a step of the update needed once: on an ESP8266 their heap goes
-    # to what comes next, and the next import loads them anew. Whoever
-    # still holds a function of one keeps that working. CPython has the
-    # room, and its tests hold the modules.
-    if sys.implementation.name == "micropython":
-        for n in names:
-            sys.modules.pop("ota." + n, None)
-            ota.__dict__.pop(n, None)
 
 
 def load_config():
@@ -132,8 +120,7 @@ def install(cfg, kw, url, version, sha256=None, size=None):
     rejected = rolled_back(cfg)
     # What boot.py and the status above loaded (ota.app, ota.bundle_boot,
     # the error table) is done with: the download gets its heap.
-    drop("app", "bundle_boot", "errors", "boot", "mark_app_valid", "rollback", "status",
-         "running_app", "last_invalid_app")
+    drop("app", "bundle_boot", "errors")
     if cfg.get("public_key"):
         # url is then a signed manifest: its signature, chip and version are
         # checked before the image it names is fetched, whose size and
