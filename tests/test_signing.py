@@ -531,7 +531,9 @@ def test_sign_refuses_a_version_other_than_the_images(image):
 def test_manifest_check_fits_an_esp8266_class_32k_heap(tmp_path, key, pub, image):
     # Boards load modules compiled by mpy-cross, not source (compiling costs
     # heap), and `otatool deploy --mpy` leaves out line numbers for a board
-    # this small; 32 KB is the app-bundle budget of docs/API.md.
+    # this small; 32 KB is the app-bundle budget of docs/API.md. The check
+    # works from 26.5-27 KiB here: the rest is margin, as that smallest heap
+    # moves by up to a KiB with the key and the environment (conservative GC).
     compile_ota(tmp_path / "mpy", ("__init__", "errors", "manifest", "version", "ed25519", "sha512"),
                 lines=False)
     manifest = sign_manifest(make_manifest(image, "app.bin"), key)

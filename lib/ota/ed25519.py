@@ -30,14 +30,21 @@ try:
 except ImportError:  # stock ESP32/ESP8266/unix firmware: see ota/sha512.py
     from ota.sha512 import sha512
 
+from ota import const
+
+# Inlined by const() rather than module globals (all but _P, which
+# tools/bench reads): each global's name is interned for good, and a
+# manifest check interns only a few names fewer than make the qstr pool grow
+# (by 2 KiB in one piece on the unix port).
 _P = (1 << 255) - 19
-_L = (1 << 252) + 27742317777372353535851937790883648493
-_D = 37095705934669439343138083508754565189542113879843219016388785533085940283555
-_D2 = 2 * _D % _P
-_SQRT_M1 = 19681161376707505956807079304988542015446066515923890162744021073123829784752
+_L = const((1 << 252) + 27742317777372353535851937790883648493)
+_D = const(37095705934669439343138083508754565189542113879843219016388785533085940283555)
+# 2d mod p
+_D2 = const(16295367250680780974490674513165176452449235426866156013048779062215315747161)
+_SQRT_M1 = const(19681161376707505956807079304988542015446066515923890162744021073123829784752)
 # The base point B: y = 4/5, x even (RFC 8032 section 5.1).
-_BX = 15112221349535400772501151409588531511454012693041857206046113283949847762202
-_BY = 46316835694926478169428394003475163141307993866256225615783033603165251855960
+_BX = const(15112221349535400772501151409588531511454012693041857206046113283949847762202)
+_BY = const(46316835694926478169428394003475163141307993866256225615783033603165251855960)
 
 
 def _pow_loop(x, e, m):
@@ -126,11 +133,9 @@ def _digits(k):
     return out
 
 
-def _double_mul(s, k, table_b, table_a):
-    # [s]B + [k]A' from the odd-multiple tables of B and A' (Straus' trick:
-    # one shared run of doublings for both scalars).
-    ds = _digits(s)
-    dk = _digits(k)
+def _double_mul(ds, dk, table_b, table_a):
+    # [s]B + [k]A' from the digits of s and k and the odd-multiple tables of
+    # B and A' (Straus' trick: one shared run of doublings for both scalars).
     X, Y, Z, T = 0, 1, 1, 0
     i = 255
     while i >= 0 and not (ds[i] or dk[i]):
@@ -217,15 +222,20 @@ def verify(public_key, message, signature, point=None):
     s = int.from_bytes(signature[32:], "little")
     if s >= _L:
         return False
+    # The 256-byte digit arrays early: once big-int arithmetic has scattered
+    # live points over the heap, 256 bytes in one piece may be left nowhere
+    # (a MemoryError with kilobytes free).
+    ds = _digits(s)
     h = sha512(r)
     h.update(bytes(public_key))
     h.update(message)
     k = int.from_bytes(h.digest(), "little") % _L
     h = None  # its state is ~1 KB of big ints: free it for the tables
+    dk = _digits(k)
     # R' = [s]B + [k](-A); valid iff R' encodes to exactly R.
     x = _P - a[0]
     y = a[1]
     table_b = _odd_multiples(_BX, _BY, 1, _BX * _BY % _P)
     table_a = _odd_multiples(x, y, 1, x * y % _P)
-    X, Y, Z = _double_mul(s, k, table_b, table_a)
+    X, Y, Z = _double_mul(ds, dk, table_b, table_a)
     return _encode(X, Y, Z) == r and not _small(X, Y, Z)

@@ -36,9 +36,16 @@ import json
 import sys
 
 
-from ota import (OTAError, ESP_ERR_INVALID_ARG, ESP_ERR_INVALID_SIZE,
-                 ESP_ERR_INVALID_VERSION, ESP_ERR_OTA_SMALL_SEC_VER,
-                 ESP_ERR_OTA_VALIDATE_FAILED)
+from ota import const, OTAError
+
+# esp_err_t values (as in ota/errors.py), inlined by const(). Imported from
+# ota they would load ota.errors into every check: ~1.4 KiB of heap and two
+# dozen interned names, which only a failure's OTAError.name needs.
+_INVALID_ARG = const(0x102)
+_INVALID_SIZE = const(0x104)
+_INVALID_VERSION = const(0x10A)
+_VALIDATE_FAILED = const(0x1503)
+_SMALL_SEC_VER = const(0x1504)
 
 MAX_SIZE = 2048
 KINDS = ("firmware", "bundle")
@@ -49,7 +56,7 @@ COMPRESSED = (("compressed_sha256", str), ("compressed_size", int))
 
 
 def _invalid(msg):
-    return OTAError(ESP_ERR_OTA_VALIDATE_FAILED, msg)
+    return OTAError(_VALIDATE_FAILED, msg)
 
 
 def _b64(text, what):
@@ -113,14 +120,14 @@ def _key(public_key):
         except OTAError:
             public_key = b""
     if len(public_key) != 32:
-        raise OTAError(ESP_ERR_INVALID_ARG,
+        raise OTAError(_INVALID_ARG,
                        "public_key must be 32 bytes or their base64 (otatool keygen prints it)")
     public_key = bytes(public_key)
     if _decoded is None or _decoded[0] != public_key:
         from ota.ed25519 import public_point
         point = public_point(public_key)
         if point is None:
-            raise OTAError(ESP_ERR_INVALID_ARG, "public_key is not a valid Ed25519 key")
+            raise OTAError(_INVALID_ARG, "public_key is not a valid Ed25519 key")
         _decoded = (public_key, point)
     return _decoded
 
@@ -173,7 +180,7 @@ def parse_manifest(data, public_key):
 def _parse(data, public_key):
     key, point = _key(public_key)
     if len(data) > MAX_SIZE:
-        raise OTAError(ESP_ERR_INVALID_SIZE,
+        raise OTAError(_INVALID_SIZE,
                        "manifest is larger than %d bytes: refused" % MAX_SIZE)
     try:
         env = json.loads(data)
@@ -209,13 +216,13 @@ def check_manifest(m, chip, running_version, running_secure_version,
     unless allow_downgrade), a lower secure_version
     (ESP_ERR_OTA_SMALL_SEC_VER, never allowed). Returns m."""
     if m["chip"] != chip and m["chip"] != "any":
-        raise OTAError(ESP_ERR_INVALID_VERSION,
+        raise OTAError(_INVALID_VERSION,
                        "manifest is for chip %s, this board is %s" % (m["chip"], chip))
     if project is not None and m["project"] != project:
-        raise OTAError(ESP_ERR_INVALID_VERSION,
+        raise OTAError(_INVALID_VERSION,
                        "manifest is for project %r, this board runs %r" % (m["project"], project))
     if m["secure_version"] < running_secure_version:
-        raise OTAError(ESP_ERR_OTA_SMALL_SEC_VER,
+        raise OTAError(_SMALL_SEC_VER,
                        "manifest secure_version %d is lower than the running app's %d"
                        % (m["secure_version"], running_secure_version))
     if allow_downgrade:
@@ -224,10 +231,10 @@ def check_manifest(m, chip, running_version, running_secure_version,
     try:
         newer = version_key(m["version"]) > version_key(running_version)
     except ValueError as e:
-        raise OTAError(ESP_ERR_INVALID_VERSION,
+        raise OTAError(_INVALID_VERSION,
                        "cannot compare versions (%s); allow_downgrade skips the check" % e)
     if not newer:
-        raise OTAError(ESP_ERR_INVALID_VERSION,
+        raise OTAError(_INVALID_VERSION,
                        "manifest version %s is not newer than the running %s "
                        "(an old manifest replayed?)" % (m["version"], running_version))
     return m
@@ -293,13 +300,13 @@ def signed_image(url, public_key, allow_downgrade, target, options):
             _drop("http", "http_extra", "url")
             gc.collect()
         if data is None:
-            raise OTAError(ESP_ERR_INVALID_SIZE, "manifest larger than %d bytes" % MAX_SIZE)
+            raise OTAError(_INVALID_SIZE, "manifest larger than %d bytes" % MAX_SIZE)
         m = _parse(data, key)
     finally:
         _release(held)
     data = None
     if m["kind"] != target.kind:
-        raise OTAError(ESP_ERR_INVALID_VERSION,
+        raise OTAError(_INVALID_VERSION,
                        "manifest is for a %s, this update installs a %s" % (m["kind"], target.kind))
     chip, version, secure_version = installed(target)
     check_manifest(m, chip, version, secure_version, allow_downgrade)
