@@ -35,8 +35,7 @@ import binascii
 import json
 import sys
 
-
-from ota import const, OTAError
+from ota import const, OTAError, _unload
 
 # esp_err_t values (as in ota/errors.py), inlined by const(). Imported from
 # ota they would load ota.errors into every check: ~1.4 KiB of heap and two
@@ -89,16 +88,6 @@ def public_key_bytes(public_key):
         _release(held)
 
 
-def _drop(*names):
-    # Unload ota's modules `names` (as ota.updater.drop does): needed for one
-    # check per update, their heap goes to the download. CPython keeps them.
-    if sys.implementation.name == "micropython":
-        import ota
-        for n in names:
-            sys.modules.pop("ota." + n, None)
-            ota.__dict__.pop(n, None)
-
-
 def _held():
     return "ota.ed25519" in sys.modules
 
@@ -108,7 +97,7 @@ def _release(held):
     # for one check per update: unloaded right after it, unless it was
     # loaded before, so that the download gets that heap.
     if not held:
-        _drop("ed25519", "sha512")
+        _unload("ed25519", "sha512")
 
 
 def _key(public_key):
@@ -297,7 +286,7 @@ def signed_image(url, public_key, allow_downgrade, target, options):
         if not http:
             # The HTTP code this fetch loaded goes too, before the Ed25519
             # code loads; the image's download loads it again.
-            _drop("http", "http_extra", "url")
+            _unload("http", "http_extra", "url")
             gc.collect()
         if data is None:
             raise OTAError(_INVALID_SIZE, "manifest larger than %d bytes" % MAX_SIZE)
@@ -317,5 +306,5 @@ def signed_image(url, public_key, allow_downgrade, target, options):
     # The download this check starts needs none of this module's code (nor
     # ota.version's and ota.http_extra's, which ota.http loads again if a
     # redirect or resume asks): it goes, as the Ed25519 code went.
-    _drop("manifest", "version", "http_extra")
+    _unload("manifest", "version", "http_extra")
     return url, m["sha256"], m["size"], wire
