@@ -226,8 +226,8 @@ class Handle:
             if self._hash and self._hash.digest() != self._sha256:
                 raise OTAError(_VALIDATE_FAILED, (_T_SHA,))
             # The download's objects go before the target installs: on an
-            # ESP8266 the bundle swap needs their heap (ota.swap unloads
-            # their code).
+            # ESP8266 the bundle swap needs their heap (ota.bundle unloads
+            # their code before ota.swap loads).
             self._dl.close()
             self._size = self._dl.size      # get_image_size() from now on
             self._dl = None
