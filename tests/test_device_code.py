@@ -88,3 +88,20 @@ def test_every_numbered_failure_text_is_the_one_its_module_means():
     count = [len(node.value.elts) for node in texts.body if isinstance(node, ast.Assign)
              and node.targets[0].id == "TEXTS"]
     assert sorted(n for n, _ in listed) == list(range(count[0]))
+
+
+def test_the_check_in_percent_encodes_as_urllib_and_interns_no_character(tmp_path):
+    # A character taken out of a str (or made by chr()) becomes an interned
+    # string for good on MicroPython: the check-in's query encoding works on
+    # bytes, so that a boot's check-in leaves the download its heap.
+    from urllib.parse import quote
+    from conftest import run_mpy
+    text = "".join(map(chr, range(32, 127))) + "\u00e9\u20ac"
+    r = run_mpy("import micropython, ota.checkin\n"
+                "s = %r\n"
+                "micropython.qstr_info()\n"
+                "print(ota.checkin._quote(s))\n"
+                "micropython.qstr_info()\n" % text, tmp_path)
+    pools, quoted, after = r.stdout.splitlines()
+    assert quoted == quote(text, safe=""), r.stderr
+    assert after.split("n_qstr=")[1] == pools.split("n_qstr=")[1]

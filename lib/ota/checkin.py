@@ -84,16 +84,19 @@ def _base(server):
     return server[:-1] if server.endswith("/") else server
 
 
+_UNRESERVED = tuple(b"-._~")    # with ASCII letters and digits (RFC 3986)
+
+
 def _quote(s):
-    # Percent-encoding of everything but RFC 3986 unreserved characters.
-    out = []
+    # Percent-encoding of everything but RFC 3986 unreserved characters, by
+    # bytes: each character made by chr() would be interned for good.
+    out = bytearray()
     for b in s.encode():
-        c = chr(b)
-        if b < 128 and (c.isalpha() or c.isdigit() or c in "-._~"):
-            out.append(c)
+        if 48 <= b <= 57 or 65 <= b <= 90 or 97 <= b <= 122 or b in _UNRESERVED:
+            out.append(b)
         else:
-            out.append("%%%02X" % b)
-    return "".join(out)
+            out += ("%%%02X" % b).encode()
+    return out.decode()
 
 
 def _chip():
