@@ -52,6 +52,17 @@ def test_no_feature_the_esp8266_firmware_leaves_out(name):
 
 
 @pytest.mark.parametrize("name", MODULES)
+def test_no_chr_whose_characters_stay_interned(name):
+    # MicroPython interns the one-character string chr() makes, for good: a
+    # loop over bytes through chr() leaves up to ~100 strings in the heap
+    # (and may make the interning table grow by kilobytes in one piece).
+    found = [node.lineno for node in ast.walk(tree(name))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+             and node.func.id == "chr"]
+    assert found == [], "%s calls chr() at line(s) %s" % (name, found)
+
+
+@pytest.mark.parametrize("name", MODULES)
 def test_no_cpython_only_module_is_imported(name):
     imported = set()
     for node in ast.walk(tree(name)):

@@ -81,7 +81,9 @@ def _str(b, start, n):
     try:
         return s.decode()
     except UnicodeError:  # a corrupt descriptor; the checksum/hash will tell
-        return "".join(chr(c) if c < 128 else "?" for c in s)
+        # ("?" for each non-ASCII byte, by bytes: chr() would intern each
+        # character for good)
+        return bytes(c if c < 128 else 63 for c in s).decode()
 
 
 def parse_desc(b):
