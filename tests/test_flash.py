@@ -369,6 +369,15 @@ def test_a_broken_esp8266_image_is_one_line_and_esptool_never_starts(
 
 # ------------------------------------------------------------- usage errors
 
+def small_ota_table(tmp_path, slot_size):
+    """A partition table file whose two OTA slots hold slot_size bytes each."""
+    path = tmp_path / "small-ota-table.bin"
+    path.write_bytes(TABLE.build(((1, 0x00, 0xD000, 0x2000, "otadata", False),
+                                  (0, 0x10, 0x10000, slot_size, "ota_0", False),
+                                  (0, 0x11, 0x20000, slot_size, "ota_1", False))))
+    return path
+
+
 def test_files_of_the_wrong_kind_are_one_line_and_esptool_never_starts(
         silent_port, pieces, tmp_path):
     url, connected = silent_port
@@ -377,10 +386,7 @@ def test_files_of_the_wrong_kind_are_one_line_and_esptool_never_starts(
                                     (0, 0x00, 0x10000, 0x1F0000, "factory", False))))
     elf = tmp_path / "firmware.elf"
     elf.write_bytes(b"\x7fELF" + bytes(100))
-    small_ota = tmp_path / "small-ota-table.bin"
-    small_ota.write_bytes(TABLE.build(((1, 0x00, 0xD000, 0x2000, "otadata", False),
-                                       (0, 0x10, 0x10000, 0x10000, "ota_0", False),
-                                       (0, 0x11, 0x20000, 0x10000, "ota_1", False))))
+    small_ota = small_ota_table(tmp_path, 0x10000)
     big_app = tmp_path / "big-app.bin"
     big_app.write_bytes(make_app_image("2.0.0", size=100 * 1024))
     merged = pieces.merged(0x1000)
@@ -407,10 +413,7 @@ def test_files_of_the_wrong_kind_are_one_line_and_esptool_never_starts(
 def test_bad_addr_file_pairs_are_one_line_and_esptool_never_starts(silent_port, pieces, tmp_path):
     url, connected = silent_port
     bootloader, table, app = (pieces.path(n) for n in ("bootloader.bin", "table.bin", "app.bin"))
-    small_ota = tmp_path / "small-ota-table.bin"
-    small_ota.write_bytes(TABLE.build(((1, 0x00, 0xD000, 0x2000, "otadata", False),
-                                       (0, 0x10, 0x10000, 0x1000, "ota_0", False),
-                                       (0, 0x11, 0x20000, 0x1000, "ota_1", False))))
+    small_ota = small_ota_table(tmp_path, 0x1000)
     bigger_app = tmp_path / "bigger-app.bin"
     bigger_app.write_bytes(make_app_image("2.0.0", size=8 * 1024))
     elf = tmp_path / "firmware.elf"
