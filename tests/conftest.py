@@ -3,6 +3,7 @@ an emulated board. Area-specific fixtures live in the test modules."""
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -63,6 +64,16 @@ def run_cpython(script, board_dir, env=None, timeout=120, cwd=None):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-c", script], env=full_env, capture_output=True,
                           text=True, timeout=timeout, cwd=cwd or board_dir)
+
+
+def logged(lines, count, timeout=10):
+    """The server's log `lines` once there are `count` of them. A server
+    logs a request after its last byte went out, so a client can hold the
+    whole answer a moment before the line is written."""
+    deadline = time.monotonic() + timeout
+    while len(lines) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(lines)
 
 
 @pytest.fixture

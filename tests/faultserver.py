@@ -117,7 +117,12 @@ class FaultServer:
         # Connections accepted so far (0: nothing ever reached the server).
         return self._conns
 
-    def requests(self, path):
+    def requests(self, path, settle=2.0):
+        # The requests for `path`, once each answer's figures are final: the
+        # client can hold the last byte before sendall() returns here.
+        deadline = time.monotonic() + settle
+        while not all(e["settled"] for e in self.log) and time.monotonic() < deadline:
+            time.sleep(0.005)
         return [e for e in self.log if e["path"] == path]
 
     def sent(self, path):
@@ -163,9 +168,16 @@ class FaultServer:
         # Send one response; True if the connection may carry another request.
         method, path, headers = req
         rec = dict(path=path, conn=conn_no, range=headers.get("range"), if_range=headers.get("if-range"),
-                   headers=headers, status=None, declared=None, sent=0, fault=None, head_sent=0)
+                   headers=headers, status=None, declared=None, sent=0, fault=None, head_sent=0,
+                   settled=False)
         with self._lock:
             self.log.append(rec)
+        try:
+            return self._respond(conn, rec, method, path, headers)
+        finally:
+            rec["settled"] = True
+
+    def _respond(self, conn, rec, method, path, headers):
         r = self.routes.get(posixpath.normpath(path.split("?")[0]))  # as servers resolve ../
         keep = headers.get("connection", "").lower() != "close"
         if r is None:
@@ -173,6 +185,7 @@ class FaultServer:
         index = r["requests"]
         r["requests"] += 1
         if r["head_stall"]:
+            rec["settled"] = True  # nothing is sent
             self._wait(r["stall_s"])
             return False
         if r["head_forever"] is not None or r["head_drip"] is not None:
@@ -243,6 +256,7 @@ class FaultServer:
             conn.sendall(data)
             rec["sent"] = len(data)
         if fault == "stall":
+            rec["settled"] = True  # all it sends is sent
             self._wait(r["stall_s"])
         return fault is None and keep and have_end >= end and r["cl_delta"] >= 0 \
             and not r["close_after"]

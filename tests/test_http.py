@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import LIB, MICROPYTHON, REPO, compile_ota, run_cpython, run_mpy
+from conftest import LIB, MICROPYTHON, REPO, compile_ota, logged, run_cpython, run_mpy
 from faultserver import FaultServer
 from otatool.serve import ensure_certs, start_server
 
@@ -431,7 +431,7 @@ def test_range_windows_over_tls_from_the_dev_server(served, image, board_dir):
                  range_size=50_000)
     assert r["ok"], r
     assert r["sha"] == sha(image)
-    lines = served["logs"][before:]
+    lines = logged(served["logs"], before + 4)[before:]
     assert len(lines) == 4 and all(" GET /fw.bin 206 50000 bytes " in x for x in lines), lines
 
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from conftest import logged
 from otatool.serve import ensure_certs, start_server
 
 DATA = bytes(range(256)) * 400  # 102400 bytes
@@ -108,7 +109,7 @@ def test_control_characters_in_a_path_are_escaped_in_the_log(served):
         s.sendall(b"GET /x\x1b[2J\x07 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         while s.recv(4096):
             pass
-    (line,) = served["logs"]
+    (line,) = logged(served["logs"], 1)
     assert "\x1b" not in line and "\x07" not in line
     assert " GET /x\\x1b[2J\\x07 404 " in line
 
@@ -125,8 +126,7 @@ def test_one_connection_carries_several_requests(served):
 def test_each_download_logs_path_status_bytes_and_duration(served):
     get(served["port"], "/fw.bin", {"Range": "bytes=0-99"})
     get(served["port"], "/missing.bin")
-    assert len(served["logs"]) == 2
-    ok, missing = served["logs"]
+    ok, missing = logged(served["logs"], 2)
     assert " GET /fw.bin 206 100 bytes " in ok and ok.endswith(" s")
     assert " GET /missing.bin 404 0 bytes " in missing
 
