@@ -993,3 +993,29 @@ def test_cpython_runs_the_same_update_and_rollback(tmp_path, bundles):
     r = run_cpython("import ota.bundle_boot as bb\nbb.rollback(%r)\n" % str(app), tmp_path)
     assert r.returncode == 0, r.stderr
     assert host_tree(app) == digest_tree(V0)
+
+
+def test_a_bundle_compressed_for_a_bigger_board_is_refused_with_no_mem_and_v1_stays(
+        v1_board, server, compiled_lib, bundles, tmp_path):
+    # window_bits 15 (a 32 KiB window) in a 47 KiB heap that takes the 2 KiB
+    # one: one clear error, ESP_ERR_NO_MEM, not a MemoryError from inside
+    # the inflater; nothing is staged and 1.0.0 still boots.
+    from otatool.compressed import compress
+    (tmp_path / "www" / "v2.bundle15").write_bytes(compress(bundles[1], window_bits=15))
+    install_lib(v1_board, compiled_lib)
+    esp8266 = {"OTA_CHIP": "esp8266"}
+    path = ":".join([SHIM, ".frozen"])
+    src = ESP8266_START % str(v1_board / "fs") + (
+        "import ota\n"
+        "gc.collect()\n"
+        "try:\n"
+        "    ota.update(%r, allow_http=True, target=ota.AppBundle('/app'))\n"
+        "except ota.OTAError as e:\n"
+        "    print(e.name, e.msg)\n" % (server + "/v2.bundle15"))
+    r = run(src, v1_board, heap="47k", env=esp8266, path=path)
+    assert r.stdout.strip() == ("ESP_ERR_NO_MEM compressed update: its 32768-byte window "
+                                "does not fit the heap"), r.stdout + r.stderr
+    src = ESP8266_START % str(v1_board / "fs") + "import ota\nprint(ota.boot())\n"
+    assert run(src, v1_board, heap="32k", env=esp8266, path=path).stdout.split() == ["valid"]
+    r = run(script(v1_board, "show('tree', tree('/app'))\n"), v1_board)
+    assert shown(r, "tree") == v1_tree()

@@ -73,6 +73,7 @@ try:
 except ImportError:  # CPython, or a port without them
     deflate = None
 
+_NO_MEM = const(0x101)
 _INVALID_RESPONSE = const(0x108)
 _VALIDATE_FAILED = const(0x1503)
 
@@ -218,6 +219,11 @@ class Inflate:
                 n = self._rd.readinto(mv[got:] if got else mv, k)
             except (OSError, EOFError):
                 n = 0           # corrupt, or its compressed bytes ran out
+            except MemoryError:
+                # The window, made at the block's first read: a file
+                # compressed for a bigger board (window_bits 15: 32 KiB).
+                raise OTAError(_NO_MEM, "compressed update: its %d-byte window does not fit"
+                               " the heap" % (1 << self._win))
             if not n or buf.tell() > self._have:
                 raise _err("block %d does not inflate to its bytes" % self._n)
             self._need -= n
