@@ -1,6 +1,8 @@
 """Shared test helpers: run device code on the MicroPython unix port against
 an emulated board. Area-specific fixtures live in the test modules."""
+import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -10,7 +12,8 @@ import pytest
 from otatool.board import unix_port_mpy  # noqa: F401  (tests import it from here)
 from otatool.ptyboard import micropython_binary
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
 SHIM = os.path.join(REPO, "tools", "shim")
 LIB = os.path.join(REPO, "lib")
 # The ota package's modules: those for any port, and those of native code.
@@ -120,3 +123,37 @@ def database(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "ota.sqlite")
     return request.getfixturevalue("postgres").new_database()
+
+
+class ParserBoard:
+    """tests/board_parsers.py served by one unix-port process (serve()):
+    ask(name, *args) -> its answer for board_parsers.PARSERS[name](*args)."""
+    def __init__(self, cwd):
+        env = dict(os.environ, MICROPYPATH=":".join([TESTS, LIB, ".frozen"]))
+        self.proc = subprocess.Popen(
+            [MICROPYTHON, "-c", "import board_parsers\nboard_parsers.serve()"], env=env,
+            cwd=cwd, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def ask(self, name, *args):
+        case = [name] + [{"hex": a.hex()} if isinstance(a, bytes) else a for a in args]
+        self.proc.stdin.write(json.dumps(case) + "\n")
+        self.proc.stdin.flush()
+        # bounded: a hang on the board is a failure, not a stuck suite
+        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
+        assert ready, "the board did not answer %s in 60 s" % name
+        line = self.proc.stdout.readline()
+        assert line, "the board's process ended"
+        return json.loads(line)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def parser_board(tmp_path_factory):
+    """One ParserBoard for the whole run."""
+    b = ParserBoard(str(tmp_path_factory.mktemp("parser-board")))
+    assert b.ask("runtime") == ["ok", "micropython"]
+    yield b
+    b.close()

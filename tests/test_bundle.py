@@ -880,24 +880,35 @@ sys.path[:] = ["", ".frozen", "/lib"]
 """
 
 
-def esp8266_updates_and_boots_the_new_version(board, lib, url, heap, tree=None):
+ESP8266 = {"OTA_CHIP": "esp8266"}
+ESP8266_PATH = ":".join([SHIM, ".frozen"])
+
+
+def esp8266_update(board, lib, url, heap):
     """On the ESP8266 profile, with lib/ota compiled: ota.update() of the
-    bundle at url in a `heap` for everything (this script's code included),
-    then the reset's ota.boot() in 32 KiB runs the new version, pending:
-    the app's files are `tree` (v2's by default)."""
+    bundle at url in a `heap` for everything (this script's code included).
+    -> the run (it prints "installed")."""
     install_lib(board, lib)
-    esp8266 = {"OTA_CHIP": "esp8266"}
-    path = ":".join([SHIM, ".frozen"])
     src = ESP8266_START % str(board / "fs") + (
         "import ota\n"
         "gc.collect()\n"
         "ota.update(%r, allow_http=True, target=ota.AppBundle('/app'))\n"
         "print('installed')\n" % url)
-    r = run(src, board, heap=heap, env=esp8266, path=path)
-    assert r.stdout.split() == ["installed"], r.stdout + r.stderr
+    return run(src, board, heap=heap, env=ESP8266, path=ESP8266_PATH, check=False)
+
+
+def esp8266_boots(board):
+    """The next reset's ota.boot() in 32 KiB on the ESP8266 profile: what it says."""
     src = ESP8266_START % str(board / "fs") + "import ota\nprint(ota.boot())\n"
-    r = run(src, board, heap="32k", env=esp8266, path=path)
-    assert r.stdout.split() == ["pending"]
+    return run(src, board, heap="32k", env=ESP8266, path=ESP8266_PATH).stdout.strip()
+
+
+def esp8266_updates_and_boots_the_new_version(board, lib, url, heap, tree=None):
+    """esp8266_update(), then the reset's ota.boot() runs the new version,
+    pending: the app's files are `tree` (v2's by default)."""
+    r = esp8266_update(board, lib, url, heap)
+    assert r.stdout.split() == ["installed"], r.stdout + r.stderr
+    assert esp8266_boots(board) == "pending"
     r = run(script(board, "show('tree', tree('/app'))\n"), board)
     assert shown(r, "tree") == (tree or v2_tree())
 
@@ -998,24 +1009,13 @@ def test_cpython_runs_the_same_update_and_rollback(tmp_path, bundles):
 def test_a_bundle_compressed_for_a_bigger_board_is_refused_with_no_mem_and_v1_stays(
         v1_board, server, compiled_lib, bundles, tmp_path):
     # window_bits 15 (a 32 KiB window) in a 47 KiB heap that takes the 2 KiB
-    # one: one clear error, ESP_ERR_NO_MEM, not a MemoryError from inside
-    # the inflater; nothing is staged and 1.0.0 still boots.
+    # one: one clear error, ESP_ERR_NO_MEM (0x101), not a MemoryError from
+    # inside the inflater; nothing is staged and 1.0.0 still boots.
     from otatool.compressed import compress
     (tmp_path / "www" / "v2.bundle15").write_bytes(compress(bundles[1], window_bits=15))
-    install_lib(v1_board, compiled_lib)
-    esp8266 = {"OTA_CHIP": "esp8266"}
-    path = ":".join([SHIM, ".frozen"])
-    src = ESP8266_START % str(v1_board / "fs") + (
-        "import ota\n"
-        "gc.collect()\n"
-        "try:\n"
-        "    ota.update(%r, allow_http=True, target=ota.AppBundle('/app'))\n"
-        "except ota.OTAError as e:\n"
-        "    print(e.name, e.msg)\n" % (server + "/v2.bundle15"))
-    r = run(src, v1_board, heap="47k", env=esp8266, path=path)
-    assert r.stdout.strip() == ("ESP_ERR_NO_MEM compressed update: its 32768-byte window "
-                                "does not fit the heap"), r.stdout + r.stderr
-    src = ESP8266_START % str(v1_board / "fs") + "import ota\nprint(ota.boot())\n"
-    assert run(src, v1_board, heap="32k", env=esp8266, path=path).stdout.split() == ["valid"]
+    r = esp8266_update(v1_board, compiled_lib, server + "/v2.bundle15", "47k")
+    assert r.stdout.splitlines()[-1] == ("OTAError: (257, 'compressed update: its 32768-byte "
+                                         "window does not fit the heap')"), r.stdout + r.stderr
+    assert esp8266_boots(v1_board) == "valid"
     r = run(script(v1_board, "show('tree', tree('/app'))\n"), v1_board)
     assert shown(r, "tree") == v1_tree()

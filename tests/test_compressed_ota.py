@@ -9,16 +9,13 @@ them; the hostile ones are rebuilt from its parts with a correct header CRC,
 so that what the board refuses is the block, not the header.
 """
 import hashlib
-import os
-import select
-import subprocess
 import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import LIB, MICROPYTHON, SHIM, compile_ota, run_mpy
+from conftest import SHIM, compile_ota, run_mpy
 from otatool.appimage import make_app_image
 from otatool.compressed import CompressedHeader, compress, decompress
 from test_firmware_ota import (  # noqa: F401 (server: a fixture)
@@ -375,80 +372,9 @@ def test_loading_the_inflater_interns_few_new_names(board_dir, server, v2, tmp_p
 
 # --- random blocks: what an attacker's server may send, inflated on the board --
 
-# One MicroPython process takes a compressed file per line (the most bytes a
-# network read gives, and the file in hex) and answers with one line: what
-# ota.inflate made of it, read in 4 KiB windows as a target reads it. So
-# hypothesis draws each case and the real deflate module inflates it.
-INFLATER = r"""
-import sys, hashlib, binascii
-from ota import OTAError
-from ota.inflate import Inflate
-
-class Wire:
-    # a started Download of `data` (its first four bytes read), `step`
-    # bytes at most per read
-    def __init__(self, data, step):
-        self.data, self.step = data, step
-        self.offset, self.size, self.etag = 4, len(data), None
-    def readinto(self, mv):
-        n = min(len(mv), self.step, len(self.data) - self.offset)
-        mv[:n] = self.data[self.offset:self.offset + n]
-        self.offset += n
-        return n
-    def close(self):
-        pass
-
-window = memoryview(bytearray(4096))   # as a target passes it
-while True:
-    line = sys.stdin.readline()
-    if not line:
-        break
-    step, data = line.split()
-    data = binascii.unhexlify(data)
-    h = hashlib.sha256()
-    total = 0
-    try:
-        z = Inflate(Wire(data, int(step)), data[:4])
-        z.start()
-        n = z.readinto(window)
-        while n:
-            total += n
-            h.update(window[:n])
-            n = z.readinto(window)
-        print("ok", total, binascii.hexlify(h.digest()).decode())
-    except OTAError as e:
-        print("err", e.code)
-    except Exception as e:
-        print("crash", repr(e))
-"""
-
-
-class Inflater:
-    """The INFLATER process; ask(file, step) -> its answer's words."""
-    def __init__(self):
-        env = dict(os.environ, MICROPYPATH=":".join([LIB, ".frozen"]))
-        self.proc = subprocess.Popen([MICROPYTHON, "-c", INFLATER], env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-    def ask(self, data, step):
-        self.proc.stdin.write("%d %s\n" % (step, data.hex()))
-        self.proc.stdin.flush()
-        # bounded: a hang in the inflater is a failure, not a stuck suite
-        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
-        assert ready, "the inflater did not answer in 30 s"
-        return self.proc.stdout.readline().split()
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def inflater():
-    proc = Inflater()
-    yield proc
-    proc.close()
-
+# ParserBoard (conftest) serves tests/board_parsers.py's "inflate": a whole
+# file inflated on the unix port by the real deflate module, read in 4 KiB
+# windows as a target reads it. So hypothesis draws each case.
 
 SMALL = make_app_image(version="2.0.0", project_name="greenhouse", size=3 * 4096)
 BLOCKS = [deflated(SMALL[i:i + 4096]) for i in range(0, len(SMALL), 4096)]
@@ -470,7 +396,7 @@ def garbled(block, flips, tail):
                                  st.lists(st.integers(0, 1 << 16), max_size=4),
                                  st.one_of(st.none(), st.binary(max_size=40)))),
        window_bits=st.integers(9, 15), step=st.sampled_from([1, 61, 1536, 4096]))
-def test_random_blocks_are_refused_or_inflate_to_exactly_their_size(inflater, index, block,
+def test_random_blocks_are_refused_or_inflate_to_exactly_their_size(parser_board, index, block,
                                                                     window_bits, step):
     # A block of random bytes, or a real one with bits flipped, cut or
     # lengthened, in a file whose header is right (its CRC too), declaring
@@ -479,11 +405,11 @@ def test_random_blocks_are_refused_or_inflate_to_exactly_their_size(inflater, in
     # changed image is then the SHA-256's to refuse, in finish()). Never
     # another exception, never a hang.
     z = rebuilt(SMALL, 4096, {index: block}, window_bits=window_bits)
-    answer = inflater.ask(z, step)
+    answer = parser_board.ask("inflate", z, step)
     assert answer[0] in ("ok", "err"), answer
     if answer[0] == "err":
-        assert int(answer[1]) == 0x1503, answer
+        assert answer[1] == 0x1503, answer
     else:
-        assert int(answer[1]) == len(SMALL), answer
+        assert answer[1][0] == len(SMALL), answer
     if block == BLOCKS[index] and window_bits >= 12:
-        assert answer == ["ok", str(len(SMALL)), hashlib.sha256(SMALL).hexdigest()]
+        assert answer == ["ok", [len(SMALL), hashlib.sha256(SMALL).hexdigest()]]

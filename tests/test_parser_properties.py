@@ -15,9 +15,7 @@ it ran; the counts are printed when the module ends (pytest -s).
 import base64
 import json
 import os
-import select
 import struct
-import subprocess
 import sys
 
 import pytest
@@ -25,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import LIB, MICROPYTHON
+from conftest import LIB
 from otatool.appimage import make_app_image
 from otatool.bundle import build
 from otatool.compressed import CompressedHeader, compress
@@ -37,8 +35,6 @@ from ota.ed25519 import public_point  # noqa: E402
 from ota.url import parse_url  # noqa: E402
 
 import board_parsers  # noqa: E402  (after ota's directory is on the path)
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
 
 # What each parser may raise (the table in docs/API.md).
 IMAGE_CODES = {ota.ESP_ERR_OTA_VALIDATE_FAILED, ota.ESP_ERR_INVALID_VERSION,
@@ -69,43 +65,8 @@ def report_counts():
         print("  %-28s %6d" % (name, COUNTS[name]))
 
 
-class Board:
-    """board_parsers.serve() on the unix port: ask(name, *args) -> its answer."""
-    def __init__(self, cwd):
-        env = dict(os.environ, MICROPYPATH=":".join([TESTS, LIB, ".frozen"]))
-        self.proc = subprocess.Popen(
-            [MICROPYTHON, "-c", "import board_parsers\nboard_parsers.serve()"], env=env,
-            cwd=cwd, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-    def ask(self, name, *args):
-        self.proc.stdin.write(json.dumps([name] + [encoded(a) for a in args]) + "\n")
-        self.proc.stdin.flush()
-        # bounded: a hang on the board is a failure, not a stuck suite
-        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
-        assert ready, "the board did not answer %s in 60 s" % name
-        line = self.proc.stdout.readline()
-        assert line, "the board's process ended"
-        return json.loads(line)
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(10)
-
-
-def encoded(value):
-    return {"hex": value.hex()} if isinstance(value, (bytes, bytearray)) else value
-
-
-@pytest.fixture(scope="module")
-def board(tmp_path_factory):
-    b = Board(str(tmp_path_factory.mktemp("board")))
-    assert b.ask("runtime") == ["ok", "micropython"]
-    yield b
-    b.close()
-
-
 def both(board, codes, name, *args, board_args=None):
-    """board_parsers' `name`(*args) on CPython, then on the board (with
+    """board_parsers' `name`(*args) on CPython, then on `board` (with
     board_args instead where given: a second app directory): only an
     OTAError of `codes` or a result, and the same on both. -> the answer,
     ["ok", result] or ["err", code]."""
@@ -125,19 +86,19 @@ IMAGE = make_app_image(version="1.0.0", size=12 * 1024)
 
 @FAST
 @given(data=st.binary(max_size=600), chunk=st.integers(1, 700))
-def test_random_bytes_as_an_image(board, data, chunk):
+def test_random_bytes_as_an_image(parser_board, data, chunk):
     counted("image: random bytes")
-    both(board, IMAGE_CODES, "feed_image", data, chunk)
+    both(parser_board, IMAGE_CODES, "feed_image", data, chunk)
 
 
 @FAST
 @given(cut=st.integers(0, len(IMAGE)), tail=st.binary(max_size=400),
        chunk=st.sampled_from([1, 7, 256, 4096]))
-def test_a_real_image_cut_anywhere_then_random_bytes(board, cut, tail, chunk):
+def test_a_real_image_cut_anywhere_then_random_bytes(parser_board, cut, tail, chunk):
     # Past the random first bytes: segment headers, descriptor, padding,
     # checksum, digest, and (after a whole image) a signature block.
     counted("image: prefix + random")
-    both(board, IMAGE_CODES, "feed_image", IMAGE[:cut] + tail, chunk)
+    both(parser_board, IMAGE_CODES, "feed_image", IMAGE[:cut] + tail, chunk)
 
 
 @FAST
@@ -145,9 +106,9 @@ def test_a_real_image_cut_anywhere_then_random_bytes(board, cut, tail, chunk):
                       st.binary(max_size=4200).map(lambda b: b"\xff" * (4096 - len(IMAGE) % 4096) + b),
                       st.binary(max_size=2000).map(lambda b: b"\0\0\0\0" + b)),
        chunk=st.sampled_from([1, 13, 4096]))
-def test_random_signature_blocks_after_a_whole_image(board, tail, chunk):
+def test_random_signature_blocks_after_a_whole_image(parser_board, tail, chunk):
     counted("image: signature block")
-    r = both(board, IMAGE_CODES, "feed_image", IMAGE + tail, chunk, len(IMAGE) + 8192)
+    r = both(parser_board, IMAGE_CODES, "feed_image", IMAGE + tail, chunk, len(IMAGE) + 8192)
     if r[0] == "err":
         assert r[1] in (ota.ESP_ERR_OTA_VALIDATE_FAILED, ota.ESP_ERR_INVALID_SIZE)
 
@@ -186,10 +147,10 @@ def mutate(data, edits):
                       .map(lambda e: mutate(BUNDLE, e))),
        step=st.sampled_from([1, 64, 512]))
 @example(data=BUNDLE[:16] + b"\xff\xfe" + BUNDLE[18:], step=512)
-def test_random_bundle_headers(board, boards, data, step):
+def test_random_bundle_headers(parser_board, boards, data, step):
     counted("bundle header")
     app, on_board = boards(), boards()
-    r = both(board, BUNDLE_CODES, "feed_bundle", app, data, step,
+    r = both(parser_board, BUNDLE_CODES, "feed_bundle", app, data, step,
              board_args=(on_board, data, step))
     for d in (app, on_board):
         assert not os.path.exists(d + ".ota/new")     # nothing left staged
@@ -212,9 +173,9 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
                           lambda t: json.dumps({"manifest": base64.b64encode(t[0]).decode(),
                                                 "sig": base64.b64encode(t[1]).decode()}).encode())))
 @example(data=b"[" * 2048)
-def test_random_manifests(board, data):
+def test_random_manifests(parser_board, data):
     counted("manifest envelope")
-    r = both(board, MANIFEST_CODES, "manifest", data, PUB)
+    r = both(parser_board, MANIFEST_CODES, "manifest", data, PUB)
     assert r[0] == "err"     # nothing unsigned gets through
 
 
@@ -223,21 +184,21 @@ def test_random_manifests(board, data):
                                                "size", "url", "version", "extra",
                                                "compressed_sha256", "compressed_size"]),
                               json_values, max_size=11))
-def test_signed_manifests_with_random_fields(board, fields):
+def test_signed_manifests_with_random_fields(parser_board, fields):
     # The signature verifies; the fields are anything JSON holds.
     counted("manifest fields")
     body = canonical_bytes(fields) if all(isinstance(k, str) for k in fields) else b"{}"
     data = json.dumps({"manifest": base64.b64encode(body).decode(),
                        "sig": base64.b64encode(KEY.sign(body)).decode()}).encode()
-    both(board, MANIFEST_CODES, "manifest", data, PUB)
+    both(parser_board, MANIFEST_CODES, "manifest", data, PUB)
 
 
 @SLOW
 @given(key=st.binary(min_size=32, max_size=32), sig=st.binary(min_size=64, max_size=64),
        msg=st.binary(max_size=64))
-def test_random_keys_and_signatures(board, key, sig, msg):
+def test_random_keys_and_signatures(parser_board, key, sig, msg):
     counted("ed25519 key + signature")
-    r = both(board, (), "signature", key, msg, sig)
+    r = both(parser_board, (), "signature", key, msg, sig)
     assert r[1][0] in (True, False)
     assert r[1][1] == (public_point(key) is not None)
 
@@ -268,9 +229,9 @@ heads = st.builds(
        offset=st.sampled_from([0, 0, 7]))
 @example(answer=b"HTTP/1.1 200 OK\r\nContent-Length: \xc2\xb2\r\n\r\n", step=4096, offset=0)
 @example(answer=b"HTTP/1.1 \xc2\xb2\xc2\xb2\xc2\xb2 OK\r\n\r\n", step=4096, offset=0)
-def test_random_http_answers(board, answer, step, offset):
+def test_random_http_answers(parser_board, answer, step, offset):
     counted("http: status + headers")
-    both(board, HTTP_CODES, "fetch", answer, step, offset)
+    both(parser_board, HTTP_CODES, "fetch", answer, step, offset)
 
 
 chunk_line = st.one_of(st.integers(0, 40).map(lambda n: b"%x" % n),
@@ -281,24 +242,24 @@ chunk_line = st.one_of(st.integers(0, 40).map(lambda n: b"%x" % n),
 @given(chunks=st.lists(st.tuples(chunk_line, st.binary(max_size=40), st.sampled_from([b"\r\n", b"\n", b"", b"xx"])),
                        max_size=8),
        trailer=st.binary(max_size=60), step=st.sampled_from([1, 3, 4096]))
-def test_random_chunk_sizes_and_trailers(board, chunks, trailer, step):
+def test_random_chunk_sizes_and_trailers(parser_board, chunks, trailer, step):
     counted("http: chunked framing")
     body = b"".join(line + b"\r\n" + data + end for line, data, end in chunks)
     answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n" + trailer
-    both(board, HTTP_CODES, "fetch", answer, step)
+    both(parser_board, HTTP_CODES, "fetch", answer, step)
 
 
-def test_endless_chunked_trailers_end_with_fetch_header(board):
+def test_endless_chunked_trailers_end_with_fetch_header(parser_board):
     answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n" + \
         b"X-T: 12345678\r\n" * 1000
-    assert both(board, HTTP_CODES, "fetch", answer, 4096) == ["err", ota.ESP_ERR_HTTP_FETCH_HEADER]
+    assert both(parser_board, HTTP_CODES, "fetch", answer, 4096) == ["err", ota.ESP_ERR_HTTP_FETCH_HEADER]
 
 
 @FAST
 @given(loc=st.text(max_size=40))
-def test_random_locations(board, loc):
+def test_random_locations(parser_board, loc):
     counted("http: Location")
-    r = both(board, {ota.ESP_ERR_HTTP_FETCH_HEADER}, "location", "http://ota.test/a/b", loc)
+    r = both(parser_board, {ota.ESP_ERR_HTTP_FETCH_HEADER}, "location", "http://ota.test/a/b", loc)
     if r[0] == "ok":
         assert all(" " < c <= "~" for c in r[1])   # what may go into a request line
         parse_url(r[1])
@@ -307,9 +268,9 @@ def test_random_locations(board, loc):
 @FAST
 @given(raw=st.one_of(st.binary(max_size=1100), json_values.map(lambda v: json.dumps(v).encode())))
 @example(raw=b"[" * 1024)
-def test_random_check_in_answers(board, raw):
+def test_random_check_in_answers(parser_board, raw):
     counted("check-in answer")
-    both(board, {ota.ESP_ERR_INVALID_RESPONSE}, "offer", raw)
+    both(parser_board, {ota.ESP_ERR_INVALID_RESPONSE}, "offer", raw)
 
 
 # --- the header of a compressed update (ota.inflate) ---------------------------
@@ -324,11 +285,11 @@ COMPRESSED = compress(IMAGE, block_size=4096)
        step=st.sampled_from([1, 7, 4096]), lie=st.sampled_from([0, 0, 1, -1, None]))
 @example(data=COMPRESSED, step=1, lie=0)
 def test_compressed_headers_are_refused_by_the_board_exactly_when_the_host_refuses_them(
-        board, data, step, lie):
+        parser_board, data, step, lie):
     # lie: how far the server's Content-Length is off (None: not sent)
     counted("compressed header")
     size = -1 if lie is None else len(data) + lie
-    r = both(board, {ota.ESP_ERR_OTA_VALIDATE_FAILED}, "inflate_header", data, step, size)
+    r = both(parser_board, {ota.ESP_ERR_OTA_VALIDATE_FAILED}, "inflate_header", data, step, size)
     try:
         host = CompressedHeader.from_bytes(data)
         if size >= 0 and host.offsets[-1] != size:
