@@ -121,6 +121,11 @@ class Download:
         if cert_der:
             from ota.certs import context, der_certs
             self._tls = context(der_certs(bytes(cert_der)))
+            # Its code is done with: over HTTPS it left no 4 KiB in one
+            # piece for the sector buffer in heaps up to 4 KiB larger
+            # (bench_ota.py, board modules frozen).
+            from ota import _unload
+            _unload("certs")
         self._headers = headers or {}
         self._timeout = timeout_ms / 1000
         self._allow_http = allow_http
