@@ -21,7 +21,7 @@ from otatool.deploy import compiled, package_files
 from otatool.serve import start_server
 
 # The smallest heap bench_ota.py measures for this update on the stock unix
-# port (HTTP, `import ota` first: 59.5 KiB, docs/API.md), with about 3 KiB
+# port (HTTP, `import ota` first: 59.2 KiB, docs/API.md), with about 3 KiB
 # for the chance of the heap's layout, which moves single figures by that
 # much when any module changes. (The figures on a firmware with the board's
 # modules frozen need a MicroPython source tree and a build, which CI does
