@@ -156,11 +156,12 @@ def offer(raw):
 
 class BytesDownload:
     """The Download interface over bytes, one short read at a time; the
-    first four bytes (the magic, which the client reads) already taken."""
+    first six bytes (the magic, version and window_bits, which the client
+    reads) already taken."""
 
     def __init__(self, data, step, size):
         self.data, self.step, self.size = data, step, size
-        self.offset, self.etag = 4, '"e"'
+        self.offset, self.etag = 6, '"e"'
 
     def readinto(self, mv):
         n = len(self.data[self.offset:self.offset + min(len(mv), self.step)])
@@ -172,8 +173,15 @@ class BytesDownload:
         self.offset = offset
 
 
+def head(data):
+    # the first six bytes as the client reads them (zeros past a short file)
+    b = bytearray(6)
+    b[:len(data[:6])] = data[:6]
+    return b
+
+
 def inflate_header(data, step, size):
-    src = Inflate(BytesDownload(data, step, size), b"OTAZ")
+    src = Inflate(BytesDownload(data, step, size), head(data))
     src.start()
     return [src.size, binascii.hexlify(src.sha256).decode(), src.offset,
             list(src._segs[:-4])]
@@ -184,7 +192,7 @@ def inflate(data, step):
     reads it: [bytes given, their SHA-256]. (CPython has no deflate module:
     there every block is refused.)"""
     import hashlib
-    src = Inflate(BytesDownload(data, step, len(data)), b"OTAZ")
+    src = Inflate(BytesDownload(data, step, len(data)), head(data))
     src.start()
     window = memoryview(bytearray(4096))
     h = hashlib.sha256()

@@ -152,11 +152,13 @@ def test_sha256_and_size_given_to_begin_describe_the_inflated_image(board_dir, s
     assert right["ok"] and right["boot"] == "ota_1"
 
 
-def test_a_compressed_update_sent_chunked_in_small_pieces_installs(board_dir, server, v2):
+@pytest.mark.parametrize("chunk", [61, 3])
+def test_a_compressed_update_sent_chunked_in_small_pieces_installs(board_dir, server, v2, chunk):
     # No Content-Length, and network reads of a few bytes: the inflater's
-    # input is topped up many times per block.
+    # input is topped up many times per block. In 3-byte chunks even the
+    # magic comes in two reads.
     z = compress(v2, block_size=32768)
-    server.route("/fw.binz", z, chunked=61)
+    server.route("/fw.binz", z, chunked=chunk)
     out = update(board_dir, server.url("/fw.binz"))
     assert out == dict(out, ok=True, read=len(v2), boot="ota_1")
     assert server.requests("/fw.binz")[0]["declared"] is None   # really chunked

@@ -113,12 +113,26 @@ class Handle:
             dl.start(0 if z else offset, etag)
             n = 0
             if not dl.offset:
-                # The first bytes tell a compressed update from the image.
-                head = bytearray(4)
-                n = dl.readinto(head)
-                if head == b"OTAZ" or wire:
+                # The first bytes tell a compressed update from the image:
+                # its magic, then its format version and window_bits.
+                head = bytearray(6)
+                while n < 6:
+                    k = dl.readinto(memoryview(head)[n:])
+                    if not k:
+                        break
+                    n += k
+                if head[:4] == b"OTAZ" or wire:
+                    # The room its first block's inflater makes (the window,
+                    # about 1.4 KiB of state, 1.5 KiB of input) held while
+                    # ota.inflate loads, whose code would split it: an
+                    # update needed 2-5 KiB more heap (bench_compressed.py).
+                    try:
+                        hold = bytearray((1 << head[5]) + 3072) if 9 <= head[5] <= 15 else None
+                    except MemoryError:
+                        hold = None
                     from ota.inflate import Inflate
-                    self._dl = dl = Inflate(dl, head, wire, sha256)
+                    self._dl = dl = Inflate(dl, head, wire, sha256, hold)
+                    hold = None
                     dl.start(offset if z else 0, etag)
                     # What is installed is the inflated image: the header's
                     # SHA-256 is checked as a caller's sha256 is; unless a

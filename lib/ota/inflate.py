@@ -49,7 +49,8 @@
 # state (allocated by DeflateIO for each block: the previous block's are
 # collected first so that the new ones take their place), _IN bytes of
 # input (made with the first block's inflater: after the target's buffers,
-# which the client makes after start()) and 4 bytes per block for the
+# which the client makes after start(), in the room the client held for
+# them from before this module loaded) and 4 bytes per block for the
 # offsets. What loading this module left is collected in start(), before
 # anything else is made. Few methods and attributes on
 # purpose: each costs heap here. Their names are ones the modules loaded
@@ -78,6 +79,7 @@ _INVALID_RESPONSE = const(0x108)
 _VALIDATE_FAILED = const(0x1503)
 
 _HEAD = const(52)       # the fixed part of the header, magic included
+
 _IN = const(1536)       # compressed bytes held for the inflater
 _MARGIN = const(320)    # a block header and what ends a block, and slack
 
@@ -87,12 +89,16 @@ def _err(msg):
 
 
 class Inflate:
-    def __init__(self, dl, head, compressed=None, sha256=None):
-        # dl: a started Download whose first four bytes the caller has read
-        # (head). compressed: (SHA-256, size) of the compressed file, as a
-        # signed manifest names it, or None. sha256: what the caller expects
-        # of the inflated image, or None.
-        if head != b"OTAZ":
+    def __init__(self, dl, head, compressed=None, sha256=None, buf=None):
+        # dl: a started Download whose first six bytes the caller has read
+        # (head: the magic, the format version, window_bits).
+        # compressed: (SHA-256, size) of the compressed file, as a signed
+        # manifest names it, or None. sha256: what the caller expects of the
+        # inflated image, or None. buf: a block as large as what the first
+        # block's inflater makes, which the caller made before this module
+        # loaded; kept as self._mv until then and freed just before, so
+        # that they find its room in one piece.
+        if head[:4] != b"OTAZ":
             raise _err("the manifest names one; this file is not one")
         self._dl = dl
         self._want = compressed
@@ -100,6 +106,8 @@ class Inflate:
         if compressed:
             import hashlib
             self._hash = hashlib.sha256(head)
+        self._win = head[4] | head[5] << 8    # until start() reads the rest of the header
+        self._mv = buf
         self.size = -1
         self.offset = 0
         self.etag = None
@@ -115,7 +123,9 @@ class Inflate:
         # its holes, not the room the target's buffers and the inflater need.
         gc.collect()
         fixed = bytearray(_HEAD - 4)
-        self._read(fixed)
+        fixed[0] = self._win & 255
+        fixed[1] = self._win >> 8
+        self._read(memoryview(fixed)[2:])
         self._buf = None    # the input: made with the first block's inflater
         # format, window_bits, reserved; block_size; total_size; the
         # SHA-256; block_count
@@ -195,6 +205,8 @@ class Inflate:
                     return 0
                 if deflate is None:
                     raise OTAError(_VALIDATE_FAILED, "no deflate or uctypes module")
+                if not buf:
+                    self._mv = None     # the room held for the first block (__init__)
                 gc.collect()    # the last block's window goes before the next one's comes
                 if not buf:
                     # The input, made once, now that the target has its buffers:
