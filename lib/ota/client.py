@@ -126,10 +126,12 @@ class Handle:
                     # about 1.4 KiB of state, 1.5 KiB of input) held while
                     # ota.inflate loads, whose code would split it: an
                     # update needed 2-5 KiB more heap (bench_compressed.py).
-                    try:
-                        hold = bytearray((1 << head[5]) + 3072) if 9 <= head[5] <= 15 else None
-                    except MemoryError:
-                        hold = None
+                    hold = None
+                    if 9 <= head[5] <= 15 and head[:4] == b"OTAZ":
+                        try:
+                            hold = bytearray((1 << head[5]) + 3072)
+                        except MemoryError:
+                            pass
                     from ota.inflate import Inflate
                     self._dl = dl = Inflate(dl, head, wire, sha256, hold)
                     hold = None
