@@ -79,7 +79,6 @@ _INVALID_RESPONSE = const(0x108)
 _VALIDATE_FAILED = const(0x1503)
 
 _HEAD = const(52)       # the fixed part of the header, magic included
-
 _IN = const(1536)       # compressed bytes held for the inflater
 _MARGIN = const(320)    # a block header and what ends a block, and slack
 
