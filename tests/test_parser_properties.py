@@ -229,6 +229,8 @@ heads = st.builds(
        offset=st.sampled_from([0, 0, 7]))
 @example(answer=b"HTTP/1.1 200 OK\r\nContent-Length: \xc2\xb2\r\n\r\n", step=4096, offset=0)
 @example(answer=b"HTTP/1.1 \xc2\xb2\xc2\xb2\xc2\xb2 OK\r\n\r\n", step=4096, offset=0)
+@example(answer=b"HTTP/1.1 206 P\r\nContent-Range: bytes 7-9/1_0\r\n\r\nabc", step=4096, offset=7)
+@example(answer=b"HTTP/1.1 206 P\r\nContent-Range: bytes +7-9/10\r\n\r\nabc", step=4096, offset=7)
 def test_random_http_answers(parser_board, answer, step, offset):
     counted("http: status + headers")
     both(parser_board, HTTP_CODES, "fetch", answer, step, offset)
@@ -242,6 +244,8 @@ chunk_line = st.one_of(st.integers(0, 40).map(lambda n: b"%x" % n),
 @given(chunks=st.lists(st.tuples(chunk_line, st.binary(max_size=40), st.sampled_from([b"\r\n", b"\n", b"", b"xx"])),
                        max_size=8),
        trailer=st.binary(max_size=60), step=st.sampled_from([1, 3, 4096]))
+@example(chunks=[(b"_", b"", b"\r\n")], trailer=b"", step=1)     # MicroPython's int(b"_", 16) is 0
+@example(chunks=[(b"+1", b"a", b"\r\n"), (b"1_0", b"b" * 16, b"\r\n")], trailer=b"", step=4096)
 def test_random_chunk_sizes_and_trailers(parser_board, chunks, trailer, step):
     counted("http: chunked framing")
     body = b"".join(line + b"\r\n" + data + end for line, data, end in chunks)

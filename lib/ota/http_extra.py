@@ -65,12 +65,12 @@ def chunk_head(dl, line):
     # last chunk, and trailer lines up to an empty one follow. line: the
     # buffer dl._readline() reads into.
     n = 0 if dl._chunk == _CRLF and dl._readline() else dl._readline()
-    try:
-        size = int(bytes(line[:n]).split(b";")[0], 16)
-    except ValueError:      # also no size at all, or data where CRLF belongs
-        size = -1
-    if size < 0:
+    # hex digits only (and spaces before an extension): int() would also
+    # take a sign, "0x" and "_", and MicroPython's reads a lone "_" as 0
+    size = bytes(line[:n]).split(b";")[0].rstrip(b" \t")
+    if not size or size.strip(b"0123456789abcdefABCDEF") or len(size.lstrip(b"0")) > 8:
         raise OTAError(_INVALID_RESPONSE, "bad chunk")
+    size = int(size, 16)
     dl._left = size
     dl._chunk = _CRLF
     if not size:
@@ -82,17 +82,24 @@ def chunk_head(dl, line):
         dl._chunk = _PLAIN
 
 
+def _number(s):
+    # A decimal number of the Content-Range (str): ASCII digits only, else
+    # -2. int() would also take spaces, a sign and "_".
+    b = s.encode()
+    return int(b) if b.isdigit() and len(b) <= 15 else -2
+
+
 def partial(dl, cr, clen, changed):
     # A 206 answer with Content-Range `cr` must continue at dl.offset and be
     # of the same entity. Returns the bytes it holds.
     try:
-        a = int(cr[cr.index(" ") + 1:cr.index("-")])
-        left = int(cr[cr.index("-") + 1:cr.index("/")]) + 1 - a
+        a = _number(cr[cr.index(" ") + 1:cr.index("-")])
+        left = _number(cr[cr.index("-") + 1:cr.index("/")]) + 1 - a
         total = cr[cr.index("/") + 1:]
-        total = -1 if total == "*" else int(total)
-    except ValueError:
-        a = -1
-    if a != dl.offset or left < 1 or (clen >= 0 and clen != left):
+        total = -1 if total == "*" else _number(total)
+    except ValueError:      # no " ", "-" or "/"
+        a = total = -2
+    if a != dl.offset or left < 1 or total < -1 or (clen >= 0 and clen != left):
         raise OTAError(_INVALID_RESPONSE, "206 not at byte %d: %s" % (dl.offset, cr))
     if changed or (total >= 0 and dl.size >= 0 and total != dl.size):
         raise OTAError(_INVALID_RESPONSE, "the image changed on the server")
