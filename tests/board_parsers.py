@@ -156,12 +156,11 @@ def offer(raw):
 
 class BytesDownload:
     """The Download interface over bytes, one short read at a time; the
-    first six bytes (the magic, version and window_bits, which the client
-    reads) already taken."""
+    first four bytes (the magic, which the client reads) already taken."""
 
     def __init__(self, data, step, size):
         self.data, self.step, self.size = data, step, size
-        self.offset, self.etag = 6, '"e"'
+        self.offset, self.etag = 4, '"e"'
 
     def readinto(self, mv):
         n = len(self.data[self.offset:self.offset + min(len(mv), self.step)])
@@ -174,9 +173,9 @@ class BytesDownload:
 
 
 def head(data):
-    # the first six bytes as the client reads them (zeros past a short file)
-    b = bytearray(6)
-    b[:len(data[:6])] = data[:6]
+    # the first four bytes as the client reads them (zeros past a short file)
+    b = bytearray(4)
+    b[:len(data[:4])] = data[:4]
     return b
 
 

@@ -113,25 +113,22 @@ class Handle:
             dl.start(0 if z else offset, etag)
             n = 0
             if not dl.offset:
-                # The first bytes tell a compressed update from the image:
-                # its magic, then its format version and window_bits.
-                head = bytearray(6)
-                while n < 6:
+                # The first bytes tell a compressed update from the image.
+                head = bytearray(4)
+                while n < 4:
                     k = dl.readinto(memoryview(head)[n:])
                     if not k:
                         break
                     n += k
-                if head[:4] == b"OTAZ" or wire:
-                    # The room its first block's inflater makes (the window,
-                    # about 1.4 KiB of state, 1.5 KiB of input) held while
-                    # ota.inflate loads, whose code would split it: an
-                    # update needed 2-5 KiB more heap (bench_compressed.py).
-                    hold = None
-                    if 9 <= head[5] <= 15 and head[:4] == b"OTAZ":
-                        try:
-                            hold = bytearray((1 << head[5]) + 3072)
-                        except MemoryError:
-                            pass
+                if head == b"OTAZ" or wire:
+                    # The room its first block's inflater makes (its window,
+                    # state and input) held while ota.inflate loads, whose
+                    # code would split it: an update needed 2-5 KiB more
+                    # heap (bench_compressed.py).
+                    try:
+                        hold = bytearray(5120)
+                    except MemoryError:
+                        hold = None
                     from ota.inflate import Inflate
                     self._dl = dl = Inflate(dl, head, wire, sha256, hold)
                     hold = None

@@ -89,15 +89,15 @@ def _err(msg):
 
 class Inflate:
     def __init__(self, dl, head, compressed=None, sha256=None, buf=None):
-        # dl: a started Download whose first six bytes the caller has read
-        # (head: the magic, the format version, window_bits).
+        # dl: a started Download whose first four bytes the caller has read
+        # (head: the magic).
         # compressed: (SHA-256, size) of the compressed file, as a signed
         # manifest names it, or None. sha256: what the caller expects of the
         # inflated image, or None. buf: a block as large as what the first
         # block's inflater makes, which the caller made before this module
         # loaded; kept as self._mv until then and freed just before, so
         # that they find its room in one piece.
-        if head[:4] != b"OTAZ":
+        if head != b"OTAZ":
             raise _err("the manifest names one; this file is not one")
         self._dl = dl
         self._want = compressed
@@ -105,7 +105,6 @@ class Inflate:
         if compressed:
             import hashlib
             self._hash = hashlib.sha256(head)
-        self._win = head[4] | head[5] << 8    # until start() reads the rest of the header
         self._mv = buf
         self.size = -1
         self.offset = 0
@@ -122,9 +121,7 @@ class Inflate:
         # its holes, not the room the target's buffers and the inflater need.
         gc.collect()
         fixed = bytearray(_HEAD - 4)
-        fixed[0] = self._win & 255
-        fixed[1] = self._win >> 8
-        self._read(memoryview(fixed)[2:])
+        self._read(fixed)
         self._buf = None    # the input: made with the first block's inflater
         # format, window_bits, reserved; block_size; total_size; the
         # SHA-256; block_count
