@@ -915,7 +915,7 @@ def esp8266_updates_and_boots_the_new_version(board, lib, url, heap, tree=None):
 
 def test_esp8266_profile_installs_a_compressed_bundle_with_its_2k_window_in_a_44k_heap(
         v1_board, server, compiled_lib, bundles, tmp_path):
-    # What it costs today (docs/API.md): 41 KiB where an uncompressed bundle
+    # What it costs today (docs/API.md): 42 KiB where an uncompressed bundle
     # needs 33, against a goal of its window (2 KiB: window_bits 11) and
     # 2 KiB more. This holds the line (with 3 KiB for the heap's layout)
     # until ota.inflate gets there.
