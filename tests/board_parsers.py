@@ -136,10 +136,6 @@ def location(base, loc):
     return redirect(Dl(), base, loc)
 
 
-def manifest(data, public_key):
-    return parse_manifest(data, public_key)
-
-
 def signature(key, msg, sig):
     """[whether sig verifies, whether key is a usable public key]"""
     try:
@@ -148,10 +144,6 @@ def signature(key, msg, sig):
     except OTAError:
         usable = False
     return [verify(key, msg, sig), usable]
-
-
-def offer(raw):
-    return _offer(raw)
 
 
 class BytesDownload:
@@ -163,7 +155,7 @@ class BytesDownload:
         self.offset, self.etag = 4, '"e"'
 
     def readinto(self, mv):
-        n = len(self.data[self.offset:self.offset + min(len(mv), self.step)])
+        n = max(0, min(len(mv), self.step, len(self.data) - self.offset))
         mv[:n] = self.data[self.offset:self.offset + n]
         self.offset += n
         return n
@@ -172,16 +164,18 @@ class BytesDownload:
         self.offset = offset
 
 
-def head(data):
-    # the first four bytes as the client reads them (zeros past a short file)
-    b = bytearray(4)
-    b[:len(data[:4])] = data[:4]
-    return b
+def started(data, step, size):
+    """An Inflate over `data` whose header start() has read; its first four
+    bytes as the client reads them (zeros past a short file)."""
+    head = bytearray(4)
+    head[:len(data[:4])] = data[:4]
+    src = Inflate(BytesDownload(data, step, size), head)
+    src.start()
+    return src
 
 
 def inflate_header(data, step, size):
-    src = Inflate(BytesDownload(data, step, size), head(data))
-    src.start()
+    src = started(data, step, size)
     return [src.size, binascii.hexlify(src.sha256).decode(), src.offset,
             list(src._segs[:-4])]
 
@@ -191,8 +185,7 @@ def inflate(data, step):
     reads it: [bytes given, their SHA-256]. (CPython has no deflate module:
     there every block is refused.)"""
     import hashlib
-    src = Inflate(BytesDownload(data, step, len(data)), head(data))
-    src.start()
+    src = started(data, step, len(data))
     window = memoryview(bytearray(4096))
     h = hashlib.sha256()
     total = 0
@@ -209,8 +202,8 @@ def runtime():
 
 
 PARSERS = {"runtime": runtime, "feed_image": feed_image, "feed_bundle": feed_bundle, "fetch": fetch,
-           "location": location, "manifest": manifest, "signature": signature,
-           "offer": offer, "inflate_header": inflate_header, "inflate": inflate}
+           "location": location, "manifest": parse_manifest, "signature": signature,
+           "offer": _offer, "inflate_header": inflate_header, "inflate": inflate}
 
 
 def decoded(value):

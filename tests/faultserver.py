@@ -55,6 +55,7 @@ import threading
 import time
 
 _IO_TIMEOUT = 10
+_SETTLE_S = 2   # how long requests() waits for answers still being sent
 
 
 class FaultServer:
@@ -117,10 +118,10 @@ class FaultServer:
         # Connections accepted so far (0: nothing ever reached the server).
         return self._conns
 
-    def requests(self, path, settle=2.0):
+    def requests(self, path):
         # The requests for `path`, once each answer's figures are final: the
         # client can hold the last byte before sendall() returns here.
-        deadline = time.monotonic() + settle
+        deadline = time.monotonic() + _SETTLE_S
         while not all(e["settled"] for e in self.log) and time.monotonic() < deadline:
             time.sleep(0.005)
         return [e for e in self.log if e["path"] == path]

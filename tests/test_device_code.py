@@ -8,10 +8,11 @@ MICROPY_PY_DELATTR_SETATTR to 0). These tests read the source instead.
 """
 import ast
 import os
+from urllib.parse import quote
 
 import pytest
 
-from conftest import LIB
+from conftest import LIB, run_mpy
 
 # The ota package's modules: lib/ota's, and lib/native/ota's (native code).
 MODULES = sorted(n for d in ("ota", os.path.join("native", "ota"))
@@ -105,8 +106,6 @@ def test_the_check_in_percent_encodes_as_urllib_and_interns_no_character(tmp_pat
     # A character taken out of a str (or made by chr()) becomes an interned
     # string for good on MicroPython: the check-in's query encoding works on
     # bytes, so that a boot's check-in leaves the download its heap.
-    from urllib.parse import quote
-    from conftest import run_mpy
     text = "".join(map(chr, range(32, 127))) + "\u00e9\u20ac"
     r = run_mpy("import micropython, ota.checkin\n"
                 "s = %r\n"
